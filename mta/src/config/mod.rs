@@ -1,0 +1,1 @@
+//! PowerMTA-style configuration: parser, typed model, checks.

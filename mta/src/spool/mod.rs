@@ -1,0 +1,1 @@
+//! Durable message store: message files plus an index, group-committed fsync, recovery at start.

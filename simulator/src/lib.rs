@@ -1,0 +1,3 @@
+//! mtasim: the simulated internet around the reference MTA.
+
+pub mod dns;
