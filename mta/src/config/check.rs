@@ -1,0 +1,564 @@
+//! Semantic checks beyond syntax (`mta check-config`): cross-references, settings that cannot work,
+//! unsafe access, key files and paths, and throttles far above what mailbox providers tolerate.
+
+use super::diag::{Diagnostic, Diagnostics, Span};
+use super::effective::Origin;
+use super::model::{
+    AccessLevel, AcctTarget, Config, DomainBlock, DomainKey, DomainPattern, SourceSelector,
+};
+use super::values::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// All checks, including those that read the file system (key files, spool and accounting paths).
+pub fn run(cfg: &Config, diags: &mut Diagnostics) {
+    run_static(cfg, diags);
+    check_paths(cfg, diags);
+    check_keys(cfg, diags);
+}
+
+/// The checks that need only the model.
+pub fn run_static(cfg: &Config, diags: &mut Diagnostics) {
+    check_vmtas_and_pools(cfg, diags);
+    check_references(cfg, diags);
+    check_domain_blocks(cfg, diags);
+    check_http(cfg, diags);
+    check_throttles(cfg, diags);
+    check_misc(cfg, diags);
+}
+
+fn check_vmtas_and_pools(cfg: &Config, diags: &mut Diagnostics) {
+    for v in cfg.vmtas.values() {
+        if v.source_hosts.is_empty() {
+            diags.warn(
+                &v.span,
+                format!("virtual-mta `{}` has no smtp-source-host: it sends from the machine's default address with the global host-name", v.name),
+            );
+        }
+    }
+    for p in cfg.pools.values() {
+        if p.members.is_empty() {
+            diags.error(
+                &p.span,
+                format!("virtual-mta-pool `{}` has no virtual-mta", p.name),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (m, span) in &p.members {
+            if !seen.insert(m) {
+                diags.warn(
+                    span,
+                    format!("virtual-mta `{m}` is listed twice in pool `{}`", p.name),
+                );
+            }
+            if !cfg.vmtas.contains_key(m) {
+                let mut d = Diagnostic::error(
+                    Some(span.clone()),
+                    format!(
+                        "pool `{}` names virtual-mta `{m}`, which is not defined",
+                        p.name
+                    ),
+                );
+                if let Some(s) = super::registry::closest(m, cfg.vmtas.keys().map(String::as_str)) {
+                    d = d.with_hint(format!("did you mean `{s}`?"));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    // A vMTA in two pools that both hold <domain> blocks: its settings would be ambiguous
+    // (reference part A, "Precedence").
+    for v in cfg.vmtas.keys() {
+        let with_domains: Vec<&str> = cfg
+            .pools_of(v)
+            .into_iter()
+            .filter(|p| cfg.pools.get(*p).is_some_and(|p| !p.domains.is_empty()))
+            .collect();
+        if with_domains.len() > 1 {
+            let span = cfg.pools.get(with_domains[1]).map(|p| p.span.clone());
+            diags.push(Diagnostic::error(
+                span,
+                format!("virtual-mta `{v}` is in pools `{}`, which all hold <domain> blocks: its domain settings would be ambiguous", with_domains.join("`, `")),
+            ));
+        }
+    }
+}
+
+fn vmta_or_pool_exists(cfg: &Config, name: &str) -> bool {
+    cfg.vmtas.contains_key(name) || cfg.pools.contains_key(name)
+}
+
+fn missing_target(cfg: &Config, span: &Span, what: &str, name: &str) -> Diagnostic {
+    let mut d = Diagnostic::error(
+        Some(span.clone()),
+        format!("{what} `{name}` is not a defined virtual-mta or virtual-mta-pool"),
+    );
+    let all = cfg.vmtas.keys().chain(cfg.pools.keys()).map(String::as_str);
+    if let Some(s) = super::registry::closest(name, all) {
+        d = d.with_hint(format!("did you mean `{s}`?"));
+    }
+    d
+}
+
+fn check_references(cfg: &Config, diags: &mut Diagnostics) {
+    for s in &cfg.sources {
+        if let Some(st) = s.settings.get("default-virtual-mta") {
+            if let Value::Text(name) = &st.value {
+                if name != "by-smtp-source-ip" && !vmta_or_pool_exists(cfg, name) {
+                    diags.push(missing_target(cfg, &st.span, "default-virtual-mta", name));
+                }
+            }
+        }
+        if let Some(st) = s.settings.get("pattern-list") {
+            if let Value::Text(name) = &st.value {
+                if !cfg.pattern_lists.contains_key(name) {
+                    diags.error(&st.span, format!("pattern-list `{name}` is not defined"));
+                }
+            }
+        }
+    }
+    for list in cfg.pattern_lists.values() {
+        for r in &list.rules {
+            if let Some(v) = r.actions.get("virtual-mta") {
+                if !vmta_or_pool_exists(cfg, v) {
+                    diags.push(missing_target(cfg, &r.span, "virtual-mta", v));
+                }
+            }
+        }
+    }
+    let named: BTreeSet<&str> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match &s.selector {
+            SourceSelector::Named(n) => Some(n.as_str()),
+            SourceSelector::Net(_) => None,
+        })
+        .collect();
+    for l in &cfg.listeners {
+        if let Some(src) = &l.source {
+            if !named.contains(src.as_str()) {
+                diags.warn(&l.span, format!("listener source `{src}` has no <source {src}> block: only address-matched <source> settings apply"));
+            }
+        }
+    }
+    let mut listen_at = BTreeMap::new();
+    for l in &cfg.listeners {
+        if let Some(prev) = listen_at.insert(l.addr, l.span.clone()) {
+            diags.error(
+                &l.span,
+                format!("a listener on {} is already declared at {prev}", l.addr),
+            );
+        }
+    }
+    for u in cfg.smtp_users.values() {
+        if let Some(st) = u.settings.get("source") {
+            if let Value::Text(name) = &st.value {
+                if !named.contains(name.as_str()) {
+                    diags.warn(
+                        &st.span,
+                        format!("smtp-user source `{name}` has no <source {name}> block"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every `<domain>` block with the level it sits at and a vMTA to evaluate it for.
+fn all_domain_blocks(cfg: &Config) -> Vec<(&DomainBlock, Option<String>)> {
+    let mut out: Vec<(&DomainBlock, Option<String>)> =
+        cfg.domains.iter().map(|b| (b, None)).collect();
+    for p in cfg.pools.values() {
+        let first = p.members.first().map(|(m, _)| m.clone());
+        out.extend(p.domains.iter().map(|b| (b, first.clone())));
+    }
+    for v in cfg.vmtas.values() {
+        out.extend(v.domains.iter().map(|b| (b, Some(v.name.clone()))));
+    }
+    out
+}
+
+/// A domain the pattern covers, to evaluate effective settings with.
+fn sample_domain(p: &DomainPattern) -> String {
+    match p {
+        DomainPattern::Any => "example.invalid".into(),
+        DomainPattern::Exact(d) | DomainPattern::DomainAndSubdomains(d) => d.clone(),
+        DomainPattern::Subdomains(d) => format!("sub.{d}"),
+        DomainPattern::Literal(n) => format!("[{}]", n.addr()),
+        DomainPattern::Special(n) => format!("{{{n}}}"),
+    }
+}
+
+fn check_domain_blocks(cfg: &Config, diags: &mut Diagnostics) {
+    for (b, vmta) in all_domain_blocks(cfg) {
+        if let Some(s) = b.settings.get("max-smtp-out") {
+            if s.value == Value::Int(0) {
+                diags.error(&s.span, format!("max-smtp-out 0 for <domain {}>: no connection may ever open, so its mail can only expire", b.pattern));
+            }
+        }
+        if let Some(s) = b.settings.get("smtp-pattern-list") {
+            if let Value::Text(name) = &s.value {
+                if !cfg.smtp_pattern_lists.contains_key(name) {
+                    let mut d = Diagnostic::error(
+                        Some(s.span.clone()),
+                        format!("smtp-pattern-list `{name}` is not defined"),
+                    );
+                    if let Some(h) = super::registry::closest(
+                        name,
+                        cfg.smtp_pattern_lists.keys().map(String::as_str),
+                    ) {
+                        d = d.with_hint(format!("did you mean `{h}`?"));
+                    }
+                    diags.push(d);
+                }
+            }
+        }
+        let backoff: Vec<_> = b
+            .settings
+            .0
+            .iter()
+            .filter(|s| s.name.starts_with("backoff-") && s.name != "backoff-notify")
+            .collect();
+        if let Some(first) = backoff.first() {
+            // The block may be a default (`*`) for more specific blocks: it is useful if any domain
+            // it covers ends up with a pattern list that can enter backoff.
+            let mut samples = vec![sample_domain(&b.pattern)];
+            samples.extend(
+                all_domain_blocks(cfg)
+                    .iter()
+                    .map(|(o, _)| sample_domain(&o.pattern))
+                    .filter(|d| b.pattern.matches(d)),
+            );
+            let can = samples.iter().any(|d| {
+                cfg.domain_settings(d, vmta.as_deref())
+                    .text("smtp-pattern-list")
+                    .and_then(|n| cfg.smtp_pattern_lists.get(n))
+                    .is_some_and(|l| l.can_enter_backoff())
+            });
+            if !can {
+                diags.warn(
+                    &first.span,
+                    format!("`{}` in <domain {}> has no effect: no smtp-pattern-list in force there has a `mode=backoff` rule, so the queue never enters backoff", first.name, b.pattern),
+                );
+            }
+        }
+        for s in &b.settings.0 {
+            if let (Value::Rate(r), true) = (
+                &s.value,
+                s.name.ends_with("msg-rate") || s.name.ends_with("connect-rate"),
+            ) {
+                if r.count == Some(0) {
+                    diags.warn(
+                        &s.span,
+                        format!(
+                            "`{} 0` stops all delivery for <domain {}>",
+                            s.name, b.pattern
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_http(cfg: &Config, diags: &mut Diagnostics) {
+    for a in &cfg.http_access {
+        if a.net.prefix_len() == 0 && a.level >= AccessLevel::Operator {
+            diags.warn(
+                &a.span,
+                format!("http-access {} {:?}: anyone who can reach the management port may change queues; restrict it to your admin network", a.net, a.level).to_lowercase(),
+            );
+        }
+    }
+}
+
+/// What practitioners' public configs use per provider (reference part B, "Practitioner throttles").
+struct Tolerance {
+    domains: &'static [&'static str],
+    provider: &'static str,
+    max_smtp_out: Option<(u64, &'static str)>,
+    max_msg_per_connection: Option<(u64, &'static str)>,
+    max_msg_rate_per_min: Option<(f64, &'static str)>,
+}
+
+const SOURCE: &str = "shared/reference/pmta-and-isps.md part B, practitioner throttles";
+
+const TOLERANCES: &[Tolerance] = &[
+    Tolerance {
+        domains: &["gmail.com", "googlemail.com"],
+        provider: "Gmail",
+        max_smtp_out: Some((20, "10–20")),
+        max_msg_per_connection: Some((100, "20–100")),
+        max_msg_rate_per_min: None,
+    },
+    Tolerance {
+        domains: &["hotmail.com", "outlook.com", "live.com", "msn.com"],
+        provider: "Outlook.com",
+        max_smtp_out: Some((20, "20")),
+        max_msg_per_connection: Some((100, "100")),
+        max_msg_rate_per_min: Some((2500.0, "2500/m")),
+    },
+    Tolerance {
+        domains: &["yahoo.com", "aol.com"],
+        provider: "Yahoo",
+        max_smtp_out: Some((300, "20–300")),
+        max_msg_per_connection: None,
+        max_msg_rate_per_min: None,
+    },
+    Tolerance {
+        domains: &["comcast.net", "cox.net", "att.net"],
+        provider: "Comcast/Cox/AT&T",
+        max_smtp_out: Some((3, "2–3")),
+        max_msg_per_connection: None,
+        max_msg_rate_per_min: None,
+    },
+];
+
+/// How far above the top of the practitioners' range a value must be to warn.
+const FAR_ABOVE: f64 = 2.0;
+
+/// A too-high setting: its value as shown, the domains it applies to, the practitioners' ranges.
+type Finding = (String, BTreeSet<&'static str>, BTreeSet<String>);
+
+fn check_throttles(cfg: &Config, diags: &mut Diagnostics) {
+    let mut vmtas: Vec<Option<&str>> = vec![None];
+    vmtas.extend(cfg.vmtas.keys().map(|k| Some(k.as_str())));
+    // One warning per written setting, naming every provider domain it is far too high for.
+    let mut found: BTreeMap<(Span, &'static str), Finding> = BTreeMap::new();
+    for t in TOLERANCES {
+        for dom in t.domains {
+            for v in &vmtas {
+                let eff = cfg.domain_settings(dom, *v);
+                let mut check = |name: &'static str,
+                                 observed: Option<f64>,
+                                 limit: Option<(f64, &str)>,
+                                 shown: String| {
+                    let (Some(obs), Some((top, range))) = (observed, limit) else {
+                        return;
+                    };
+                    let Some(Origin::Config { at, .. }) = eff.0.get(name).map(|e| &e.origin) else {
+                        return;
+                    };
+                    if obs > top * FAR_ABOVE {
+                        let e = found
+                            .entry((at.clone(), name))
+                            .or_insert_with(|| (shown, BTreeSet::new(), BTreeSet::new()));
+                        e.1.insert(dom);
+                        e.2.insert(format!("{} {range}", t.provider));
+                    }
+                };
+                check(
+                    "max-smtp-out",
+                    eff.int("max-smtp-out").map(|n| n as f64),
+                    t.max_smtp_out.map(|(n, r)| (n as f64, r)),
+                    eff.value("max-smtp-out")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                );
+                let mpc = eff
+                    .int("max-msg-per-connection")
+                    .filter(|n| *n > 0)
+                    .map(|n| n as f64);
+                check(
+                    "max-msg-per-connection",
+                    mpc,
+                    t.max_msg_per_connection.map(|(n, r)| (n as f64, r)),
+                    eff.value("max-msg-per-connection")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                );
+                let rate = eff.rate("max-msg-rate").per_second().map(|r| r * 60.0);
+                check(
+                    "max-msg-rate",
+                    rate,
+                    t.max_msg_rate_per_min,
+                    eff.value("max-msg-rate")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    for ((at, name), (shown, doms, ranges)) in found {
+        let doms: Vec<&str> = doms.into_iter().collect();
+        let ranges: Vec<String> = ranges.into_iter().collect();
+        diags.push(Diagnostic::warning(
+            Some(at),
+            format!("{name} {shown} applies to {}: far above what practitioners use there ({}; {SOURCE})", doms.join(", "), ranges.join("; ")),
+        ));
+    }
+}
+
+fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
+    if cfg.spools.is_empty() {
+        diags.push(Diagnostic::warning(
+            None,
+            "no <spool> directory: `mta run` needs one (simulated runs keep the spool in memory)",
+        ));
+    }
+    for a in &cfg.acct_files {
+        for ty in a.record_fields.keys() {
+            if ty != "*" && !a.records.contains(ty) {
+                diags.warn(
+                    &a.span,
+                    format!(
+                        "record-fields for `{ty}` records, but `records` does not include `{ty}`"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(s) = cfg.global.get("http-mgmt-port") {
+        if let Value::Int(p) = s.value {
+            if p > 65535 {
+                diags.error(&s.span, format!("http-mgmt-port {p} is not a port number"));
+            }
+        }
+    }
+}
+
+/// Checks that spool and accounting paths are usable and pipe programs exist.
+fn check_paths(cfg: &Config, diags: &mut Diagnostics) {
+    for s in &cfg.spools {
+        if let Err(e) = writable_dir(&s.path, true) {
+            diags.error(
+                &s.span,
+                format!("spool directory `{}` {e}", s.path.display()),
+            );
+        }
+    }
+    for a in &cfg.acct_files {
+        match &a.target {
+            AcctTarget::File(p) => {
+                if p.is_dir() {
+                    diags.error(
+                        &a.span,
+                        format!("accounting file `{}` is a directory", p.display()),
+                    );
+                } else if p.exists()
+                    && std::fs::metadata(p).is_ok_and(|m| m.permissions().readonly())
+                {
+                    diags.error(
+                        &a.span,
+                        format!("accounting file `{}` is read-only", p.display()),
+                    );
+                } else if let Err(e) = writable_dir(p.parent().unwrap_or(Path::new(".")), false) {
+                    diags.error(
+                        &a.span,
+                        format!("accounting file `{}`: its directory {e}", p.display()),
+                    );
+                }
+            }
+            AcctTarget::Pipe(cmd) => {
+                let prog = cmd.split_whitespace().next().unwrap_or("");
+                if !program_exists(prog) {
+                    diags.error(
+                        &a.span,
+                        format!("accounting pipe program `{prog}` was not found"),
+                    );
+                }
+            }
+        }
+        if let Some(st) = a.settings.get("move-to") {
+            if let Value::Text(dir) = &st.value {
+                if let Err(e) = writable_dir(Path::new(dir), true) {
+                    diags.error(&st.span, format!("move-to directory `{dir}` {e}"));
+                }
+            }
+        }
+    }
+    for l in &cfg.listeners {
+        if let Some(c) = &l.tls_certificate {
+            if !c.is_file() {
+                diags.error(
+                    &l.span,
+                    format!("listener TLS certificate `{}` does not exist", c.display()),
+                );
+            }
+        }
+    }
+}
+
+fn writable_dir(p: &Path, may_create: bool) -> Result<(), String> {
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    match std::fs::metadata(p) {
+        Ok(m) if !m.is_dir() => Err("is not a directory".into()),
+        Ok(m) if m.permissions().readonly() => Err("is not writable".into()),
+        Ok(_) => Ok(()),
+        Err(_) if may_create => match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() && parent.is_dir() => Ok(()),
+            _ => Err("does not exist and cannot be created (its parent is missing)".into()),
+        },
+        Err(_) => Err("does not exist".into()),
+    }
+}
+
+fn program_exists(prog: &str) -> bool {
+    if prog.is_empty() {
+        return false;
+    }
+    let p = Path::new(prog);
+    if p.components().count() > 1 {
+        return p.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).is_file()))
+}
+
+/// What a DKIM private key file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyInfo {
+    /// An RSA key of this many bits.
+    Rsa(usize),
+    /// An Ed25519 key.
+    Ed25519,
+}
+
+/// Reads a PEM private key (PKCS#1 RSA or PKCS#8 RSA/Ed25519) and says what it is.
+pub fn inspect_key(path: &Path) -> Result<KeyInfo, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
+        "is not a PEM private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".to_string()
+    })?;
+    match key {
+        PrivateKeyDer::Pkcs1(k) => aws_lc_rs::rsa::KeyPair::from_der(k.secret_pkcs1_der())
+            .map(|kp| KeyInfo::Rsa(kp.public_modulus_len() * 8))
+            .map_err(|e| format!("holds an invalid RSA key: {e}")),
+        PrivateKeyDer::Pkcs8(k) => {
+            let der = k.secret_pkcs8_der();
+            if let Ok(kp) = aws_lc_rs::rsa::KeyPair::from_pkcs8(der) {
+                return Ok(KeyInfo::Rsa(kp.public_modulus_len() * 8));
+            }
+            aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                .map(|_| KeyInfo::Ed25519)
+                .map_err(|_| "holds a PKCS#8 key that is neither RSA nor Ed25519".to_string())
+        }
+        PrivateKeyDer::Sec1(_) => {
+            Err("holds an EC (ECDSA) key, which DKIM does not use: use RSA or Ed25519".into())
+        }
+        _ => Err("holds an unsupported key type".into()),
+    }
+}
+
+fn check_keys(cfg: &Config, diags: &mut Diagnostics) {
+    let all: Vec<&DomainKey> = cfg
+        .domain_keys
+        .iter()
+        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
+        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()))
+        .collect();
+    for k in all {
+        match inspect_key(&k.path) {
+            Ok(KeyInfo::Rsa(bits)) if bits < 1024 => diags.error(&k.span, format!("DKIM key `{}` is RSA-{bits}: keys under 1024 bits are refused by receivers (RFC 8301)", k.path.display())),
+            Ok(KeyInfo::Rsa(bits)) if bits < 2048 => diags.warn(&k.span, format!("DKIM key `{}` is RSA-{bits}: 2048 bits is the recommended size", k.path.display())),
+            Ok(_) => {}
+            Err(e) => diags.error(&k.span, format!("DKIM key file `{}` {e}", k.path.display())),
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Effective settings: what applies to a queue (`domain/vmta`) or a connection's source after
+//! merging defaults, global, pool and vMTA `<domain>` blocks (or `<source>` blocks), with where
+//! each value came from.
+
+use super::diag::Span;
+use super::model::{Config, DomainBlock, SourceSelector};
+use super::registry::{registry, Support};
+use super::values::{Rate, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "from", rename_all = "lowercase")]
+pub enum Origin {
+    /// PowerMTA's documented default.
+    Default,
+    /// Follows another setting (`backoff-max-msg-rate` defaults to `max-msg-rate`).
+    Derived {
+        /// The setting it follows.
+        of: String,
+    },
+    /// Written in the config.
+    Config {
+        /// Where.
+        at: Span,
+        /// In which block (`<domain gmail.com>`, `<virtual-mta v1> <domain *>` ...).
+        block: String,
+    },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Derived { of } => write!(f, "default (= {of})"),
+            Origin::Config { at, block } => write!(f, "{at} {block}"),
+        }
+    }
+}
+
+/// One effective value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Effective {
+    /// The value; `None` when a directive has no default and is not set.
+    pub value: Option<Value>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// All effective settings of one scope, by directive name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EffectiveSettings(pub BTreeMap<String, Effective>);
+
+impl EffectiveSettings {
+    /// The defaults of every acted-on directive documented for `block`.
+    fn defaults(block: &str) -> EffectiveSettings {
+        let mut map = BTreeMap::new();
+        for spec in registry().for_block(block) {
+            if spec.support != Support::Acted
+                || matches!(spec.name, "include" | "max-rcpt-per-transaction")
+            {
+                continue;
+            }
+            let value = spec.default.and_then(|d| spec.kind.parse(d).ok());
+            map.insert(
+                spec.name.to_string(),
+                Effective {
+                    value,
+                    origin: Origin::Default,
+                },
+            );
+        }
+        EffectiveSettings(map)
+    }
+
+    fn apply(&mut self, settings: &super::model::Settings, block: &str) {
+        for s in &settings.0 {
+            let value = if s.value == Value::Cleared {
+                None
+            } else {
+                Some(s.value.clone())
+            };
+            self.0.insert(
+                s.name.clone(),
+                Effective {
+                    value,
+                    origin: Origin::Config {
+                        at: s.span.clone(),
+                        block: block.to_string(),
+                    },
+                },
+            );
+        }
+    }
+
+    fn derive(&mut self, name: &str, from: &str) {
+        if matches!(
+            self.0.get(name),
+            Some(Effective {
+                origin: Origin::Config { .. },
+                ..
+            })
+        ) {
+            return;
+        }
+        let v = self.0.get(from).and_then(|e| e.value.clone());
+        self.0.insert(
+            name.to_string(),
+            Effective {
+                value: v,
+                origin: Origin::Derived {
+                    of: from.to_string(),
+                },
+            },
+        );
+    }
+
+    /// The value of `name`, if set or defaulted.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).and_then(|e| e.value.as_ref())
+    }
+
+    /// A boolean setting (false when absent).
+    pub fn bool(&self, name: &str) -> bool {
+        matches!(self.value(name), Some(Value::Bool(true)))
+    }
+
+    /// An integer setting; `unlimited` and absent give `None`.
+    pub fn int(&self, name: &str) -> Option<u64> {
+        match self.value(name) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// An interval setting; `never` and absent give `None`.
+    pub fn interval(&self, name: &str) -> Option<Duration> {
+        match self.value(name) {
+            Some(Value::Interval(d)) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// An interval-list setting (empty when absent).
+    pub fn intervals(&self, name: &str) -> Vec<Duration> {
+        match self.value(name) {
+            Some(Value::Intervals(l)) => l.clone(),
+            Some(Value::Interval(d)) => vec![*d],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A rate setting (unlimited when absent).
+    pub fn rate(&self, name: &str) -> Rate {
+        match self.value(name) {
+            Some(Value::Rate(r)) => *r,
+            _ => Rate::UNLIMITED,
+        }
+    }
+
+    /// A size setting; `unlimited` and absent give `None`.
+    pub fn size(&self, name: &str) -> Option<u64> {
+        match self.value(name) {
+            Some(Value::Size(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// A text setting.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.value(name) {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn describe(level: &str, b: &DomainBlock) -> String {
+    let m = if b.from_macro { " (from macro)" } else { "" };
+    if level.is_empty() {
+        format!("<domain {}>{m}", b.pattern)
+    } else {
+        format!("{level} <domain {}>{m}", b.pattern)
+    }
+}
+
+/// A matching block with its sort key: (specificity, level, explicit, file order), label, block.
+type Layered<'a> = ((u32, u32), u8, bool, usize, String, &'a DomainBlock);
+
+impl Config {
+    /// The pools `vmta` belongs to, in name order.
+    pub fn pools_of(&self, vmta: &str) -> Vec<&str> {
+        self.pools
+            .values()
+            .filter(|p| p.members.iter().any(|(m, _)| m == vmta))
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// Effective `<domain>` settings for the queue `domain/vmta` (`vmta` = None for `{default}`):
+    /// defaults, then every matching block from the most general pattern to the most specific; for
+    /// patterns equally specific the vMTA's block beats the pool's, which beats the global one, and an
+    /// explicit pattern beats one expanded from a macro. So the most specific pattern always wins, and
+    /// a vMTA-level `<domain gmail.com>` overrides the global `<domain gmail.com>` it inherits from.
+    pub fn domain_settings(&self, domain: &str, vmta: Option<&str>) -> EffectiveSettings {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut layers: Vec<(u8, String, &[DomainBlock])> = vec![(0, String::new(), &self.domains)];
+        if let Some(v) = vmta {
+            // A vMTA in several pools with <domain> blocks is a check-config error; use the first.
+            if let Some(pool) = self
+                .pools_of(v)
+                .into_iter()
+                .filter_map(|p| self.pools.get(p))
+                .find(|p| !p.domains.is_empty())
+            {
+                layers.push((
+                    1,
+                    format!("<virtual-mta-pool {}>", pool.name),
+                    &pool.domains,
+                ));
+            }
+            if let Some(vm) = self.vmtas.get(v) {
+                layers.push((2, format!("<virtual-mta {}>", vm.name), &vm.domains));
+            }
+        }
+        let mut found: Vec<Layered> = Vec::new();
+        for (level, label, blocks) in &layers {
+            for (i, b) in blocks
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.pattern.matches(&domain))
+            {
+                found.push((
+                    b.pattern.specificity(),
+                    *level,
+                    !b.from_macro,
+                    i,
+                    describe(label, b),
+                    b,
+                ));
+            }
+        }
+        found.sort_by_key(|a| (a.0, a.1, a.2, a.3));
+        let mut eff = EffectiveSettings::defaults("domain");
+        for (_, _, _, _, label, b) in found {
+            eff.apply(&b.settings, &label);
+        }
+        eff.derive("backoff-max-msg-rate", "max-msg-rate");
+        eff.derive("backoff-max-connect-rate", "max-connect-rate");
+        eff
+    }
+
+    /// Effective `<source>` settings for a connection from `ip` (if known) arriving on a listener
+    /// with source name `name` (if any): defaults, then matching networks from the widest to the
+    /// narrowest, then the named source, which overrides the address match.
+    pub fn source_settings(&self, ip: Option<IpAddr>, name: Option<&str>) -> EffectiveSettings {
+        let mut eff = EffectiveSettings::defaults("source");
+        if let Some(ip) = ip {
+            let mut nets: Vec<(u8, usize, &super::model::SourceBlock)> = self
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match &s.selector {
+                    SourceSelector::Net(n) if n.contains(&ip) || (n.prefix_len() == 0) => {
+                        Some((n.prefix_len(), i, s))
+                    }
+                    _ => None,
+                })
+                .collect();
+            nets.sort_by_key(|(len, i, _)| (*len, *i));
+            for (_, _, s) in nets {
+                let label = format!("<source {}>", String::from(s.selector.clone()));
+                eff.apply(&s.settings, &label);
+            }
+        }
+        if let Some(n) = name {
+            for s in self
+                .sources
+                .iter()
+                .filter(|s| s.selector == SourceSelector::Named(n.to_string()))
+            {
+                eff.apply(&s.settings, &format!("<source {n}>"));
+            }
+        }
+        eff
+    }
+
+    /// Every queue name (`domain/vmta`) that `pattern` selects: `*` for the domain or the vMTA part
+    /// expands to every explicitly configured domain pattern or vMTA.
+    pub fn expand_queue(&self, pattern: &str) -> Result<Vec<(String, Option<String>)>, String> {
+        let (dom, vm) = pattern.split_once('/').unwrap_or((pattern, "*"));
+        if dom.is_empty() || vm.is_empty() {
+            return Err(format!(
+                "`{pattern}` is not a queue name (DOMAIN/VMTA, e.g. gmail.com/vmta-1)"
+            ));
+        }
+        let vmtas: Vec<Option<String>> = match vm {
+            "*" if self.vmtas.is_empty() => vec![None],
+            "*" => self.vmtas.keys().cloned().map(Some).collect(),
+            "{default}" => vec![None],
+            v if self.vmtas.contains_key(v) => vec![Some(v.to_string())],
+            v => {
+                let hint = super::registry::closest(v, self.vmtas.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(format!("no virtual-mta named `{v}`{hint}"));
+            }
+        };
+        let domains: Vec<String> = if dom == "*" {
+            let mut all: Vec<String> = self.domains.iter().map(|b| b.pattern.to_string()).collect();
+            all.extend(
+                self.vmtas
+                    .values()
+                    .flat_map(|v| v.domains.iter().map(|b| b.pattern.to_string())),
+            );
+            all.extend(
+                self.pools
+                    .values()
+                    .flat_map(|p| p.domains.iter().map(|b| b.pattern.to_string())),
+            );
+            all.sort();
+            all.dedup();
+            all
+        } else {
+            vec![dom.to_ascii_lowercase()]
+        };
+        Ok(domains
+            .into_iter()
+            .flat_map(|d| vmtas.iter().map(move |v| (d.clone(), v.clone())))
+            .collect())
+    }
+}
+
+/// The settings a queue's delivery and shaping code reads, typed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueSettings {
+    /// `max-smtp-out`.
+    pub max_smtp_out: u64,
+    /// `backoff-max-smtp-out`.
+    pub backoff_max_smtp_out: u64,
+    /// `max-msg-per-connection` (0 = unlimited).
+    pub max_msg_per_connection: u64,
+    /// `max-msg-rate` (attempted recipients).
+    pub max_msg_rate: Rate,
+    /// `backoff-max-msg-rate`.
+    pub backoff_max_msg_rate: Rate,
+    /// `max-connect-rate`.
+    pub max_connect_rate: Rate,
+    /// `backoff-max-connect-rate`.
+    pub backoff_max_connect_rate: Rate,
+    /// `max-rcpt-per-message` (`None` = unlimited).
+    pub max_rcpt_per_message: Option<u64>,
+    /// `retry-after` list.
+    pub retry_after: Vec<Duration>,
+    /// `backoff-retry-after` list.
+    pub backoff_retry_after: Vec<Duration>,
+    /// `retry-recipients-after`.
+    pub retry_recipients_after: Option<Duration>,
+    /// `bounce-after`.
+    pub bounce_after: Option<Duration>,
+    /// `backoff-to-normal-after` (`None` = never).
+    pub backoff_to_normal_after: Option<Duration>,
+    /// `backoff-to-normal-after-delivery`.
+    pub backoff_to_normal_after_delivery: bool,
+    /// `smtp-pattern-list` name.
+    pub smtp_pattern_list: Option<String>,
+    /// `use-starttls`.
+    pub use_starttls: bool,
+    /// `require-starttls`.
+    pub require_starttls: bool,
+    /// `dkim-sign` is `yes`.
+    pub dkim_sign: bool,
+    /// `smtp-hosts` override as written.
+    pub smtp_hosts: Option<String>,
+    /// `default-smtp-port`.
+    pub default_smtp_port: u16,
+    /// `connect-timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `smtp-greeting-timeout`.
+    pub greeting_timeout: Option<Duration>,
+    /// `data-send-timeout`.
+    pub data_send_timeout: Option<Duration>,
+    /// `bounce-upon-no-mx`.
+    pub bounce_upon_no_mx: bool,
+    /// `disable-mx-rollup`.
+    pub disable_mx_rollup: bool,
+    /// `queue-to`.
+    pub queue_to: Option<String>,
+}
+
+impl QueueSettings {
+    /// Reads the typed settings out of effective settings.
+    pub fn from_effective(e: &EffectiveSettings) -> QueueSettings {
+        let rcpt = match e.value("max-rcpt-per-message") {
+            Some(Value::Int(0)) | Some(Value::Unlimited) | None => None,
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        QueueSettings {
+            max_smtp_out: e.int("max-smtp-out").unwrap_or(20),
+            backoff_max_smtp_out: e.int("backoff-max-smtp-out").unwrap_or(20),
+            max_msg_per_connection: e.int("max-msg-per-connection").unwrap_or(0),
+            max_msg_rate: e.rate("max-msg-rate"),
+            backoff_max_msg_rate: e.rate("backoff-max-msg-rate"),
+            max_connect_rate: e.rate("max-connect-rate"),
+            backoff_max_connect_rate: e.rate("backoff-max-connect-rate"),
+            max_rcpt_per_message: rcpt,
+            retry_after: e.intervals("retry-after"),
+            backoff_retry_after: e.intervals("backoff-retry-after"),
+            retry_recipients_after: e.interval("retry-recipients-after"),
+            bounce_after: e.interval("bounce-after"),
+            backoff_to_normal_after: e.interval("backoff-to-normal-after"),
+            backoff_to_normal_after_delivery: e.bool("backoff-to-normal-after-delivery"),
+            smtp_pattern_list: e.text("smtp-pattern-list").map(str::to_string),
+            use_starttls: e.bool("use-starttls"),
+            require_starttls: e.bool("require-starttls"),
+            dkim_sign: e.bool("dkim-sign"),
+            smtp_hosts: e.text("smtp-hosts").map(str::to_string),
+            default_smtp_port: e
+                .int("default-smtp-port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(25),
+            connect_timeout: e.interval("connect-timeout"),
+            greeting_timeout: e.interval("smtp-greeting-timeout"),
+            data_send_timeout: e.interval("data-send-timeout"),
+            bounce_upon_no_mx: e.bool("bounce-upon-no-mx"),
+            disable_mx_rollup: e.bool("disable-mx-rollup"),
+            queue_to: e.text("queue-to").map(str::to_string),
+        }
+    }
+}
