@@ -490,7 +490,13 @@ fn writable_dir(p: &Path, may_create: bool) -> Result<(), String> {
         Ok(m) if m.permissions().readonly() => Err("is not writable".into()),
         Ok(_) => Ok(()),
         Err(_) if may_create => match p.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() && parent.is_dir() => Ok(()),
+            Some(parent) if !parent.as_os_str().is_empty() && parent.is_dir() => {
+                if std::fs::metadata(parent).is_ok_and(|m| m.permissions().readonly()) {
+                    Err("does not exist and cannot be created (its parent is read-only)".into())
+                } else {
+                    Ok(())
+                }
+            }
             _ => Err("does not exist and cannot be created (its parent is missing)".into()),
         },
         Err(_) => Err("does not exist".into()),
@@ -522,18 +528,24 @@ pub enum KeyInfo {
 pub fn inspect_key(path: &Path) -> Result<KeyInfo, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::PrivateKeyDer;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
         "is not a PEM private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".to_string()
     })?;
     match key {
-        PrivateKeyDer::Pkcs1(k) => aws_lc_rs::rsa::KeyPair::from_der(k.secret_pkcs1_der())
-            .map(|kp| KeyInfo::Rsa(kp.public_modulus_len() * 8))
-            .map_err(|e| format!("holds an invalid RSA key: {e}")),
+        PrivateKeyDer::Pkcs1(k) => rsa_info(k.secret_pkcs1_der(), |d| {
+            aws_lc_rs::rsa::KeyPair::from_der(d)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
         PrivateKeyDer::Pkcs8(k) => {
             let der = k.secret_pkcs8_der();
-            if let Ok(kp) = aws_lc_rs::rsa::KeyPair::from_pkcs8(der) {
-                return Ok(KeyInfo::Rsa(kp.public_modulus_len() * 8));
+            if let Some(pkcs1) = pkcs8_rsa_inner(der) {
+                return rsa_info(pkcs1, |_| {
+                    aws_lc_rs::rsa::KeyPair::from_pkcs8(der)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
             }
             aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                 .map(|_| KeyInfo::Ed25519)
@@ -544,6 +556,78 @@ pub fn inspect_key(path: &Path) -> Result<KeyInfo, String> {
         }
         _ => Err("holds an unsupported key type".into()),
     }
+}
+
+/// Size of an RSA key from its PKCS#1 DER; keys of 2048 bits and more are also fully validated by
+/// `validate` (aws-lc refuses smaller ones outright, so their size is all that can be reported).
+fn rsa_info(
+    pkcs1: &[u8],
+    validate: impl Fn(&[u8]) -> Result<(), String>,
+) -> Result<KeyInfo, String> {
+    let bits = rsa_modulus_bits(pkcs1).ok_or_else(|| "holds a malformed RSA key".to_string())?;
+    if bits >= 2048 {
+        validate(pkcs1).map_err(|e| format!("holds an invalid RSA key: {e}"))?;
+    }
+    Ok(KeyInfo::Rsa(bits))
+}
+
+/// One DER element: (tag, content, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&len0, rest) = rest.split_first()?;
+    let (len, rest) = if len0 < 0x80 {
+        (len0 as usize, rest)
+    } else {
+        let n = (len0 & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (
+            rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize),
+            &rest[n..],
+        )
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The modulus size in bits of a PKCS#1 RSAPrivateKey.
+fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
+    let (0x30, seq, _) = der(pkcs1)? else {
+        return None;
+    };
+    let (0x02, _version, rest) = der(seq)? else {
+        return None;
+    };
+    let (0x02, modulus, _) = der(rest)? else {
+        return None;
+    };
+    let m: Vec<u8> = modulus.iter().copied().skip_while(|b| *b == 0).collect();
+    let first = *m.first()?;
+    Some(m.len() * 8 - first.leading_zeros() as usize)
+}
+
+/// The PKCS#1 key inside a PKCS#8 wrapper when the algorithm is rsaEncryption.
+fn pkcs8_rsa_inner(pkcs8: &[u8]) -> Option<&[u8]> {
+    const RSA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (0x30, seq, _) = der(pkcs8)? else {
+        return None;
+    };
+    let (0x02, _version, rest) = der(seq)? else {
+        return None;
+    };
+    let (0x30, alg, rest) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(alg)? else {
+        return None;
+    };
+    if oid != RSA_OID {
+        return None;
+    }
+    let (0x04, inner, _) = der(rest)? else {
+        return None;
+    };
+    Some(inner)
 }
 
 fn check_keys(cfg: &Config, diags: &mut Diagnostics) {

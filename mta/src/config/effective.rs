@@ -432,3 +432,124 @@ impl QueueSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+    use crate::config::values::Value;
+
+    fn cfg(text: &str) -> crate::config::Config {
+        let l = load_str("t.conf", text);
+        assert!(l.is_valid(), "{:#?}", l.diagnostics);
+        l.config
+    }
+
+    fn smtp_out(c: &crate::config::Config, dom: &str, vmta: Option<&str>) -> Option<u64> {
+        c.domain_settings(dom, vmta).int("max-smtp-out")
+    }
+
+    #[test]
+    fn most_specific_pattern_wins_regardless_of_file_order() {
+        let c = cfg("<domain a.example.com>\nmax-smtp-out 4\n</domain>\n<domain *.example.com>\nmax-smtp-out 3\n</domain>\n<domain [*.]example.com>\nmax-smtp-out 2\nmax-msg-per-connection 7\n</domain>\n<domain *>\nmax-smtp-out 1\n</domain>\n");
+        assert_eq!(smtp_out(&c, "a.example.com", None), Some(4));
+        assert_eq!(smtp_out(&c, "b.example.com", None), Some(3));
+        assert_eq!(
+            smtp_out(&c, "example.com", None),
+            Some(2),
+            "*.x does not cover x itself"
+        );
+        assert_eq!(smtp_out(&c, "other.org", None), Some(1));
+        // Settings merge: the general block still supplies what the specific one leaves out.
+        assert_eq!(
+            c.domain_settings("a.example.com", None)
+                .int("max-msg-per-connection"),
+            Some(7)
+        );
+        // Matching is case-insensitive and ignores a trailing dot.
+        assert_eq!(smtp_out(&c, "A.Example.COM.", None), Some(4));
+    }
+
+    #[test]
+    fn vmta_over_pool_over_global_for_equal_patterns() {
+        let text = "<virtual-mta v1>\nsmtp-source-host 192.0.2.1 v1.example.com\n<domain gmail.com>\nmax-smtp-out 3\n</domain>\n<domain *>\nmax-msg-rate 5/m\n</domain>\n</virtual-mta>\n<virtual-mta v2>\nsmtp-source-host 192.0.2.2 v2.example.com\n</virtual-mta>\n<virtual-mta-pool p>\nvirtual-mta v1\nvirtual-mta v2\n<domain gmail.com>\nmax-smtp-out 5\nretry-after 7m\n</domain>\n</virtual-mta-pool>\n<domain gmail.com>\nmax-smtp-out 10\nbounce-after 1d\nmax-msg-rate 100/m\n</domain>\n";
+        let c = cfg(text);
+        assert_eq!(smtp_out(&c, "gmail.com", Some("v1")), Some(3));
+        assert_eq!(smtp_out(&c, "gmail.com", Some("v2")), Some(5));
+        assert_eq!(smtp_out(&c, "gmail.com", None), Some(10));
+        let e = c.domain_settings("gmail.com", Some("v1"));
+        assert_eq!(
+            e.interval("bounce-after").map(|d| d.as_secs()),
+            Some(86_400),
+            "inherited from global"
+        );
+        assert_eq!(
+            e.intervals("retry-after").first().map(|d| d.as_secs()),
+            Some(420),
+            "inherited from the pool"
+        );
+        // The vMTA's `<domain *>` does not override the global, more specific `<domain gmail.com>`.
+        assert_eq!(e.rate("max-msg-rate").to_string(), "100/m");
+        assert_eq!(
+            c.domain_settings("yahoo.com", Some("v1"))
+                .rate("max-msg-rate")
+                .to_string(),
+            "5/m"
+        );
+    }
+
+    #[test]
+    fn explicit_beats_macro_and_clearing_and_derived_defaults() {
+        let c = cfg("<domain gmail.com>\nmax-smtp-out 9\n</domain>\ndomain-macro big gmail.com,yahoo.com\n<domain $big>\nmax-smtp-out 2\nmax-msg-rate 60/m\n</domain>\n<domain yahoo.com>\nmax-msg-rate \"\"\n</domain>\n");
+        assert_eq!(
+            smtp_out(&c, "gmail.com", None),
+            Some(9),
+            "explicit block wins though the macro block is later"
+        );
+        assert_eq!(smtp_out(&c, "yahoo.com", None), Some(2));
+        let y = c.domain_settings("yahoo.com", None);
+        assert_eq!(
+            y.value("max-msg-rate"),
+            None,
+            "\"\" clears the inherited value"
+        );
+        let g = c.domain_settings("gmail.com", None);
+        assert_eq!(
+            g.rate("backoff-max-msg-rate").to_string(),
+            "60/m",
+            "backoff rate follows max-msg-rate"
+        );
+        assert_eq!(g.int("max-rcpt-per-message"), Some(1000));
+        assert_eq!(g.value("use-starttls"), Some(&Value::Bool(true)));
+        assert_eq!(
+            g.interval("bounce-after").map(|d| d.as_secs()),
+            Some(4 * 86_400 + 12 * 3600)
+        );
+    }
+
+    #[test]
+    fn macros_nest() {
+        let c = cfg("domain-macro ms hotmail.com,$ms2\ndomain-macro ms2 live.com,msn.com\n<domain $ms>\nmax-smtp-out 4\n</domain>\n");
+        for d in ["hotmail.com", "live.com", "msn.com"] {
+            assert_eq!(smtp_out(&c, d, None), Some(4), "{d}");
+        }
+        assert_eq!(smtp_out(&c, "gmail.com", None), Some(20));
+    }
+
+    #[test]
+    fn source_precedence() {
+        let c = cfg("<source 0/0>\nsmtp-service no\nmax-message-size 1M\n</source>\n<source 10.0.0.0/8>\nsmtp-service yes\n</source>\n<source 10.1.0.0/16>\nmax-message-size 5M\n</source>\n<source {auth}>\nalways-allow-relaying yes\nmax-message-size 9M\n</source>\n");
+        let s = |ip: &str, name: Option<&str>| c.source_settings(ip.parse().ok(), name);
+        assert!(!s("192.0.2.1", None).bool("smtp-service"));
+        assert!(s("10.9.9.9", None).bool("smtp-service"));
+        assert_eq!(s("10.1.2.3", None).size("max-message-size"), Some(5 << 20));
+        assert_eq!(s("10.9.9.9", None).size("max-message-size"), Some(1 << 20));
+        let auth = s("192.0.2.1", Some("{auth}"));
+        assert!(auth.bool("always-allow-relaying"));
+        assert_eq!(
+            auth.size("max-message-size"),
+            Some(9 << 20),
+            "a named source overrides the address match"
+        );
+        assert!(!s("192.0.2.1", None).bool("always-allow-relaying"));
+    }
+}

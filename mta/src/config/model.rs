@@ -147,10 +147,10 @@ impl DomainPattern {
             return Ok(DomainPattern::Any);
         }
         if let Some(d) = s.strip_prefix("[*.]") {
-            return valid_domain(d).map(|_| DomainPattern::DomainAndSubdomains(d.to_string()));
+            return valid_domain(d, &s).map(|_| DomainPattern::DomainAndSubdomains(d.to_string()));
         }
         if let Some(d) = s.strip_prefix("*.") {
-            return valid_domain(d).map(|_| DomainPattern::Subdomains(d.to_string()));
+            return valid_domain(d, &s).map(|_| DomainPattern::Subdomains(d.to_string()));
         }
         if let Some(inner) = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
             return parse_cidr(inner).map(DomainPattern::Literal).map_err(|_| {
@@ -160,7 +160,7 @@ impl DomainPattern {
         if let Some(inner) = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
             return Ok(DomainPattern::Special(inner.to_string()));
         }
-        valid_domain(&s).map(|_| DomainPattern::Exact(s.clone()))
+        valid_domain(&s, &s).map(|_| DomainPattern::Exact(s.clone()))
     }
 
     /// True if the pattern covers `domain` (lower-case, no trailing dot).
@@ -203,7 +203,7 @@ impl DomainPattern {
     }
 }
 
-fn valid_domain(d: &str) -> Result<(), String> {
+fn valid_domain(d: &str, written: &str) -> Result<(), String> {
     let ok = !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|l| {
@@ -217,7 +217,7 @@ fn valid_domain(d: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{d}` is not a valid domain pattern (*, host.dom, *.dom, [*.]dom, [ip/mask])"
+            "`{written}` is not a valid domain pattern (*, host.dom, *.dom, [*.]dom, [ip/mask])"
         ))
     }
 }
@@ -635,6 +635,7 @@ pub fn build(path: &Path, items: &[Item], diags: &mut Diagnostics) -> Config {
         },
         diags,
         raw_macros: BTreeMap::new(),
+        looped: std::collections::BTreeSet::new(),
     };
     b.collect_macros(items);
     for item in items {
@@ -650,6 +651,8 @@ struct Builder<'a> {
     cfg: Config,
     diags: &'a mut Diagnostics,
     raw_macros: BTreeMap<String, (String, Span)>,
+    /// Macros already reported as part of a loop (reported once).
+    looped: std::collections::BTreeSet<String>,
 }
 
 fn config_dir(span: &Span) -> PathBuf {
@@ -799,11 +802,17 @@ impl Builder<'_> {
         if let Some(done) = self.cfg.macros.get(name) {
             return Some(done.clone());
         }
+        if self.looped.contains(name) {
+            return None;
+        }
         let (list, span) = self.raw_macros.get(name)?.clone();
-        if stack.iter().any(|s| s == name) {
+        if let Some(at) = stack.iter().position(|s| s == name) {
             stack.push(name.to_string());
-            self.diags
-                .error(&span, format!("domain-macro loop: {}", stack.join(" -> $")));
+            self.looped.extend(stack[at..].iter().cloned());
+            self.diags.error(
+                &span,
+                format!("domain-macro loop: ${}", stack[at..].join(" -> $")),
+            );
             return None;
         }
         stack.push(name.to_string());
@@ -1085,7 +1094,7 @@ impl Builder<'_> {
                 let p = self.processor(blk);
                 self.cfg.feedback_loop_processors.push(p);
             }
-            other => self.other_block(blk, other, "the top level"),
+            other => self.other_block(blk, other, "at the top level"),
         }
     }
 
@@ -1101,7 +1110,7 @@ impl Builder<'_> {
         }
         if BLOCK_TAGS.contains(&tag) {
             self.diags
-                .error(&blk.span, format!("<{tag}> is not valid at {here}"));
+                .error(&blk.span, format!("<{tag}> is not valid {here}"));
             return;
         }
         let mut d = super::diag::Diagnostic::error(
@@ -1455,8 +1464,13 @@ impl Builder<'_> {
                         "disable-source-ip",
                         "reenable-after",
                     ];
-                    if let Some(s) = super::registry::closest(&k, known.iter().copied()) {
-                        if s != k {
+                    let probe = if k == "mode" {
+                        raw.to_ascii_lowercase()
+                    } else {
+                        k.clone()
+                    };
+                    if let Some(s) = super::registry::closest(&probe, known.iter().copied()) {
+                        if s != probe {
                             d = d.with_hint(format!("did you mean `{s}`?"));
                         }
                     }

@@ -2,7 +2,6 @@
 //! turned into a tree of directives and blocks with source locations. No meaning is given here.
 
 use super::diag::{Diagnostics, Span};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,8 +86,7 @@ struct Parser<'a> {
     /// Open blocks; index 0 is the top level (a pseudo block).
     stack: Vec<Block>,
     /// Files currently being read (canonical where possible), for cycle detection.
-    active: Vec<PathBuf>,
-    seen_any: HashSet<PathBuf>,
+    active: Vec<(PathBuf, String)>,
 }
 
 /// Parses the file at `path` (and what it includes) into the top-level items.
@@ -131,7 +129,6 @@ impl<'a> Parser<'a> {
             diags,
             stack: vec![root_block()],
             active: Vec::new(),
-            seen_any: HashSet::new(),
         }
     }
 
@@ -180,7 +177,7 @@ impl<'a> Parser<'a> {
             return;
         }
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path));
-        if self.active.contains(&key) {
+        if self.active.iter().any(|(k, _)| *k == key) {
             self.diags.error(
                 at,
                 format!(
@@ -207,8 +204,7 @@ impl<'a> Parser<'a> {
                 return;
             }
         };
-        self.seen_any.insert(key.clone());
-        self.active.push(key);
+        self.active.push((key, path.display().to_string()));
         let name: Arc<str> = Arc::from(path.display().to_string());
         self.parse_text(&name, path, &bytes);
         self.active.pop();
@@ -217,7 +213,7 @@ impl<'a> Parser<'a> {
     fn active_chain(&self) -> String {
         self.active
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|(_, shown)| shown.as_str())
             .collect::<Vec<_>>()
             .join(" -> ")
     }

@@ -116,7 +116,7 @@ impl Kind {
                 Ok(b) => Ok(Value::Bool(b)),
                 Err(_) => choice(words, &lower)
                     .map(Value::Text)
-                    .map_err(|e| format!("expected yes, no or {e}")),
+                    .map_err(|_| format!("`{t}`: expected yes, no or {}", words.join(", "))),
             },
             Kind::Text => Ok(Value::Text(t.to_string())),
         }
@@ -199,7 +199,14 @@ pub fn parse_interval(t: &str) -> Result<Duration, String> {
 
 /// A comma-separated list of intervals, as `retry-after` takes.
 pub fn parse_intervals(t: &str) -> Result<Vec<Duration>, String> {
-    t.split(',').map(|p| parse_interval(p.trim())).collect()
+    t.split(',')
+        .map(|p| match p.trim() {
+            "" => Err(format!(
+                "`{t}` has an empty entry (write intervals separated by single commas)"
+            )),
+            x => parse_interval(x),
+        })
+        .collect()
 }
 
 /// Prints an interval in the largest units that add up exactly (`4d12h`, `90s` -> `1m30s`, `0s`).
