@@ -321,8 +321,19 @@ const FAR_ABOVE: f64 = 2.0;
 type Finding = (String, BTreeSet<&'static str>, BTreeSet<String>);
 
 fn check_throttles(cfg: &Config, diags: &mut Diagnostics) {
+    // vMTAs without <domain> blocks of their own see exactly what their pool (or the global level)
+    // gives: evaluate one representative per pool, plus every vMTA with blocks of its own.
     let mut vmtas: Vec<Option<&str>> = vec![None];
-    vmtas.extend(cfg.vmtas.keys().map(|k| Some(k.as_str())));
+    let mut pools_seen = BTreeSet::new();
+    for v in cfg.vmtas.values() {
+        let pool = cfg
+            .pools_of(&v.name)
+            .into_iter()
+            .find(|p| cfg.pools.get(*p).is_some_and(|p| !p.domains.is_empty()));
+        if !v.domains.is_empty() || pool.is_some_and(|p| pools_seen.insert(p)) {
+            vmtas.push(Some(v.name.as_str()));
+        }
+    }
     // One warning per written setting, naming every provider domain it is far too high for.
     let mut found: BTreeMap<(Span, &'static str), Finding> = BTreeMap::new();
     for t in TOLERANCES {

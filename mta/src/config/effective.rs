@@ -9,6 +9,7 @@ use super::values::{Rate, Value};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where an effective value came from.
@@ -55,25 +56,32 @@ pub struct Effective {
 pub struct EffectiveSettings(pub BTreeMap<String, Effective>);
 
 impl EffectiveSettings {
-    /// The defaults of every acted-on directive documented for `block`.
+    /// The defaults of every acted-on directive documented for `block` (`domain` or `source`),
+    /// computed once.
     fn defaults(block: &str) -> EffectiveSettings {
-        let mut map = BTreeMap::new();
-        for spec in registry().for_block(block) {
-            if spec.support != Support::Acted
-                || matches!(spec.name, "include" | "max-rcpt-per-transaction")
-            {
-                continue;
+        static DOMAIN: OnceLock<EffectiveSettings> = OnceLock::new();
+        static SOURCE: OnceLock<EffectiveSettings> = OnceLock::new();
+        let cell = if block == "domain" { &DOMAIN } else { &SOURCE };
+        cell.get_or_init(|| {
+            let mut map = BTreeMap::new();
+            for spec in registry().for_block(block) {
+                if spec.support != Support::Acted
+                    || matches!(spec.name, "include" | "max-rcpt-per-transaction")
+                {
+                    continue;
+                }
+                let value = spec.default.and_then(|d| spec.kind.parse(d).ok());
+                map.insert(
+                    spec.name.to_string(),
+                    Effective {
+                        value,
+                        origin: Origin::Default,
+                    },
+                );
             }
-            let value = spec.default.and_then(|d| spec.kind.parse(d).ok());
-            map.insert(
-                spec.name.to_string(),
-                Effective {
-                    value,
-                    origin: Origin::Default,
-                },
-            );
-        }
-        EffectiveSettings(map)
+            EffectiveSettings(map)
+        })
+        .clone()
     }
 
     fn apply(&mut self, settings: &super::model::Settings, block: &str) {
