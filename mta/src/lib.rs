@@ -3,6 +3,7 @@
 //! The modules follow the way a message flows through the MTA (see `ARCHITECTURE.md` in the shared docs):
 //! `config` (what to do), `smtp` (the protocol), `spool` (durable store), `dns` (the look-up seam).
 
+pub mod acct;
 pub mod config;
 pub mod dns;
 pub mod smtp;
