@@ -4,7 +4,9 @@
 //! `config` (what to do), `smtp` (the protocol), `spool` (durable store), `dns` (the look-up seam).
 
 pub mod acct;
+pub mod clock;
 pub mod config;
 pub mod dns;
+pub mod net;
 pub mod smtp;
 pub mod spool;
