@@ -8,5 +8,6 @@ pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod net;
+pub mod queue;
 pub mod smtp;
 pub mod spool;

@@ -1,0 +1,334 @@
+//! Queues: one per `domain/vmta`. Picks the vMTA for a message the way PowerMTA does, holds each
+//! queue's recipients with their next-attempt times, steps through `retry-after` lists, and expires
+//! recipients after `bounce-after` whatever state the queue is in.
+
+pub mod select;
+
+pub use select::{PoolCursors, VmtaChoice};
+
+use crate::config::QueueSettings;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt;
+use std::time::Duration;
+
+/// The name of the vMTA used when a message names none (PowerMTA's `{default}`).
+pub const DEFAULT_VMTA: &str = "{default}";
+
+/// A queue name: destination domain (or MX rollup / `queue-to` group) and vMTA.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueKey {
+    /// Destination domain, lower-case.
+    pub domain: String,
+    /// vMTA name, or `{default}`.
+    pub vmta: String,
+}
+
+impl QueueKey {
+    /// The queue for `domain` on `vmta` (`None` = `{default}`).
+    pub fn new(domain: &str, vmta: Option<&str>) -> QueueKey {
+        QueueKey {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            vmta: vmta.unwrap_or(DEFAULT_VMTA).to_string(),
+        }
+    }
+
+    /// The vMTA, `None` for `{default}`.
+    pub fn vmta(&self) -> Option<&str> {
+        (self.vmta != DEFAULT_VMTA).then_some(self.vmta.as_str())
+    }
+}
+
+impl fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.vmta)
+    }
+}
+
+/// Queue mode (issue "shaping": backoff changes rates, connections and retry intervals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Normal limits.
+    #[default]
+    Normal,
+    /// Backoff limits (`backoff-*`).
+    Backoff,
+}
+
+/// When to try again after the `attempt`-th failed attempt (1-based): `retry-after` steps through its
+/// list, then repeats the last value (reference part A); in backoff `backoff-retry-after` applies.
+pub fn retry_delay(settings: &QueueSettings, mode: Mode, attempt: u32) -> Duration {
+    let list = match mode {
+        Mode::Normal => &settings.retry_after,
+        Mode::Backoff => &settings.backoff_retry_after,
+    };
+    let fallback = match mode {
+        Mode::Normal => Duration::from_secs(600),
+        Mode::Backoff => Duration::from_secs(3600),
+    };
+    let idx = (attempt.max(1) - 1) as usize;
+    list.get(idx).or(list.last()).copied().unwrap_or(fallback)
+}
+
+/// One recipient (or a group of recipients of one message) waiting in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting<Id> {
+    /// The message.
+    pub id: Id,
+    /// Which of its recipients (indexes into the envelope).
+    pub rcpts: Vec<u32>,
+    /// When the message was accepted (Unix ms): `bounce-after` counts from here.
+    pub received_ms: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// The recipients of one queue, ordered by when they may next be tried (then by arrival, so runs
+/// are deterministic).
+#[derive(Debug)]
+pub struct Queue<Id> {
+    /// The queue's name.
+    pub key: QueueKey,
+    /// Its settings after merging.
+    pub settings: QueueSettings,
+    /// Normal or backoff.
+    pub mode: Mode,
+    heap: BinaryHeap<Reverse<(i64, u64)>>,
+    items: BTreeMap<u64, Waiting<Id>>,
+    seq: u64,
+    /// Set by a queue-wide deferral: nothing is tried before this time (Unix ms).
+    pub held_until_ms: Option<i64>,
+}
+
+impl<Id: Clone> Queue<Id> {
+    /// An empty queue.
+    pub fn new(key: QueueKey, settings: QueueSettings) -> Queue<Id> {
+        Queue {
+            key,
+            settings,
+            mode: Mode::Normal,
+            heap: BinaryHeap::new(),
+            items: BTreeMap::new(),
+            seq: 0,
+            held_until_ms: None,
+        }
+    }
+
+    /// Recipient groups waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Recipients waiting (summed over groups).
+    pub fn recipients(&self) -> usize {
+        self.items.values().map(|w| w.rcpts.len()).sum()
+    }
+
+    /// Adds a recipient group to be tried at `at_ms`.
+    pub fn push(&mut self, w: Waiting<Id>, at_ms: i64) {
+        self.seq += 1;
+        self.heap.push(Reverse((at_ms, self.seq)));
+        self.items.insert(self.seq, w);
+    }
+
+    /// When the next group may be tried (respecting a queue-wide hold).
+    pub fn next_due_ms(&self) -> Option<i64> {
+        let next = self.heap.peek().map(|Reverse((t, _))| *t)?;
+        Some(self.held_until_ms.map_or(next, |h| next.max(h)))
+    }
+
+    /// Takes the next group that is due at `now_ms`.
+    pub fn pop_due(&mut self, now_ms: i64) -> Option<Waiting<Id>> {
+        if self.held_until_ms.is_some_and(|h| h > now_ms) {
+            return None;
+        }
+        let Reverse((t, seq)) = *self.heap.peek()?;
+        if t > now_ms {
+            return None;
+        }
+        self.heap.pop();
+        self.items.remove(&seq)
+    }
+
+    /// Puts a group back after a transient failure: `attempts` goes up and the retry schedule of the
+    /// current mode decides when it is tried again; `None` if it has expired instead (the caller
+    /// bounces it as `message-expired`).
+    pub fn retry(&mut self, mut w: Waiting<Id>, now_ms: i64) -> Option<Waiting<Id>> {
+        w.attempts += 1;
+        if self.is_expired(&w, now_ms) {
+            return Some(w);
+        }
+        let at = now_ms + retry_delay(&self.settings, self.mode, w.attempts).as_millis() as i64;
+        // Never schedule past the expiry: the group is looked at again when it expires.
+        let at = self.expiry_ms(&w).map_or(at, |e| at.min(e));
+        self.push(w, at);
+        None
+    }
+
+    /// When a group expires (`bounce-after` after reception), if ever.
+    pub fn expiry_ms(&self, w: &Waiting<Id>) -> Option<i64> {
+        self.settings
+            .bounce_after
+            .map(|d| w.received_ms + d.as_millis() as i64)
+    }
+
+    /// True if `w` is past `bounce-after` at `now_ms`.
+    pub fn is_expired(&self, w: &Waiting<Id>, now_ms: i64) -> bool {
+        self.expiry_ms(w).is_some_and(|e| now_ms >= e)
+    }
+
+    /// Removes and returns every group past `bounce-after`, whatever the queue's mode or hold.
+    pub fn take_expired(&mut self, now_ms: i64) -> Vec<Waiting<Id>> {
+        let expired: Vec<u64> = self
+            .items
+            .iter()
+            .filter(|(_, w)| self.is_expired(w, now_ms))
+            .map(|(k, _)| *k)
+            .collect();
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        let out: Vec<Waiting<Id>> = expired
+            .iter()
+            .filter_map(|k| self.items.remove(k))
+            .collect();
+        self.heap
+            .retain(|Reverse((_, seq))| self.items.contains_key(seq));
+        out
+    }
+
+    /// Removes and returns everything (for `bounce-queue` or a delete).
+    pub fn drain_all(&mut self) -> Vec<Waiting<Id>> {
+        self.heap.clear();
+        std::mem::take(&mut self.items).into_values().collect()
+    }
+
+    /// Makes everything due now (`schedule` / retry now).
+    pub fn schedule_now(&mut self, now_ms: i64) {
+        self.held_until_ms = None;
+        let seqs: Vec<u64> = self.items.keys().copied().collect();
+        self.heap = seqs.into_iter().map(|s| Reverse((now_ms, s))).collect();
+    }
+
+    /// The earliest expiry among waiting groups (so an idle queue still wakes up to expire mail).
+    pub fn next_expiry_ms(&self) -> Option<i64> {
+        self.items.values().filter_map(|w| self.expiry_ms(w)).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{effective::EffectiveSettings, load_str};
+
+    fn settings(domain_block: &str) -> QueueSettings {
+        let l = load_str(
+            "t.conf",
+            &format!("<domain *>\n{domain_block}\n</domain>\n"),
+        );
+        assert!(l.is_valid(), "{:?}", l.diagnostics);
+        let e: EffectiveSettings = l.config.domain_settings("example.com", None);
+        QueueSettings::from_effective(&e)
+    }
+
+    fn w(id: u32, received: i64) -> Waiting<u32> {
+        Waiting {
+            id,
+            rcpts: vec![0],
+            received_ms: received,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn retry_lists_step_through_then_repeat_the_last() {
+        let s = settings("retry-after 1m,5m,20m\nbackoff-retry-after 2h");
+        let d = |m, a| retry_delay(&s, m, a).as_secs();
+        assert_eq!(
+            [
+                d(Mode::Normal, 1),
+                d(Mode::Normal, 2),
+                d(Mode::Normal, 3),
+                d(Mode::Normal, 9)
+            ],
+            [60, 300, 1200, 1200]
+        );
+        assert_eq!(d(Mode::Backoff, 1), 7200);
+        let dflt = settings("max-smtp-out 1");
+        assert_eq!(
+            retry_delay(&dflt, Mode::Normal, 4).as_secs(),
+            600,
+            "default retry-after 10m"
+        );
+        assert_eq!(
+            retry_delay(&dflt, Mode::Backoff, 1).as_secs(),
+            3600,
+            "default backoff-retry-after 1h"
+        );
+    }
+
+    #[test]
+    fn due_order_retry_and_expiry() {
+        let s = settings("retry-after 1m,5m\nbounce-after 10m");
+        let mut q: Queue<u32> = Queue::new(QueueKey::new("Example.COM.", None), s);
+        assert_eq!(q.key.to_string(), "example.com/{default}");
+        q.push(w(1, 0), 0);
+        q.push(w(2, 0), 0);
+        q.push(w(3, 0), 30_000);
+        assert_eq!(
+            q.pop_due(0).map(|w| w.id),
+            Some(1),
+            "same time: arrival order"
+        );
+        let two = q.pop_due(0).unwrap_or_else(|| panic!("2 due"));
+        assert_eq!(q.pop_due(0), None, "3 is not due yet");
+        assert_eq!(q.next_due_ms(), Some(30_000));
+        // 2 fails: retried after 1m, then 5m, then 5m ...
+        assert_eq!(q.retry(two, 0), None);
+        assert_eq!(q.pop_due(30_000).map(|w| w.id), Some(3));
+        assert_eq!(q.next_due_ms(), Some(60_000));
+        let two = q.pop_due(60_000).unwrap_or_else(|| panic!("2 due again"));
+        assert_eq!(two.attempts, 1);
+        assert_eq!(q.retry(two, 60_000), None);
+        assert_eq!(q.next_due_ms(), Some(360_000));
+        let two = q
+            .pop_due(360_000)
+            .unwrap_or_else(|| panic!("2 due a third time"));
+        // Retrying at 6m would land at 11m, past bounce-after 10m: it is capped at the expiry.
+        assert_eq!(q.retry(two, 360_000), None);
+        assert_eq!(q.next_due_ms(), Some(600_000));
+        let two = q.pop_due(600_000).unwrap_or_else(|| panic!("2 at expiry"));
+        assert_eq!(
+            q.retry(two, 600_000).map(|w| (w.id, w.attempts)),
+            Some((2, 4)),
+            "expired: handed back to bounce"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn expiry_applies_in_every_state() {
+        let s = settings("bounce-after 2m");
+        let mut q: Queue<u32> = Queue::new(QueueKey::new("x.org", Some("v1")), s);
+        q.mode = Mode::Backoff;
+        q.held_until_ms = Some(10 * 3_600_000); // deferred for hours
+        q.push(w(1, 0), 0);
+        q.push(w(2, 60_000), 60_000);
+        assert_eq!(q.pop_due(100_000), None, "held");
+        assert_eq!(q.next_expiry_ms(), Some(120_000));
+        let gone: Vec<u32> = q.take_expired(120_000).into_iter().map(|w| w.id).collect();
+        assert_eq!(gone, vec![1]);
+        assert_eq!(q.len(), 1);
+        q.schedule_now(150_000);
+        assert_eq!(
+            q.pop_due(150_000).map(|w| w.id),
+            Some(2),
+            "schedule clears the hold"
+        );
+    }
+}
