@@ -1,3 +1,4 @@
 //! mtasim: the simulated internet around the reference MTA.
 
 pub mod dns;
+pub mod profile;
