@@ -6,6 +6,7 @@
 pub mod acct;
 pub mod clock;
 pub mod config;
+pub mod dkim;
 pub mod dns;
 pub mod net;
 pub mod queue;

@@ -30,6 +30,136 @@ enum Command {
         #[command(subcommand)]
         what: ShowWhat,
     },
+    /// DKIM keys and signatures.
+    Dkim {
+        #[command(subcommand)]
+        what: DkimWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimWhat {
+    /// Generate a private key (PKCS#8 PEM) and print the DNS TXT record to publish.
+    Keygen {
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=).
+        #[arg(long)]
+        selector: String,
+        /// Key type.
+        #[arg(long, value_enum, default_value = "rsa-2048")]
+        algorithm: mta::dkim::KeyAlgorithm,
+        /// Directory for the key file `DOMAIN.SELECTOR.pem` (default: current directory).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print a message signed exactly as the MTA signs it (relaxed/relaxed, default header set).
+    Sign {
+        /// The private key (PEM: PKCS#1 or PKCS#8 RSA, PKCS#8 Ed25519).
+        #[arg(long)]
+        key: PathBuf,
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=).
+        #[arg(long)]
+        selector: String,
+        /// The message file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+}
+
+fn dkim(what: DkimWhat) -> ExitCode {
+    use std::io::{Read, Write};
+    match what {
+        DkimWhat::Keygen {
+            domain,
+            selector,
+            algorithm,
+            out,
+        } => {
+            let g = match mta::dkim::generate(algorithm) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("mta: key generation failed: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let path = out.join(format!("{domain}.{selector}.pem"));
+            if path.exists() {
+                eprintln!("mta: {} exists; not overwriting it", path.display());
+                return ExitCode::from(2);
+            }
+            if let Err(e) =
+                std::fs::create_dir_all(&out).and_then(|_| std::fs::write(&path, &g.private_pem))
+            {
+                eprintln!("mta: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+            println!("; private key written to {}", path.display());
+            println!(
+                "; config: domain-key {selector}, {domain}, {}",
+                path.display()
+            );
+            println!(
+                "{}",
+                mta::dkim::keys::zone_record(&selector, &domain, &g.txt)
+            );
+            ExitCode::SUCCESS
+        }
+        DkimWhat::Sign {
+            key,
+            domain,
+            selector,
+            file,
+        } => {
+            let key = match mta::dkim::LoadedKey::load(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("mta: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut msg = Vec::new();
+            let read = if file == "-" {
+                std::io::stdin().read_to_end(&mut msg).map(|_| ())
+            } else {
+                std::fs::read(&file).map(|m| msg = m)
+            };
+            if let Err(e) = read {
+                eprintln!("mta: cannot read {file}: {e}");
+                return ExitCode::from(2);
+            }
+            let msg = mta::dkim::to_crlf(&msg);
+            match mta::dkim::sign(
+                &msg,
+                &key,
+                &domain,
+                &selector,
+                mta::dkim::DEFAULT_HEADERS,
+                None,
+            ) {
+                Ok(h) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out
+                        .write_all(h.as_bytes())
+                        .and_then(|_| out.write_all(&msg));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mta: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -86,6 +216,7 @@ fn main() -> ExitCode {
         | Command::Test {
             what: TestWhat::Config(a),
         } => check(&a),
+        Command::Dkim { what } => dkim(what),
         Command::Show {
             what:
                 ShowWhat::Settings {
