@@ -1073,7 +1073,7 @@ impl Builder<'_> {
     fn top_block(&mut self, blk: &Block) {
         match blk.tag.as_str() {
             "domain" => {
-                let blocks = self.domain_blocks(blk, "global");
+                let blocks = self.domain_blocks(blk);
                 self.cfg.domains.extend(blocks);
             }
             "source" => self.source_block(blk),
@@ -1124,17 +1124,8 @@ impl Builder<'_> {
     }
 
     /// Expands a `<domain>` block's argument (patterns, `$MACRO`s) into one block per pattern.
-    fn domain_blocks(&mut self, blk: &Block, level: &str) -> Vec<DomainBlock> {
-        let mut settings = Settings::default();
-        for item in &blk.items {
-            match item {
-                Item::Directive(d) => self.generic(d, "domain", &mut settings),
-                Item::Block(inner) => {
-                    self.other_block(inner, &inner.tag.clone(), "inside <domain>")
-                }
-            }
-        }
-        let _ = level;
+    fn domain_blocks(&mut self, blk: &Block) -> Vec<DomainBlock> {
+        let settings = self.plain_settings(blk, "domain");
         if blk.arg.is_empty() {
             self.diags.error(
                 &blk.span,
@@ -1179,6 +1170,20 @@ impl Builder<'_> {
         out
     }
 
+    /// The settings of a block that holds only directives (nested blocks are reported).
+    fn plain_settings(&mut self, blk: &Block, tag: &str) -> Settings {
+        let mut settings = Settings::default();
+        for item in &blk.items {
+            match item {
+                Item::Directive(d) => self.generic(d, tag, &mut settings),
+                Item::Block(inner) => {
+                    self.other_block(inner, &inner.tag.clone(), &format!("inside <{tag}>"))
+                }
+            }
+        }
+        settings
+    }
+
     fn source_block(&mut self, blk: &Block) {
         let arg = blk.arg.trim();
         let selector = if arg.is_empty() {
@@ -1201,15 +1206,7 @@ impl Builder<'_> {
             );
             return;
         };
-        let mut settings = Settings::default();
-        for item in &blk.items {
-            match item {
-                Item::Directive(d) => self.generic(d, "source", &mut settings),
-                Item::Block(inner) => {
-                    self.other_block(inner, &inner.tag.clone(), "inside <source>")
-                }
-            }
-        }
+        let settings = self.plain_settings(blk, "source");
         self.cfg.sources.push(SourceBlock {
             selector,
             settings,
@@ -1265,7 +1262,7 @@ impl Builder<'_> {
                     _ => self.generic(d, "virtual-mta", &mut v.settings),
                 },
                 Item::Block(inner) if inner.tag == "domain" => {
-                    let bl = self.domain_blocks(inner, "virtual-mta");
+                    let bl = self.domain_blocks(inner);
                     v.domains.extend(bl);
                 }
                 Item::Block(inner) => {
@@ -1327,7 +1324,7 @@ impl Builder<'_> {
                     _ => self.generic(d, "virtual-mta-pool", &mut p.settings),
                 },
                 Item::Block(inner) if inner.tag == "domain" => {
-                    let bl = self.domain_blocks(inner, "virtual-mta-pool");
+                    let bl = self.domain_blocks(inner);
                     p.domains.extend(bl);
                 }
                 Item::Block(inner) => {
@@ -1708,13 +1705,7 @@ impl Builder<'_> {
             self.diags.error(&blk.span, "<spool> needs a directory");
             return;
         }
-        let mut settings = Settings::default();
-        for item in &blk.items {
-            match item {
-                Item::Directive(d) => self.generic(d, "spool", &mut settings),
-                Item::Block(inner) => self.other_block(inner, &inner.tag.clone(), "inside <spool>"),
-            }
-        }
+        let settings = self.plain_settings(blk, "spool");
         self.cfg.spools.push(SpoolDir {
             path: resolve_path(&blk.span, p),
             settings,
@@ -1726,15 +1717,7 @@ impl Builder<'_> {
         let Some(name) = self.named(blk, "smtp-user") else {
             return;
         };
-        let mut settings = Settings::default();
-        for item in &blk.items {
-            match item {
-                Item::Directive(d) => self.generic(d, "smtp-user", &mut settings),
-                Item::Block(inner) => {
-                    self.other_block(inner, &inner.tag.clone(), "inside <smtp-user>")
-                }
-            }
-        }
+        let settings = self.plain_settings(blk, "smtp-user");
         if settings.get("password").is_none() {
             self.diags.warn(
                 &blk.span,
@@ -1755,15 +1738,7 @@ impl Builder<'_> {
         let Some(addr) = self.listener_addr(blk.arg.trim(), &blk.arg_span) else {
             return;
         };
-        let mut settings = Settings::default();
-        for item in &blk.items {
-            match item {
-                Item::Directive(d) => self.generic(d, "smtp-listener", &mut settings),
-                Item::Block(inner) => {
-                    self.other_block(inner, &inner.tag.clone(), "inside <smtp-listener>")
-                }
-            }
-        }
+        let settings = self.plain_settings(blk, "smtp-listener");
         let text = |n: &str| match settings.get(n).map(|s| &s.value) {
             Some(Value::Text(t)) => Some(t.clone()),
             _ => None,
