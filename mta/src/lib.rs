@@ -10,5 +10,6 @@ pub mod dkim;
 pub mod dns;
 pub mod net;
 pub mod queue;
+pub mod receive;
 pub mod smtp;
 pub mod spool;

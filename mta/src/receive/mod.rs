@@ -1,0 +1,5 @@
+//! Inbound SMTP: listeners, sessions and the `<source>` rules that decide who may do what.
+
+pub mod policy;
+
+pub use policy::{local_domains, Refusal, SessionPolicy};
