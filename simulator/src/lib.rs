@@ -1,4 +1,5 @@
 //! mtasim: the simulated internet around the reference MTA.
 
 pub mod dns;
+pub mod isp;
 pub mod profile;
