@@ -11,5 +11,6 @@ pub mod dns;
 pub mod net;
 pub mod queue;
 pub mod receive;
+pub mod shaping;
 pub mod smtp;
 pub mod spool;

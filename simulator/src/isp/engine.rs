@@ -47,7 +47,8 @@ pub enum Mailbox {
     Disabled,
 }
 
-/// FNV-1a, 64 bits: a stable hash (same value on every run and platform) for drawing states.
+/// FNV-1a, 64 bits, with MurmurHash3's final avalanche: a stable hash (same value on every run and
+/// platform) for drawing states.
 pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
@@ -58,7 +59,11 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
         h ^= 0xff;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// A number in [0, 1) drawn from the parts (deterministic).
