@@ -3,3 +3,4 @@
 pub mod dns;
 pub mod isp;
 pub mod profile;
+pub mod scenario;
