@@ -3,4 +3,5 @@
 pub mod dns;
 pub mod isp;
 pub mod profile;
+pub mod report;
 pub mod scenario;
