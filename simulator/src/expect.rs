@@ -1,0 +1,447 @@
+//! Checks a scenario's expectations against what happened: the providers' event records, the MTA's
+//! accounting records and its queue mode changes. Each check gives a readable verdict: what was
+//! expected, what was observed, and where.
+
+use crate::isp::{Event, EventKind};
+use crate::report::Verdict;
+use crate::scenario::{Expectation, Incident, Loaded};
+use mta::acct::{Record, RecordType};
+use mta::queue::Mode;
+use mta::shaping::ModeChange;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything a run produced that expectations look at.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Provider name -> its recorded events.
+    pub events: BTreeMap<String, Vec<Event>>,
+    /// The MTA's accounting records, in order.
+    pub records: Vec<Record>,
+    /// Queue name -> its mode changes.
+    pub modes: BTreeMap<String, Vec<ModeChange>>,
+}
+
+fn verdict(
+    expectation: String,
+    passed: bool,
+    expected: String,
+    observed: String,
+    location: String,
+) -> Verdict {
+    Verdict {
+        expectation,
+        passed,
+        expected,
+        observed,
+        location,
+    }
+}
+
+/// Does queue `name` (`domain/vmta`) match `pattern` (`*` allowed in either part)?
+pub fn queue_matches(pattern: &str, name: &str) -> bool {
+    let (pd, pv) = pattern.split_once('/').unwrap_or((pattern, "*"));
+    let (nd, nv) = name.split_once('/').unwrap_or((name, ""));
+    (pd == "*" || pd.eq_ignore_ascii_case(nd)) && (pv == "*" || pv == nv)
+}
+
+fn message_key(r: &Record) -> (String, String) {
+    let id = r
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    (id, r.rcpt.to_ascii_lowercase())
+}
+
+fn incident_window(l: &Loaded, inc: &Incident) -> (i64, i64) {
+    let at = mta::config::values::parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
+    let lasts = mta::config::values::parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
+    (l.start_ms + at, l.start_ms + at + lasts)
+}
+
+fn ms(s: &str) -> i64 {
+    mta::config::values::parse_interval(s).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Checks every expectation of the scenario.
+pub fn check(l: &Loaded, o: &Observed) -> Vec<Verdict> {
+    l.scenario
+        .expectations
+        .iter()
+        .map(|e| check_one(l, o, e))
+        .collect()
+}
+
+fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
+    let empty = Vec::new();
+    match e {
+        Expectation::MaxConnections { provider, max } => {
+            let ev = o.events.get(provider).unwrap_or(&empty);
+            let worst = ev.iter().filter_map(|e| match e.kind {
+                EventKind::Connect { open } => Some((open, e.ip, e.t_ms)),
+                _ => None,
+            });
+            let worst = worst.max_by_key(|(open, _, t)| (*open, std::cmp::Reverse(*t)));
+            let (seen, where_) = worst.map_or((0, "no connections".to_string()), |(n, ip, t)| {
+                (
+                    n,
+                    format!("{provider}, from {ip} at +{}s", (t - l.start_ms) / 1000),
+                )
+            });
+            verdict(
+                format!("at most {max} concurrent connections per source IP at {provider}"),
+                seen <= *max,
+                format!("<= {max}"),
+                seen.to_string(),
+                where_,
+            )
+        }
+        Expectation::MessagesPerConnection { provider, max } => {
+            let mut per: BTreeMap<u64, (u32, std::net::IpAddr)> = BTreeMap::new();
+            for e in o.events.get(provider).unwrap_or(&empty) {
+                if let EventKind::Accepted { .. } = e.kind {
+                    per.entry(e.conn).or_insert((0, e.ip)).0 += 1;
+                }
+            }
+            let worst = per
+                .iter()
+                .max_by_key(|(c, (n, _))| (*n, std::cmp::Reverse(**c)));
+            let (seen, where_) = worst.map_or((0, "no messages".into()), |(c, (n, ip))| {
+                (*n, format!("{provider}, connection #{c} from {ip}"))
+            });
+            verdict(
+                format!("at most {max} messages per connection at {provider}"),
+                seen <= *max,
+                format!("<= {max}"),
+                seen.to_string(),
+                where_,
+            )
+        }
+        Expectation::Rate { provider, max } => {
+            let rate = mta::config::values::parse_rate(max)
+                .unwrap_or(mta::config::values::Rate::UNLIMITED);
+            let (Some(count), window) = (rate.count, rate.per.as_millis() as i64) else {
+                return verdict(
+                    format!("rate at {provider} within {max}"),
+                    true,
+                    max.clone(),
+                    "unlimited".into(),
+                    provider.clone(),
+                );
+            };
+            let mut per_ip: BTreeMap<std::net::IpAddr, Vec<i64>> = BTreeMap::new();
+            for e in o.events.get(provider).unwrap_or(&empty) {
+                if let EventKind::Accepted { rcpts, .. } = e.kind {
+                    per_ip
+                        .entry(e.ip)
+                        .or_default()
+                        .extend(std::iter::repeat_n(e.t_ms, rcpts as usize));
+                }
+            }
+            let mut worst = (0u64, String::from("no traffic"));
+            for (ip, ts) in &per_ip {
+                let mut j = 0;
+                for i in 0..ts.len() {
+                    while ts[i] - ts[j] >= window {
+                        j += 1;
+                    }
+                    let n = (i - j + 1) as u64;
+                    if n > worst.0 {
+                        worst = (
+                            n,
+                            format!(
+                                "{provider}, from {ip}, window ending +{}s",
+                                (ts[i] - l.start_ms) / 1000
+                            ),
+                        );
+                    }
+                }
+            }
+            verdict(
+                format!(
+                    "accepted recipients per source IP at {provider} within {max} in every window"
+                ),
+                worst.0 <= count,
+                format!(
+                    "<= {count} per {}",
+                    mta::config::values::format_interval(rate.per)
+                ),
+                worst.0.to_string(),
+                worst.1,
+            )
+        }
+        Expectation::Backoff {
+            queue,
+            incident,
+            enter_within,
+            leave_within,
+        } => {
+            let Some(inc) = l.scenario.incidents.get(*incident) else {
+                return verdict(
+                    format!("backoff for {queue}"),
+                    false,
+                    "an incident".into(),
+                    format!("no incident #{incident}"),
+                    String::new(),
+                );
+            };
+            let (start, end) = incident_window(l, inc);
+            let (enter_by, leave_by) = (start + ms(enter_within), end + ms(leave_within));
+            let mut entered = None;
+            let mut left = None;
+            let mut which = String::new();
+            for (q, changes) in o.modes.iter().filter(|(q, _)| queue_matches(queue, q)) {
+                if let Some(c) = changes
+                    .iter()
+                    .find(|c| c.to == Mode::Backoff && c.at_ms >= start)
+                {
+                    if entered.is_none_or(|t| c.at_ms < t) {
+                        entered = Some(c.at_ms);
+                        which = q.clone();
+                    }
+                }
+            }
+            // Every matching queue that entered backoff must be back to normal by the deadline.
+            let mut late: Option<(String, Option<i64>)> = None;
+            for (q, changes) in o.modes.iter().filter(|(q, _)| queue_matches(queue, q)) {
+                let last_backoff = changes
+                    .iter()
+                    .rev()
+                    .find(|c| c.to == Mode::Backoff && c.at_ms >= start);
+                if let Some(b) = last_backoff {
+                    let back = changes
+                        .iter()
+                        .find(|c| c.to == Mode::Normal && c.at_ms > b.at_ms)
+                        .map(|c| c.at_ms);
+                    left = left.max(back);
+                    if back.is_none_or(|t| t > leave_by) {
+                        late = Some((q.clone(), back));
+                    }
+                }
+            }
+            let rel = |t: i64| format!("+{}s", (t - l.start_ms) / 1000);
+            let ok = entered.is_some_and(|t| t <= enter_by) && late.is_none();
+            let observed = match (&entered, &late) {
+                (None, _) => "never entered backoff".to_string(),
+                (Some(t), Some((q, None))) => {
+                    format!("entered at {}, {q} still in backoff at the end", rel(*t))
+                }
+                (Some(t), Some((q, Some(b)))) => format!(
+                    "entered at {}, {q} back to normal only at {}",
+                    rel(*t),
+                    rel(*b)
+                ),
+                (Some(t), None) => format!(
+                    "entered at {}, all back to normal by {}",
+                    rel(*t),
+                    left.map_or("-".into(), rel)
+                ),
+            };
+            verdict(
+                format!("queues {queue} back off within {enter_within} of incident #{incident} and return to normal within {leave_within} after it"),
+                ok,
+                format!("enter by {}, normal by {}", rel(enter_by), rel(leave_by)),
+                observed,
+                if which.is_empty() { queue.clone() } else { which },
+            )
+        }
+        Expectation::Category { category, min, max } => {
+            let n = o
+                .records
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.ty,
+                        Some(RecordType::Bounced) | Some(RecordType::RemoteBounce)
+                    ) && r.bounce_cat == *category
+                })
+                .count() as u64;
+            let ok = min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m);
+            let bound = match (min, max) {
+                (Some(a), Some(b)) => format!("{a}..={b}"),
+                (Some(a), None) => format!(">= {a}"),
+                (None, Some(b)) => format!("<= {b}"),
+                (None, None) => "any".into(),
+            };
+            verdict(
+                format!("bounces in category {category}"),
+                ok,
+                bound,
+                n.to_string(),
+                "accounting b/rb records".into(),
+            )
+        }
+        Expectation::DkimVerified { share } => {
+            let (mut all, mut pass) = (0u64, 0u64);
+            for ev in o.events.values().flatten() {
+                if let EventKind::Accepted { dkim_pass, .. } = ev.kind {
+                    all += 1;
+                    pass += u64::from(dkim_pass);
+                }
+            }
+            let seen = if all == 0 {
+                0.0
+            } else {
+                pass as f64 / all as f64
+            };
+            verdict(
+                "delivered messages verified DKIM at the providers".into(),
+                all > 0 && seen >= *share,
+                format!(">= {:.1}%", share * 100.0),
+                format!("{pass} of {all} ({:.2}%)", seen * 100.0),
+                "provider end-of-data checks".into(),
+            )
+        }
+        Expectation::FeedbackRecords { min } => {
+            let n = o
+                .records
+                .iter()
+                .filter(|r| r.ty == Some(RecordType::Feedback))
+                .count() as u64;
+            verdict(
+                "ARF complaints turned into f records".into(),
+                n >= *min,
+                format!(">= {min}"),
+                n.to_string(),
+                "accounting f records".into(),
+            )
+        }
+        Expectation::NothingLost => nothing_lost(o),
+        Expectation::DeliveryTime {
+            provider,
+            percentile,
+            under,
+        } => {
+            let domains: BTreeSet<&str> = l
+                .profiles
+                .iter()
+                .filter(|p| p.name == *provider)
+                .flat_map(|p| p.domains.iter().map(String::as_str))
+                .collect();
+            let mut times: Vec<i64> = o
+                .records
+                .iter()
+                .filter(|r| {
+                    r.ty == Some(RecordType::Delivered)
+                        && r.rcpt
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| domains.contains(d.to_ascii_lowercase().as_str()))
+                })
+                .filter_map(|r| r.time_queued.map(|q| r.time_logged - q))
+                .collect();
+            times.sort_unstable();
+            let bound = ms(under);
+            if times.is_empty() {
+                return verdict(
+                    format!("p{percentile} delivery time at {provider} under {under}"),
+                    false,
+                    format!("< {under}"),
+                    "no deliveries".into(),
+                    provider.clone(),
+                );
+            }
+            let idx = ((percentile / 100.0) * (times.len() as f64 - 1.0)).round() as usize;
+            let p = times[idx.min(times.len() - 1)];
+            verdict(
+                format!("p{percentile} delivery time at {provider} under {under}"),
+                p < bound,
+                format!("< {under}"),
+                format!("{:.1}s over {} deliveries", p as f64 / 1000.0, times.len()),
+                provider.clone(),
+            )
+        }
+    }
+}
+
+/// Every accepted recipient (`r` record) ends exactly once in a `d` or `b` record (expiry is a `b`
+/// with `message-expired`), and nothing ends that was never accepted.
+fn nothing_lost(o: &Observed) -> Verdict {
+    let mut received: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut ended: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for r in &o.records {
+        match r.ty {
+            Some(RecordType::Received) => {
+                received.insert(message_key(r));
+            }
+            Some(RecordType::Delivered) | Some(RecordType::Bounced) => {
+                *ended.entry(message_key(r)).or_insert(0) += 1
+            }
+            _ => {}
+        }
+    }
+    let open: Vec<&(String, String)> = received
+        .iter()
+        .filter(|k| !ended.contains_key(*k))
+        .collect();
+    let twice: Vec<&(String, String)> = ended
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    let stray: Vec<&(String, String)> = ended.keys().filter(|k| !received.contains(*k)).collect();
+    let ok = open.is_empty() && twice.is_empty() && stray.is_empty() && !received.is_empty();
+    let first = open
+        .first()
+        .or(twice.first())
+        .or(stray.first())
+        .map(|(id, rcpt)| format!("message {id} to {rcpt}"))
+        .unwrap_or_default();
+    verdict(
+        "nothing lost: every accepted recipient delivered, bounced or expired exactly once".into(),
+        ok,
+        format!("{} recipients ended once each", received.len()),
+        format!(
+            "{} unfinished, {} ended twice or more, {} ended without reception",
+            open.len(),
+            twice.len(),
+            stray.len()
+        ),
+        if first.is_empty() {
+            "accounting r/d/b records".into()
+        } else {
+            first
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ty: RecordType, id: &str, rcpt: &str) -> Record {
+        let mut r = Record::new(ty, 0);
+        r.rcpt = rcpt.into();
+        r.headers.push(("Message-ID".into(), id.into()));
+        r
+    }
+
+    #[test]
+    fn nothing_lost_finds_open_double_and_stray_recipients() {
+        let mut o = Observed {
+            records: vec![
+                rec(RecordType::Received, "<1>", "a@x"),
+                rec(RecordType::Received, "<1>", "b@x"),
+                rec(RecordType::Delivered, "<1>", "a@x"),
+                rec(RecordType::Bounced, "<1>", "B@x"),
+            ],
+            ..Observed::default()
+        };
+        assert!(nothing_lost(&o).passed);
+        o.records.push(rec(RecordType::Delivered, "<1>", "a@x"));
+        let v = nothing_lost(&o);
+        assert!(!v.passed && v.observed.contains("1 ended twice"), "{v:?}");
+        o.records.pop();
+        o.records.push(rec(RecordType::Received, "<2>", "c@x"));
+        let v = nothing_lost(&o);
+        assert!(!v.passed && v.location == "message <2> to c@x", "{v:?}");
+    }
+
+    #[test]
+    fn queue_patterns() {
+        assert!(queue_matches("yahoo.com/*", "yahoo.com/mkt-1"));
+        assert!(queue_matches("*/mkt-1", "aol.com/mkt-1"));
+        assert!(!queue_matches("yahoo.com/*", "aol.com/mkt-1"));
+        assert!(queue_matches("yahoo.com", "yahoo.com/{default}"));
+    }
+}
