@@ -1,0 +1,325 @@
+//! Buffered SMTP framing over any stream, for both sides: command and reply lines with a length
+//! limit, DATA with dot-unstuffing and Postfix-style rejection of bare LF and bare CR (only
+//! CRLF.CRLF ends the data: no SMTP smuggling), dot-stuffing for sending, batched writes.
+
+use crate::net::BoxStream;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// RFC 5321 line limit, CRLF included.
+pub const MAX_LINE: usize = 1000;
+
+/// Why a line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line was longer than allowed; it was skipped up to its end.
+    #[error("line too long")]
+    TooLong,
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// What a DATA phase produced.
+#[derive(Debug, Default)]
+pub struct Data {
+    /// The message, dot-unstuffed, with CRLF line ends (empty if `too_big`).
+    pub body: Vec<u8>,
+    /// Size in octets as received (after unstuffing).
+    pub size: u64,
+    /// Over the size limit: the data was read to its end and discarded.
+    pub too_big: bool,
+    /// A line over 1000 octets was seen.
+    pub long_line: bool,
+}
+
+/// Why DATA failed before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A bare LF or bare CR: answer `521 5.5.2` and disconnect, as Postfix's
+    /// `smtpd_forbid_bare_newline = yes` does.
+    #[error("bare <LF> or <CR> in message data")]
+    BareNewline,
+    /// The peer closed the connection.
+    #[error("connection closed during DATA")]
+    Closed,
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A stream with SMTP framing.
+pub struct SmtpStream {
+    inner: BoxStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+}
+
+impl SmtpStream {
+    /// Wraps a stream.
+    pub fn new(inner: BoxStream) -> SmtpStream {
+        SmtpStream {
+            inner,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(4096),
+        }
+    }
+
+    /// True if input is already buffered (the peer sent ahead: pipelining).
+    pub fn has_buffered_input(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// The stream back (for STARTTLS) and how many buffered bytes were dropped with it; a peer that
+    /// sent data after STARTTLS before the handshake is trying command injection.
+    pub fn into_inner(self) -> (BoxStream, usize) {
+        (self.inner, self.end - self.start)
+    }
+
+    async fn fill(&mut self) -> Result<usize, io::Error> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let n = self.inner.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads one line (without its CRLF or LF). Lines longer than `max` octets (CRLF included) are
+    /// skipped to their end and reported as [`LineError::TooLong`], without buffering them whole.
+    pub async fn read_line(&mut self, max: usize) -> Result<String, LineError> {
+        let mut skipping = false;
+        loop {
+            if let Some(pos) = memchr(b'\n', &self.buf[self.start..self.end]) {
+                let line_end = self.start + pos;
+                let len = line_end + 1 - self.start;
+                let line = &self.buf[self.start..line_end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let text = String::from_utf8_lossy(line).into_owned();
+                self.start = line_end + 1;
+                if skipping || len > max {
+                    return Err(LineError::TooLong);
+                }
+                return Ok(text);
+            }
+            if self.end - self.start > max {
+                skipping = true;
+                self.start = self.end; // drop what we have of the over-long line
+            }
+            if self.fill().await? == 0 {
+                return Err(LineError::Closed);
+            }
+        }
+    }
+
+    /// Reads message data after a 354, up to the CRLF.CRLF that ends it. `max_size` caps the body:
+    /// beyond it the rest is read and discarded (answer `552 5.3.4`).
+    pub async fn read_data(&mut self, max_size: Option<u64>) -> Result<Data, DataError> {
+        let mut data = Data::default();
+        loop {
+            let Some(pos) = memchr(b'\n', &self.buf[self.start..self.end]) else {
+                if self.end - self.start > MAX_LINE * 64 {
+                    // An endless line: keep the framing, not the bytes. A final CR may be the first
+                    // half of a CRLF, so it stays buffered.
+                    data.long_line = true;
+                    let keep = usize::from(self.buf[self.end - 1] == b'\r');
+                    let chunk = &self.buf[self.start..self.end - keep];
+                    if chunk.contains(&b'\r') {
+                        return Err(DataError::BareNewline);
+                    }
+                    data.size += chunk.len() as u64;
+                    if max_size.is_some_and(|m| data.size > m) {
+                        data.too_big = true;
+                    }
+                    if !data.too_big {
+                        data.body.extend_from_slice(chunk);
+                    }
+                    self.start = self.end - keep;
+                }
+                if self.fill().await? == 0 {
+                    return Err(DataError::Closed);
+                }
+                continue;
+            };
+            let line_end = self.start + pos;
+            let line = &self.buf[self.start..=line_end];
+            // Only CRLF ends a line; a bare LF, or a CR anywhere but before the LF, is refused.
+            if line.len() < 2
+                || line[line.len() - 2] != b'\r'
+                || line[..line.len() - 2].contains(&b'\r')
+            {
+                self.start = line_end + 1;
+                return Err(DataError::BareNewline);
+            }
+            self.start = line_end + 1;
+            if line == b".\r\n" {
+                if data.too_big {
+                    data.body.clear();
+                }
+                return Ok(data);
+            }
+            if line.len() > MAX_LINE {
+                data.long_line = true;
+            }
+            let content = if line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                line
+            };
+            data.size += content.len() as u64;
+            if max_size.is_some_and(|m| data.size > m) {
+                data.too_big = true;
+            }
+            if !data.too_big {
+                data.body.extend_from_slice(content);
+            }
+        }
+    }
+
+    /// Queues bytes for sending (sent by [`SmtpStream::flush`]).
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues a message body dot-stuffed, ending with CRLF.CRLF. A body without a final CRLF gets one.
+    pub fn queue_data(&mut self, body: &[u8]) {
+        self.out.reserve(body.len() + body.len() / 64 + 8);
+        let mut at_line_start = true;
+        for &b in body {
+            if at_line_start && b == b'.' {
+                self.out.push(b'.');
+            }
+            self.out.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.out.extend_from_slice(b".\r\n");
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.inner.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.inner.flush().await
+    }
+
+    /// Shuts the write side down.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.inner.shutdown().await
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|b| *b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn feed(input: &[u8]) -> SmtpStream {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(input).await.unwrap_or_else(|e| panic!("{e}"));
+        drop(b);
+        SmtpStream::new(Box::new(a))
+    }
+
+    #[tokio::test]
+    async fn lines_and_limits() {
+        let long = "x".repeat(1200);
+        let mut s = feed(format!("EHLO a\r\nNOOP\n{long}\r\nQUIT\r\n").as_bytes()).await;
+        assert_eq!(s.read_line(MAX_LINE).await.ok(), Some("EHLO a".into()));
+        assert!(s.has_buffered_input());
+        assert_eq!(s.read_line(MAX_LINE).await.ok(), Some("NOOP".into()));
+        assert!(matches!(
+            s.read_line(MAX_LINE).await,
+            Err(LineError::TooLong)
+        ));
+        assert_eq!(
+            s.read_line(MAX_LINE).await.ok(),
+            Some("QUIT".into()),
+            "resynchronised after the long line"
+        );
+        assert!(matches!(
+            s.read_line(MAX_LINE).await,
+            Err(LineError::Closed)
+        ));
+        let huge = "y".repeat(100_000);
+        let mut s = feed(format!("{huge}\r\nNOOP\r\n").as_bytes()).await;
+        assert!(matches!(
+            s.read_line(MAX_LINE).await,
+            Err(LineError::TooLong)
+        ));
+        assert_eq!(s.read_line(MAX_LINE).await.ok(), Some("NOOP".into()));
+    }
+
+    #[tokio::test]
+    async fn data_unstuffing_and_end() {
+        let mut s = feed(b"Subject: x\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n").await;
+        let d = s.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.body, b"Subject: x\r\n\r\n.leading dot\r\n");
+        assert_eq!(s.read_line(MAX_LINE).await.ok(), Some("QUIT".into()));
+    }
+
+    #[tokio::test]
+    async fn smuggling_attempts_are_refused() {
+        for bad in [
+            &b"a\r\n\n.\r\nMAIL FROM:<x>\r\n.\r\n"[..],
+            b"a\n.\n",
+            b"a\r\n.\nRCPT\r\n.\r\n",
+            b"a\rb\r\n.\r\n",
+            b"line\r\n\r.\r\n.\r\n",
+        ] {
+            let mut s = feed(bad).await;
+            assert!(
+                matches!(s.read_data(None).await, Err(DataError::BareNewline)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn size_limit_reads_to_the_end() {
+        let body = "0123456789\r\n".repeat(100);
+        let mut s = feed(format!("{body}.\r\nNOOP\r\n").as_bytes()).await;
+        let d = s
+            .read_data(Some(500))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.too_big && d.body.is_empty() && d.size == 1200);
+        assert_eq!(
+            s.read_line(MAX_LINE).await.ok(),
+            Some("NOOP".into()),
+            "framing kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn dot_stuffing_round_trips() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut tx = SmtpStream::new(Box::new(a));
+        let msg = b"Subject: dots\r\n\r\n.one\r\n..two\r\nend";
+        tx.queue_data(msg);
+        tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut rx = SmtpStream::new(Box::new(b));
+        let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.body, b"Subject: dots\r\n\r\n.one\r\n..two\r\nend\r\n");
+    }
+}

@@ -1,0 +1,220 @@
+//! SMTP replies: code, optional enhanced status (RFC 3463), text lines; wire encoding and parsing.
+
+use std::fmt;
+
+/// An SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// Enhanced status such as `5.1.1`, if the reply carries one.
+    pub enhanced: Option<String>,
+    /// Text lines (without code and enhanced status).
+    pub lines: Vec<String>,
+}
+
+/// True if `s` looks like an enhanced status code `c.s.d` (class 2, 4 or 5).
+pub fn is_enhanced(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let (Some(a), Some(b), Some(c), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(a, "2" | "4" | "5")
+        && !b.is_empty()
+        && b.len() <= 3
+        && b.bytes().all(|x| x.is_ascii_digit())
+        && !c.is_empty()
+        && c.len() <= 3
+        && c.bytes().all(|x| x.is_ascii_digit())
+}
+
+impl Reply {
+    /// A one-line reply with an enhanced status.
+    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A reply from a full line such as `550 5.1.1 no such user` (the form profiles and configs use).
+    pub fn parse_line(line: &str) -> Option<Reply> {
+        let code: u16 = line.get(..3)?.parse().ok()?;
+        if !(200..600).contains(&code) {
+            return None;
+        }
+        let rest = line.get(3..).unwrap_or("").trim_start_matches([' ', '-']);
+        let (enhanced, text) = match rest.split_once(' ') {
+            Some((e, t)) if is_enhanced(e) => (Some(e.to_string()), t.to_string()),
+            None if is_enhanced(rest) => (Some(rest.to_string()), String::new()),
+            _ => (None, rest.to_string()),
+        };
+        Some(Reply {
+            code,
+            enhanced,
+            lines: vec![text],
+        })
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 4xx.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The enhanced status, or one derived from the code's class (`x.0.0`).
+    pub fn status(&self) -> String {
+        self.enhanced
+            .clone()
+            .unwrap_or_else(|| format!("{}.0.0", self.code / 100))
+    }
+
+    /// The text, lines joined by spaces.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+
+    /// Wire form: `250-first\r\n250 last\r\n`, the enhanced status on every line.
+    pub fn to_wire(&self) -> String {
+        let mut out = String::new();
+        let n = self.lines.len().max(1);
+        for i in 0..n {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
+            match &self.enhanced {
+                Some(e) => out.push_str(&format!("{}{sep}{e} {text}\r\n", self.code)),
+                None => out.push_str(&format!("{}{sep}{text}\r\n", self.code)),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Reply {
+    /// One line: `550 5.1.1 text` (used in logs and accounting).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.enhanced {
+            Some(e) => write!(f, "{} {e} {}", self.code, self.text()),
+            None => write!(f, "{} {}", self.code, self.text()),
+        }
+    }
+}
+
+/// Assembles a reply from wire lines (client side).
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    code: Option<u16>,
+    enhanced: Option<String>,
+    lines: Vec<String>,
+}
+
+/// Why a reply line was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reply line: {0:?}")]
+pub struct BadReply(pub String);
+
+impl ReplyParser {
+    /// Feeds one line (without CRLF); returns the reply when it was the last line.
+    pub fn line(&mut self, line: &str) -> Result<Option<Reply>, BadReply> {
+        let bad = || BadReply(line.chars().take(200).collect());
+        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+        if !(200..600).contains(&code) || self.code.is_some_and(|c| c != code) {
+            return Err(bad());
+        }
+        let sep = line.as_bytes().get(3).copied();
+        let rest = line.get(4..).unwrap_or("");
+        let text = match rest.split_once(' ') {
+            Some((e, t)) if is_enhanced(e) => {
+                self.enhanced.get_or_insert_with(|| e.to_string());
+                t
+            }
+            None if is_enhanced(rest) => {
+                self.enhanced.get_or_insert_with(|| rest.to_string());
+                ""
+            }
+            _ => rest,
+        };
+        self.code = Some(code);
+        self.lines.push(text.to_string());
+        match sep {
+            Some(b'-') => Ok(None),
+            Some(b' ') | None => {
+                let r = Reply {
+                    code,
+                    enhanced: self.enhanced.take(),
+                    lines: std::mem::take(&mut self.lines),
+                };
+                self.code = None;
+                Ok(Some(r))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip() {
+        let r = Reply {
+            code: 250,
+            enhanced: Some("2.0.0".into()),
+            lines: vec!["first".into(), "second".into()],
+        };
+        assert_eq!(r.to_wire(), "250-2.0.0 first\r\n250 2.0.0 second\r\n");
+        let mut p = ReplyParser::default();
+        let mut out = None;
+        for l in r.to_wire().lines() {
+            out = p.line(l).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(out, Some(r));
+        assert_eq!(
+            Reply::new(550, "5.1.1", "no such user").to_string(),
+            "550 5.1.1 no such user"
+        );
+    }
+
+    #[test]
+    fn parse_lines() {
+        let r = Reply::parse_line("421 4.7.0 [TSS04] Messages from 1.2.3.4 deferred")
+            .unwrap_or_else(|| panic!());
+        assert_eq!(
+            (r.code, r.enhanced.as_deref(), r.text().as_str()),
+            (421, Some("4.7.0"), "[TSS04] Messages from 1.2.3.4 deferred")
+        );
+        let r = Reply::parse_line("421 RP-001 The mail server IP ...").unwrap_or_else(|| panic!());
+        assert_eq!(
+            (r.enhanced.clone(), r.status()),
+            (None, "4.0.0".to_string())
+        );
+        let r = Reply::parse_line("554 30 Sorry, your message cannot be delivered (554.30)")
+            .unwrap_or_else(|| panic!());
+        assert_eq!(r.enhanced, None);
+        assert!(Reply::parse_line("hello").is_none());
+        let mut p = ReplyParser::default();
+        assert!(p.line("250-a").is_ok());
+        assert!(p.line("251 b").is_err(), "codes must agree across lines");
+        assert!(ReplyParser::default().line("2x0 x").is_err());
+        assert!(ReplyParser::default().line("250?x").is_err());
+        assert_eq!(
+            ReplyParser::default()
+                .line("220")
+                .map(|r| r.map(|r| r.code)),
+            Ok(Some(220))
+        );
+    }
+}

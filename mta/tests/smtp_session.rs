@@ -1,0 +1,244 @@
+//! Our SMTP client against our server driver, over in-memory pipes and over real TCP on loopback:
+//! pipelining, per-recipient replies, STARTTLS, AUTH, size limits, and raw protocol abuse (bare LF,
+//! over-long lines, unannounced pipelining).
+
+use mta::net::{LiveNet, Net};
+use mta::smtp::client::{opportunistic_tls, self_signed_acceptor, Client, Timeouts};
+use mta::smtp::io::Data;
+use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
+use mta::smtp::{MailFrom, RcptTo, Reply};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Messages received: sender, recipients, body.
+type Received = Arc<Mutex<Vec<(String, Vec<String>, Vec<u8>)>>>;
+
+#[derive(Clone, Default)]
+struct Sink {
+    got: Received,
+    from: String,
+    rcpts: Vec<String>,
+}
+
+impl Handler for Sink {
+    fn connect(&mut self) -> Outcome {
+        Outcome::reply(Reply::new(220, "", "sink.test ESMTP"))
+    }
+    fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
+        self.from = from.address.clone();
+        Outcome::ok("2.1.0", "Ok")
+    }
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        if to.address.starts_with("unknown") {
+            return Outcome::reply(Reply::new(550, "5.1.1", "no such user"));
+        }
+        self.rcpts.push(to.address.clone());
+        Outcome::ok("2.1.5", "Ok")
+    }
+    async fn message(&mut self, data: Data) -> Outcome {
+        if let Ok(mut g) = self.got.lock() {
+            g.push((self.from.clone(), self.rcpts.clone(), data.body));
+        }
+        Outcome::ok("2.0.0", "Ok: queued")
+    }
+    fn reset(&mut self) {
+        self.rcpts.clear();
+    }
+    fn authenticate(&mut self, user: &str, password: &str) -> bool {
+        user == "alice" && password == "s3cret"
+    }
+}
+
+fn opts() -> ServerOptions {
+    ServerOptions {
+        host_name: "sink.test".into(),
+        max_message_size: Some(10_000),
+        auth: true,
+        ..ServerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn pipelined_transaction_with_per_recipient_replies() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let sink = Sink::default();
+    let mut h = sink.clone();
+    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
+    let mut c = Client::connect(Box::new(a), Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("client.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.caps.pipelining && c.caps.size == Some(10_000) && c.caps.enhanced);
+    let body = b"Subject: t\r\n\r\n.dot\r\nhello\r\n";
+    let rcpts = vec![
+        "a@x.test".to_string(),
+        "unknown@x.test".to_string(),
+        "b@x.test".to_string(),
+    ];
+    let t = c
+        .send("s@y.test", &rcpts, body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 250);
+    assert_eq!(t.outcome(1).to_string(), "550 5.1.1 no such user");
+    assert_eq!(t.outcome(2).code, 250);
+    let too_big = vec![b'x'; 20_000];
+    let t = c
+        .send("s@y.test", &rcpts[..1], &too_big)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 552, "SIZE refusal at MAIL: {t:?}");
+    let t = c
+        .send("s@y.test", &["unknown@x.test".to_string()], body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.outcome(0).code, t.data.is_none()), (550, true));
+    c.quit().await;
+    let stats = server.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.messages, 1);
+    let got = sink.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, vec!["a@x.test", "b@x.test"]);
+    assert_eq!(
+        got[0].2, body,
+        "dot-stuffed on the wire, unstuffed on arrival"
+    );
+}
+
+#[tokio::test]
+async fn starttls_and_auth_over_real_tcp() {
+    let net = LiveNet;
+    let mut l = net
+        .listen("127.0.0.4:0".parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = l.local_addr();
+    let acceptor =
+        self_signed_acceptor(&["sink.test".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let o = ServerOptions {
+        tls: Some(acceptor),
+        ..opts()
+    };
+    let sink = Sink::default();
+    let mut h = sink.clone();
+    let server = tokio::spawn(async move {
+        let c = l.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        serve(c.stream, &mut h, &o).await
+    });
+    let conn = net
+        .connect(
+            Some("127.0.0.5".parse().unwrap_or_else(|e| panic!("{e}"))),
+            at,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::connect(conn.stream, Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("client.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.caps.starttls);
+    assert!(
+        !c.caps.keywords.iter().any(|k| k.starts_with("AUTH")),
+        "no AUTH before TLS"
+    );
+    let mut c = c
+        .starttls(&opportunistic_tls(), "sink.test", "client.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|b| panic!("{}", b.1));
+    assert!(c.tls && !c.caps.starttls && c.caps.keywords.iter().any(|k| k == "AUTH PLAIN LOGIN"));
+    let t = c
+        .send(
+            "s@y.test",
+            &["a@x.test".to_string()],
+            b"Subject: tls\r\n\r\nover TLS\r\n",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 250);
+    c.quit().await;
+    let stats = server.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(stats.tls && stats.messages == 1);
+}
+
+/// Talks raw SMTP to the server driver; returns everything the server said.
+async fn raw(script: &[u8], o: ServerOptions) -> String {
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    let mut h = Sink::default();
+    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &o).await });
+    a.write_all(script).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), a.read_to_end(&mut out)).await;
+    drop(a);
+    let _ = server.await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn abuse_is_refused_clearly() {
+    let smuggle = raw(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhello\n.\nMAIL FROM:<evil@x>\r\n.\r\nQUIT\r\n", opts()).await;
+    assert!(
+        smuggle.contains("521 5.5.2 sink.test Error: bare <LF> received"),
+        "{smuggle}"
+    );
+    assert!(!smuggle.contains("queued"), "nothing accepted: {smuggle}");
+    let long = raw(
+        format!("EHLO c\r\nNOOP {}\r\nQUIT\r\n", "x".repeat(2000)).as_bytes(),
+        opts(),
+    )
+    .await;
+    assert!(
+        long.contains("500 5.5.2 Error: line too long") && long.contains("221 2.0.0 Bye"),
+        "{long}"
+    );
+    let order = raw(b"EHLO c\r\nRCPT TO:<c@d>\r\nDATA\r\nQUIT\r\n", opts()).await;
+    assert!(
+        order.contains("503 5.5.1 Error: need MAIL command")
+            && order.contains("503 5.5.1 Error: need RCPT command"),
+        "{order}"
+    );
+    let helo_pipelined = raw(
+        b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nQUIT\r\n",
+        opts(),
+    )
+    .await;
+    assert!(
+        helo_pipelined.contains("554 5.5.0 Error: SMTP protocol synchronization"),
+        "{helo_pipelined}"
+    );
+    let auth_clear = raw(
+        b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHMzY3JldA==\r\nQUIT\r\n",
+        opts(),
+    )
+    .await;
+    assert!(
+        auth_clear.contains("503 5.5.1 Error: authentication not enabled"),
+        "no AUTH in the clear: {auth_clear}"
+    );
+    let o = ServerOptions {
+        auth_without_tls: true,
+        ..opts()
+    };
+    let auth = raw(
+        b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHMzY3JldA==\r\nQUIT\r\n",
+        o.clone(),
+    )
+    .await;
+    assert!(
+        auth.contains("235 2.7.0 Authentication successful"),
+        "{auth}"
+    );
+    let guess = raw(b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nNOOP\r\n", o).await;
+    assert!(
+        guess.matches("535 5.7.8").count() == 2
+            && guess.contains("421 4.7.0 Error: too many authentication failures")
+            && !guess.contains("250 2.0.0 Ok\r\n"),
+        "{guess}"
+    );
+}
