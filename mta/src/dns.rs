@@ -64,13 +64,17 @@ impl HickoryResolver {
     /// The machine's resolver (resolv.conf).
     pub fn system() -> Result<HickoryResolver, String> {
         let b = hickory_resolver::TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
-        Ok(HickoryResolver { inner: b.build().map_err(|e| e.to_string())? })
+        Ok(HickoryResolver {
+            inner: b.build().map_err(|e| e.to_string())?,
+        })
     }
 
     /// Queries only `servers` (UDP and TCP), without /etc/hosts, so that look-ups of loopback
     /// addresses and test names reach them (hickory answers 127/8 PTRs itself otherwise).
     pub fn with_nameservers(servers: &[SocketAddr]) -> Result<HickoryResolver, String> {
-        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+        use hickory_resolver::config::{
+            ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+        };
         let ns: Vec<NameServerConfig> = servers
             .iter()
             .map(|s| {
@@ -86,7 +90,13 @@ impl HickoryResolver {
         opts.use_hosts_file = ResolveHosts::Never;
         opts.timeout = std::time::Duration::from_secs(2);
         opts.attempts = 2;
-        let inner = hickory_resolver::TokioResolver::builder_with_config(cfg, hickory_resolver::net::runtime::TokioRuntimeProvider::default()).with_options(opts).build().map_err(|e| e.to_string())?;
+        let inner = hickory_resolver::TokioResolver::builder_with_config(
+            cfg,
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .with_options(opts)
+        .build()
+        .map_err(|e| e.to_string())?;
         Ok(HickoryResolver { inner })
     }
 }
@@ -109,11 +119,22 @@ impl Resolver for HickoryResolver {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>> {
         Box::pin(async move {
             let fqdn = format!("{}.", norm(domain));
-            let r = self.inner.mx_lookup(fqdn).await.map_err(|e| map_err(domain, e))?;
-            let mut v: Vec<Mx> = r.answers().iter().filter_map(|rec| match &rec.data {
-                hickory_resolver::proto::rr::RData::MX(mx) => Some(Mx { preference: mx.preference, host: norm(&mx.exchange.to_utf8()) }),
-                _ => None,
-            }).collect();
+            let r = self
+                .inner
+                .mx_lookup(fqdn)
+                .await
+                .map_err(|e| map_err(domain, e))?;
+            let mut v: Vec<Mx> = r
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    hickory_resolver::proto::rr::RData::MX(mx) => Some(Mx {
+                        preference: mx.preference,
+                        host: norm(&mx.exchange.to_utf8()),
+                    }),
+                    _ => None,
+                })
+                .collect();
             v.sort_by_key(|m| m.preference);
             Ok(v)
         })
@@ -122,7 +143,11 @@ impl Resolver for HickoryResolver {
     fn ip<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
         Box::pin(async move {
             let fqdn = format!("{}.", norm(host));
-            let r = self.inner.lookup_ip(fqdn).await.map_err(|e| map_err(host, e))?;
+            let r = self
+                .inner
+                .lookup_ip(fqdn)
+                .await
+                .map_err(|e| map_err(host, e))?;
             Ok(r.iter().collect())
         })
     }
@@ -130,21 +155,40 @@ impl Resolver for HickoryResolver {
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
         Box::pin(async move {
             let fqdn = format!("{}.", norm(name));
-            let r = self.inner.txt_lookup(fqdn).await.map_err(|e| map_err(name, e))?;
-            Ok(r.answers().iter().filter_map(|rec| match &rec.data {
-                hickory_resolver::proto::rr::RData::TXT(t) => Some(t.txt_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<String>()),
-                _ => None,
-            }).collect())
+            let r = self
+                .inner
+                .txt_lookup(fqdn)
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(r.answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    hickory_resolver::proto::rr::RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect())
         })
     }
 
     fn ptr<'a>(&'a self, ip: IpAddr) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
         Box::pin(async move {
-            let r = self.inner.reverse_lookup(ip).await.map_err(|e| map_err(&ip.to_string(), e))?;
-            Ok(r.answers().iter().filter_map(|rec| match &rec.data {
-                hickory_resolver::proto::rr::RData::PTR(p) => Some(norm(&p.0.to_utf8())),
-                _ => None,
-            }).collect())
+            let r = self
+                .inner
+                .reverse_lookup(ip)
+                .await
+                .map_err(|e| map_err(&ip.to_string(), e))?;
+            Ok(r.answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    hickory_resolver::proto::rr::RData::PTR(p) => Some(norm(&p.0.to_utf8())),
+                    _ => None,
+                })
+                .collect())
         })
     }
 }
@@ -178,17 +222,32 @@ impl StaticResolver {
         }
     }
 
-    fn answer<T: Clone>(&self, name: &str, pick: impl Fn(&StaticZones) -> Option<Vec<T>>) -> Result<Vec<T>, DnsError> {
-        let Ok(z) = self.inner.lock() else { return Err(DnsError::ServFail(name.into())) };
+    fn answer<T: Clone>(
+        &self,
+        name: &str,
+        pick: impl Fn(&StaticZones) -> Option<Vec<T>>,
+    ) -> Result<Vec<T>, DnsError> {
+        let Ok(z) = self.inner.lock() else {
+            return Err(DnsError::ServFail(name.into()));
+        };
         let n = norm(name);
-        if let Some((_, e)) = z.failures.iter().find(|(k, _)| n == **k || n.ends_with(&format!(".{k}"))) {
+        if let Some((_, e)) = z
+            .failures
+            .iter()
+            .find(|(k, _)| n == **k || n.ends_with(&format!(".{k}")))
+        {
             return Err(e.clone());
         }
         match pick(&z) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => {
-                let exists = z.mx.contains_key(&n) || z.ip.contains_key(&n) || z.txt.contains_key(&n);
-                Err(if exists { DnsError::NoRecords(n) } else { DnsError::NxDomain(n) })
+                let exists =
+                    z.mx.contains_key(&n) || z.ip.contains_key(&n) || z.txt.contains_key(&n);
+                Err(if exists {
+                    DnsError::NoRecords(n)
+                } else {
+                    DnsError::NxDomain(n)
+                })
             }
         }
     }

@@ -242,3 +242,30 @@ async fn abuse_is_refused_clearly() {
         "{guess}"
     );
 }
+
+/// After a transaction whose recipients were all refused, the next one works (the client resets).
+#[tokio::test]
+async fn a_transaction_after_all_recipients_were_refused() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let mut h = Sink::default();
+    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
+    let mut c = Client::connect(Box::new(a), Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("client.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = c
+        .send("s@y.test", &["unknown@x.test".to_string()], b"x\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 550);
+    let t = c
+        .send("s@y.test", &["a@x.test".to_string()], b"x\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 250, "{t:?}");
+    c.quit().await;
+    assert_eq!(server.await.map(|s| s.messages).unwrap_or(0), 1);
+}

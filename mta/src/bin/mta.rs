@@ -30,6 +30,12 @@ enum Command {
         #[command(subcommand)]
         what: ShowWhat,
     },
+    /// Run the MTA: listen, spool, queue and deliver until SIGTERM or SIGINT.
+    Run {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// DKIM keys and signatures.
     Dkim {
         #[command(subcommand)]
@@ -209,6 +215,58 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
+fn run(config: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !config.is_file() {
+        eprintln!(
+            "mta: cannot read config file `{}`: not found or not a file",
+            config.display()
+        );
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mta: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let stop = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        mta::run::run(config, stop).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -217,6 +275,7 @@ fn main() -> ExitCode {
             what: TestWhat::Config(a),
         } => check(&a),
         Command::Dkim { what } => dkim(what),
+        Command::Run { config } => run(&config),
         Command::Show {
             what:
                 ShowWhat::Settings {

@@ -1,5 +1,6 @@
 //! Inbound SMTP: listeners, sessions and the `<source>` rules that decide who may do what.
 
 pub mod policy;
+pub mod session;
 
 pub use policy::{local_domains, Refusal, SessionPolicy};

@@ -245,6 +245,10 @@ impl Client {
                         format!("unexpected {data_go}"),
                     ));
                 }
+                // The transaction may still be open on the server: reset it for the next one.
+                if mail.is_positive() {
+                    self.rset().await?;
+                }
                 return Ok(Transaction {
                     mail,
                     rcpts: replies,
@@ -299,6 +303,7 @@ impl Client {
         }
         let go = self.command("DATA", "DATA").await?;
         if go.code != 354 {
+            self.rset().await?;
             return Ok(Transaction {
                 mail,
                 rcpts: replies,

@@ -1,0 +1,1188 @@
+//! The running MTA: takes messages from `receive` into the spool and the queues, schedules
+//! deliveries through the shaping gates, delivers over SMTP (MX look-up, source IP and EHLO name per
+//! vMTA, opportunistic STARTTLS, DKIM), applies `smtp-pattern-list` actions, retries, expires and
+//! bounces, and writes an accounting record for every step. The same code runs live and simulated;
+//! only the `Net`, `Resolver` and `Clock` it is given differ.
+
+use crate::acct::{Accounting, Record, RecordType};
+use crate::clock::Clock;
+use crate::config::model::{Config, PatternAction};
+use crate::config::QueueSettings;
+use crate::dns::{DnsError, Resolver};
+use crate::net::Net;
+use crate::queue::{select, Mode, PoolCursors, Queue, QueueKey, Waiting};
+use crate::shaping::{match_reply, Shaper, VmtaGate};
+use crate::smtp::client::{Client, ClientError, Timeouts};
+use crate::smtp::Reply;
+use crate::spool::{Envelope, MessageId, Spool};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// What the engine needs from the outside world.
+pub struct Parts {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The message store.
+    pub spool: Arc<Spool>,
+    /// Accounting destinations.
+    pub acct: Arc<Accounting>,
+    /// The network.
+    pub net: Arc<dyn Net>,
+    /// DNS.
+    pub dns: Arc<dyn Resolver>,
+    /// Time for records.
+    pub clock: Clock,
+    /// Every accounting record is also sent here (the simulator's expectations read them).
+    pub tap: Option<mpsc::UnboundedSender<Record>>,
+}
+
+struct QueueState {
+    queue: Queue<MessageId>,
+    shaper: Shaper,
+    last_error: Option<String>,
+}
+
+struct MsgState {
+    env: Envelope,
+    remaining: u32,
+    first_attempt_ms: Option<i64>,
+    /// Pool per recipient index (for accounting).
+    pools: BTreeMap<u32, String>,
+}
+
+struct State {
+    queues: BTreeMap<QueueKey, QueueState>,
+    messages: BTreeMap<MessageId, MsgState>,
+    vmta_gates: BTreeMap<String, VmtaGate>,
+}
+
+/// The MTA engine.
+pub struct Engine {
+    parts: Parts,
+    state: Mutex<State>,
+    wake: Notify,
+    cursors: PoolCursors,
+    keys: crate::dkim::KeyCache,
+    /// Counters for status output.
+    pub stats: Mutex<Stats>,
+}
+
+/// Running totals.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted.
+    pub received: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipients bounced.
+    pub bounced: u64,
+    /// Transient failures.
+    pub deferred: u64,
+    /// Connections opened.
+    pub connections: u64,
+}
+
+/// A recipient's final or transient outcome, for one accounting record.
+struct Outcome<'a> {
+    ty: RecordType,
+    reply: &'a Reply,
+    category: String,
+    dlv_ip: Option<IpAddr>,
+    dest: Option<SocketAddr>,
+    esmtp: String,
+}
+
+/// Classifies a status and diagnostic: the config's `<bounce-category-patterns>` first (matched
+/// against `status; diag`), then built-in rules by enhanced status (RFC 3463) and common texts.
+pub fn classify(cfg: &Config, status: &str, diag: &str) -> String {
+    let subject = format!("{status}; {diag}");
+    if let Some(r) = cfg
+        .bounce_category_patterns
+        .iter()
+        .find(|r| r.pattern.is_match(&subject))
+    {
+        return r.category.clone();
+    }
+    let d = diag.to_ascii_lowercase();
+    let s = status;
+    let cat = if s.starts_with("2.") {
+        "success"
+    } else if s.ends_with(".4.7") {
+        "message-expired"
+    } else if d.contains("spam") || d.contains("unsolicited") {
+        "spam-related"
+    } else if d.contains("virus") {
+        "virus-related"
+    } else if s.ends_with(".1.1")
+        || s.ends_with(".1.3")
+        || s.ends_with(".1.6")
+        || d.contains("user unknown")
+        || d.contains("does not exist")
+        || d.contains("doesn't have a")
+    {
+        "bad-mailbox"
+    } else if s.ends_with(".1.2") || d.contains("nxdomain") || d.contains("no such domain") {
+        "bad-domain"
+    } else if s.ends_with(".2.1") || d.contains("disabled") || d.contains("inactive") {
+        "inactive-mailbox"
+    } else if s.ends_with(".2.2")
+        || d.contains("quota")
+        || d.contains("mailbox full")
+        || d.contains("out of storage")
+    {
+        "quota-issues"
+    } else if d.contains("relay") {
+        "relaying-issues"
+    } else if s.ends_with(".1.7") || s.ends_with(".1.8") {
+        "invalid-sender"
+    } else if s.starts_with("5.7.")
+        || s.starts_with("4.7.")
+        || d.contains("policy")
+        || d.contains("blocked")
+        || d.contains("block list")
+    {
+        "policy-related"
+    } else if s.starts_with("5.3.4") || s.starts_with("5.6.") {
+        "content-related"
+    } else if s.starts_with("5.5.") || s.starts_with("4.5.") {
+        "protocol-errors"
+    } else if s.starts_with("4.4.") || s.starts_with("5.4.") {
+        "bad-connection"
+    } else {
+        "other"
+    };
+    cat.to_string()
+}
+
+/// Header values of a message (name matched case-insensitively), unfolded.
+pub fn header(body: &[u8], name: &str) -> Option<String> {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    let text = std::str::from_utf8(&body[..end]).ok()?;
+    let mut value: Option<String> = None;
+    for line in text.split("\r\n") {
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            if n.trim().eq_ignore_ascii_case(name) {
+                value = Some(v.trim().to_string());
+            }
+        }
+    }
+    value
+}
+
+impl Engine {
+    /// An engine over `parts`; call [`Engine::recover`] and spawn [`Engine::run`].
+    pub fn new(parts: Parts) -> Arc<Engine> {
+        Arc::new(Engine {
+            parts,
+            state: Mutex::new(State {
+                queues: BTreeMap::new(),
+                messages: BTreeMap::new(),
+                vmta_gates: BTreeMap::new(),
+            }),
+            wake: Notify::new(),
+            cursors: PoolCursors::default(),
+            keys: crate::dkim::KeyCache::default(),
+            stats: Mutex::new(Stats::default()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.parts.config
+    }
+
+    /// The pool cursors (vMTA selection at reception).
+    pub fn cursors(&self) -> &PoolCursors {
+        &self.cursors
+    }
+
+    /// Now, Unix ms.
+    pub fn now_ms(&self) -> i64 {
+        self.parts.clock.now_ms()
+    }
+
+    fn log(&self, rec: Record) {
+        self.parts.acct.log(&rec);
+        if let Some(tap) = &self.parts.tap {
+            let _ = tap.send(rec);
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn queue_settings(&self, key: &QueueKey) -> QueueSettings {
+        QueueSettings::from_effective(&self.parts.config.domain_settings(&key.domain, key.vmta()))
+    }
+
+    /// Adds a stored message's unfinished recipients to their queues (`vmtas[i]` per recipient).
+    pub fn enqueue(
+        &self,
+        id: MessageId,
+        env: Envelope,
+        vmtas: &[(Option<String>, Option<String>)],
+        due_ms: i64,
+    ) {
+        let mut groups: BTreeMap<QueueKey, Vec<u32>> = BTreeMap::new();
+        let mut pools = BTreeMap::new();
+        for (i, r) in env.rcpts.iter().enumerate() {
+            if r.done {
+                continue;
+            }
+            let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d);
+            let (vmta, pool) = vmtas
+                .get(i)
+                .cloned()
+                .unwrap_or((env.vmta.clone(), env.pool.clone()));
+            if let Some(p) = pool {
+                pools.insert(i as u32, p);
+            }
+            groups
+                .entry(QueueKey::new(domain, vmta.as_deref()))
+                .or_default()
+                .push(i as u32);
+        }
+        let remaining = groups.values().map(|v| v.len() as u32).sum();
+        let received = env.received_ms;
+        let settings: Vec<(QueueKey, QueueSettings)> = groups
+            .keys()
+            .map(|k| (k.clone(), self.queue_settings(k)))
+            .collect();
+        self.with(|s| {
+            s.messages.insert(
+                id,
+                MsgState {
+                    env,
+                    remaining,
+                    first_attempt_ms: None,
+                    pools,
+                },
+            );
+            for ((key, rcpts), (_, qs)) in groups.into_iter().zip(settings) {
+                let max_rcpt = qs.max_rcpt_per_message.unwrap_or(u64::MAX).max(1) as usize;
+                let q = s.queues.entry(key.clone()).or_insert_with(|| QueueState {
+                    queue: Queue::new(key.clone(), qs.clone()),
+                    shaper: Shaper::new(&key.to_string(), qs),
+                    last_error: None,
+                });
+                for chunk in rcpts.chunks(max_rcpt) {
+                    q.queue.push(
+                        Waiting {
+                            id,
+                            rcpts: chunk.to_vec(),
+                            received_ms: received,
+                            attempts: 0,
+                        },
+                        due_ms,
+                    );
+                }
+            }
+        });
+        self.wake.notify_one();
+    }
+
+    /// Picks vMTAs, stores the message durably, writes `r` records and queues it. Returns the id.
+    pub async fn accept(
+        &self,
+        mut env: Envelope,
+        body: Vec<u8>,
+        source: &crate::config::effective::EffectiveSettings,
+        local_ip: Option<IpAddr>,
+    ) -> Result<MessageId, String> {
+        let x_vmta = header(&body, "X-Virtual-MTA");
+        let headers: Vec<(String, String)> = ["X-Job", "X-Campaign"]
+            .iter()
+            .filter_map(|h| header(&body, h).map(|v| (h.to_string(), v)))
+            .collect();
+        let mut choices = Vec::with_capacity(env.rcpts.len());
+        for r in &env.rcpts {
+            let input = select::SelectInput {
+                x_virtual_mta: x_vmta.as_deref(),
+                mail_from: &env.mail_from,
+                rcpt: &r.address,
+                headers: &headers,
+                local_ip,
+            };
+            let c = select::choose(&self.parts.config, source, &input, &self.cursors)?;
+            choices.push((c.vmta, c.pool));
+        }
+        env.vmta = choices.first().and_then(|c| c.0.clone());
+        env.pool = choices.first().and_then(|c| c.1.clone());
+        env.message_id = header(&body, "Message-ID");
+        if source.bool("process-x-job") {
+            env.job_id = header(&body, "X-Job");
+        }
+        env.size = body.len() as u64;
+        let id = self
+            .parts
+            .spool
+            .store(env.clone(), body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = self.now_ms();
+        for (i, r) in env.rcpts.iter().enumerate() {
+            let mut rec = self.base_record(RecordType::Received, now, &env, i);
+            rec.vmta = choices[i].0.clone().unwrap_or_default();
+            rec.vmta_pool = choices[i].1.clone().unwrap_or_default();
+            rec.orcpt = r.orcpt.clone().unwrap_or_default();
+            self.log(rec);
+        }
+        if let Ok(mut st) = self.stats.lock() {
+            st.received += 1;
+        }
+        self.enqueue(id, env, &choices, now);
+        Ok(id)
+    }
+
+    fn base_record(&self, ty: RecordType, now: i64, env: &Envelope, i: usize) -> Record {
+        let mut r = Record::new(ty, now);
+        r.orig = env.mail_from.clone();
+        r.rcpt = env
+            .rcpts
+            .get(i)
+            .map(|x| x.address.clone())
+            .unwrap_or_default();
+        r.time_queued = Some(env.received_ms);
+        r.src_type = "smtp".into();
+        r.src_mta = env.source_ip.clone().unwrap_or_default();
+        r.rcv_source_ip = env.source_ip.clone().unwrap_or_default();
+        r.dlv_size = Some(env.size);
+        r.job_id = env.job_id.clone().unwrap_or_default();
+        r.env_id = env.env_id.clone().unwrap_or_default();
+        if let Some(m) = &env.message_id {
+            r.headers.push(("Message-ID".into(), m.clone()));
+        }
+        r
+    }
+
+    /// Writes the record for one recipient's outcome and, for final ones, marks it done.
+    async fn finish(&self, key: &QueueKey, id: MessageId, rcpt: u32, o: Outcome<'_>) {
+        let now = self.now_ms();
+        let Some((env, first, pool)) = self.with(|s| {
+            s.messages.get(&id).map(|m| {
+                (
+                    m.env.clone(),
+                    m.first_attempt_ms,
+                    m.pools.get(&rcpt).cloned(),
+                )
+            })
+        }) else {
+            return;
+        };
+        let mut rec = self.base_record(o.ty, now, &env, rcpt as usize);
+        rec.time_first_attempt = first;
+        rec.dsn_status = o.reply.status();
+        rec.dsn_diag = format!("smtp;{}", o.reply);
+        rec.dsn_action = match o.ty {
+            RecordType::Delivered => "relayed",
+            RecordType::Bounced => "failed",
+            _ => "delayed",
+        }
+        .into();
+        rec.bounce_cat = if o.ty == RecordType::Delivered {
+            String::new()
+        } else {
+            o.category.clone()
+        };
+        rec.dlv_type = "smtp".into();
+        rec.dlv_source_ip = o.dlv_ip.map(|i| i.to_string()).unwrap_or_default();
+        rec.dlv_destination_ip = o.dest.map(|d| d.ip().to_string()).unwrap_or_default();
+        rec.dsn_mta = o
+            .dest
+            .map(|d| format!("dns;{} ({})", key.domain, d.ip()))
+            .unwrap_or_default();
+        rec.dlv_esmtp_available = o.esmtp.clone();
+        rec.vmta = key.vmta.clone();
+        rec.queue = key.to_string();
+        rec.vmta_pool = pool.unwrap_or_default();
+        self.log(rec);
+        if let Ok(mut st) = self.stats.lock() {
+            match o.ty {
+                RecordType::Delivered => st.delivered += 1,
+                RecordType::Bounced => st.bounced += 1,
+                _ => st.deferred += 1,
+            }
+        }
+        if matches!(o.ty, RecordType::Delivered | RecordType::Bounced) {
+            if let Err(e) = self.parts.spool.rcpt_done(id, rcpt).await {
+                tracing::error!(%id, %e, "could not record a finished recipient");
+            }
+            let done = self.with(|s| match s.messages.get_mut(&id) {
+                Some(m) => {
+                    m.remaining = m.remaining.saturating_sub(1);
+                    if m.remaining == 0 {
+                        s.messages.remove(&id);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            });
+            if done {
+                if let Err(e) = self.parts.spool.message_done(id).await {
+                    tracing::error!(%id, %e, "could not record a finished message");
+                }
+            }
+        }
+    }
+
+    /// Messages still held (not every recipient finished).
+    pub fn pending_messages(&self) -> usize {
+        self.with(|s| s.messages.len())
+    }
+
+    /// Queue names with their mode changes (for reports and status).
+    pub fn mode_history(&self) -> BTreeMap<String, Vec<crate::shaping::ModeChange>> {
+        self.with(|s| {
+            s.queues
+                .iter()
+                .map(|(k, q)| (k.to_string(), q.shaper.history.clone()))
+                .collect()
+        })
+    }
+
+    /// Waiting recipients over all queues.
+    pub fn queued_recipients(&self) -> usize {
+        self.with(|s| s.queues.values().map(|q| q.queue.recipients()).sum())
+    }
+
+    /// The scheduler: opens connections for queues with due recipients, as the shaping gates allow,
+    /// and expires what is past `bounce-after`. Runs until `stop` resolves.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let now = self.now_ms();
+            let (starts, expired, next) = self.plan(now);
+            for (key, w, q_reply) in expired {
+                let reply = q_reply.unwrap_or_else(|| {
+                    Reply::new(554, "4.4.7", "message expired: bounce-after reached")
+                });
+                let reply = Reply {
+                    code: reply.code.max(500),
+                    enhanced: Some("4.4.7".into()),
+                    lines: vec![format!("message expired; last error: {}", reply)],
+                };
+                for r in &w.rcpts {
+                    self.finish(
+                        &key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::Bounced,
+                            reply: &reply,
+                            category: "message-expired".into(),
+                            dlv_ip: None,
+                            dest: None,
+                            esmtp: String::new(),
+                        },
+                    )
+                    .await;
+                }
+            }
+            for (key, src) in starts {
+                let me = self.clone();
+                tokio::spawn(async move { me.connection(key, src).await });
+            }
+            let sleep_ms = next.map_or(60_000, |t| (t - now).clamp(1, 60_000));
+            tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            }
+        }
+    }
+
+    /// Decides which connections to open now; returns them, the expired groups and the next time
+    /// anything is due.
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        &self,
+        now: i64,
+    ) -> (
+        Vec<(QueueKey, Option<(IpAddr, Option<String>)>)>,
+        Vec<(QueueKey, Waiting<MessageId>, Option<Reply>)>,
+        Option<i64>,
+    ) {
+        let cfg = self.parts.config.clone();
+        self.with(|s| {
+            let mut starts = Vec::new();
+            let mut expired = Vec::new();
+            let mut next: Option<i64> = None;
+            let keys: Vec<QueueKey> = s.queues.keys().cloned().collect();
+            for key in keys {
+                let Some(q) = s.queues.get_mut(&key) else {
+                    continue;
+                };
+                q.shaper.tick(now);
+                let last = q.last_error.as_deref().and_then(Reply::parse_line);
+                for w in q.queue.take_expired(now) {
+                    expired.push((key.clone(), w, last.clone()));
+                }
+                let mut upd = |t: Option<i64>| {
+                    if let Some(t) = t {
+                        next = Some(next.map_or(t, |n: i64| n.min(t)));
+                    }
+                };
+                upd(q.queue.next_expiry_ms());
+                upd(q.shaper.backoff_until_ms());
+                let Some(due) = q.queue.next_due_ms() else {
+                    continue;
+                };
+                if due > now {
+                    upd(Some(due));
+                    continue;
+                }
+                // One new connection per queue per pass, up to the limits.
+                let vmta_max = key
+                    .vmta()
+                    .and_then(|v| cfg.vmtas.get(v))
+                    .and_then(|v| v.settings.get("max-smtp-out"))
+                    .and_then(|st| match st.value {
+                        crate::config::values::Value::Int(n) => Some(n),
+                        _ => None,
+                    });
+                let gate = s
+                    .vmta_gates
+                    .entry(key.vmta.clone())
+                    .or_insert_with(|| VmtaGate::new(vmta_max));
+                let queued = q.queue.len() as u64;
+                if q.shaper.connections() >= queued {
+                    continue;
+                }
+                match q.shaper.open_connection(now) {
+                    Ok(()) => {
+                        if gate.try_open() {
+                            let src = source_for(&cfg, key.vmta(), q.shaper.connections());
+                            starts.push((key.clone(), src));
+                            upd(Some(now + 1));
+                        } else {
+                            q.shaper.close_connection();
+                            upd(Some(now + 1000));
+                        }
+                    }
+                    Err(crate::shaping::Wait::Rate(ms)) => upd(Some(now + ms.min(3_600_000))),
+                    Err(crate::shaping::Wait::Connections) => {}
+                }
+            }
+            (starts, expired, next)
+        })
+    }
+
+    fn release(&self, key: &QueueKey) {
+        self.with(|s| {
+            if let Some(q) = s.queues.get_mut(key) {
+                q.shaper.close_connection();
+            }
+            if let Some(g) = s.vmta_gates.get_mut(&key.vmta) {
+                g.close();
+            }
+        });
+        self.wake.notify_one();
+    }
+
+    /// Where to connect for a queue: `smtp-hosts` or MX (then A), in preference order.
+    async fn targets(
+        &self,
+        key: &QueueKey,
+        qs: &QueueSettings,
+    ) -> Result<Vec<SocketAddr>, (Reply, bool)> {
+        let port = qs.default_smtp_port;
+        let mut hosts: Vec<(String, u16)> = Vec::new();
+        if let Some(h) = &qs.smtp_hosts {
+            for part in h.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+                if let Some(d) = part.strip_prefix("lookup-mx:") {
+                    if let Ok(mx) = self.parts.dns.mx(d).await {
+                        hosts.extend(mx.into_iter().map(|m| (m.host, port)));
+                    }
+                } else if let Some(rest) = part.strip_prefix('[') {
+                    let (ip, p) = rest.split_once(']').unwrap_or((rest, ""));
+                    let p = p
+                        .strip_prefix(':')
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(port);
+                    hosts.push((ip.to_string(), p));
+                } else {
+                    let (h, p) = part
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| p.parse().ok().map(|p| (h, p)))
+                        .unwrap_or((part, port));
+                    hosts.push((h.to_string(), p));
+                }
+            }
+        } else {
+            match self.parts.dns.mx(&key.domain).await {
+                Ok(mx) if mx.iter().any(|m| m.host.is_empty() || m.host == ".") => {
+                    return Err((
+                        Reply::new(
+                            556,
+                            "5.1.10",
+                            format!("{} does not accept mail (null MX)", key.domain),
+                        ),
+                        true,
+                    ))
+                }
+                Ok(mx) if !mx.is_empty() => hosts.extend(mx.into_iter().map(|m| (m.host, port))),
+                Ok(_) | Err(DnsError::NoRecords(_)) => hosts.push((key.domain.clone(), port)),
+                Err(DnsError::NxDomain(d)) => {
+                    return Err((
+                        Reply::new(550, "5.1.2", format!("domain {d} does not exist")),
+                        true,
+                    ))
+                }
+                Err(e) => return Err((Reply::new(451, "4.4.3", format!("DNS error: {e}")), false)),
+            }
+        }
+        let mut out = Vec::new();
+        for (h, p) in hosts {
+            if let Ok(ip) = h.parse::<IpAddr>() {
+                out.push(SocketAddr::new(ip, p));
+                continue;
+            }
+            if let Ok(ips) = self.parts.dns.ip(&h).await {
+                out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, p)));
+            }
+        }
+        if out.is_empty() {
+            return Err((
+                Reply::new(
+                    451,
+                    "4.4.4",
+                    format!("no address found for the mail hosts of {}", key.domain),
+                ),
+                qs.bounce_upon_no_mx,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One outbound connection for `key`: delivers due recipients until the queue is empty, the
+    /// per-connection limit is reached, or the server refuses.
+    async fn connection(self: Arc<Self>, key: QueueKey, src: Option<(IpAddr, Option<String>)>) {
+        if let Ok(mut st) = self.stats.lock() {
+            st.connections += 1;
+        }
+        let qs = self.with(|s| s.queues.get(&key).map(|q| q.queue.settings.clone()));
+        let Some(qs) = qs else {
+            self.release(&key);
+            return;
+        };
+        let targets = match self.targets(&key, &qs).await {
+            Ok(t) => t,
+            Err((reply, permanent)) => {
+                self.fail_queue(&key, &reply, permanent, None, None).await;
+                self.release(&key);
+                return;
+            }
+        };
+        let (src_ip, helo) = match &src {
+            Some((ip, h)) => (Some(*ip), h.clone()),
+            None => (None, None),
+        };
+        let helo = helo.unwrap_or_else(|| self.host_name());
+        let timeouts = Timeouts {
+            greeting: qs.greeting_timeout.unwrap_or(Duration::from_secs(300)),
+            command: Duration::from_secs(300),
+            data: qs
+                .data_send_timeout
+                .unwrap_or(Duration::from_secs(180))
+                .max(Duration::from_secs(60)),
+        };
+        let connect_timeout = qs.connect_timeout.unwrap_or(Duration::from_secs(120));
+        let mut last_err: Option<Reply> = None;
+        for dest in targets {
+            let conn =
+                match tokio::time::timeout(connect_timeout, self.parts.net.connect(src_ip, dest))
+                    .await
+                {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        last_err = Some(Reply::new(
+                            421,
+                            "4.4.1",
+                            format!("connection to {dest} failed: {e}"),
+                        ));
+                        continue;
+                    }
+                    Err(_) => {
+                        last_err = Some(Reply::new(
+                            421,
+                            "4.4.1",
+                            format!("connection to {dest} timed out"),
+                        ));
+                        continue;
+                    }
+                };
+            let dlv_ip = Some(conn.local.ip());
+            match Client::connect(conn.stream, timeouts).await {
+                Ok(Ok(mut client)) => {
+                    if let Err(e) = client.ehlo(&helo).await {
+                        last_err = Some(Reply::new(421, "4.4.2", format!("{e}")));
+                        continue;
+                    }
+                    if qs.use_starttls && client.caps.starttls {
+                        match client
+                            .starttls(
+                                &crate::smtp::client::opportunistic_tls(),
+                                &key.domain,
+                                &helo,
+                            )
+                            .await
+                        {
+                            Ok(Ok(c)) => client = c,
+                            Ok(Err(b)) => {
+                                let (c, _) = *b;
+                                client = c;
+                            }
+                            Err(e) => {
+                                last_err =
+                                    Some(Reply::new(421, "4.7.0", format!("STARTTLS failed: {e}")));
+                                continue;
+                            }
+                        }
+                    } else if qs.require_starttls {
+                        last_err = Some(Reply::new(
+                            421,
+                            "4.7.0",
+                            format!("{dest} offers no STARTTLS and require-starttls is set"),
+                        ));
+                        continue;
+                    }
+                    self.session(&key, &qs, client, dlv_ip, dest).await;
+                    self.release(&key);
+                    return;
+                }
+                Ok(Err(greeting)) => {
+                    // A refusal at the banner: it may carry a pattern-list action.
+                    let acted = self.apply_patterns(&key, &greeting);
+                    if greeting.is_permanent() && !acted.skip_mx {
+                        self.fail_queue(&key, &greeting, true, dlv_ip, Some(dest))
+                            .await;
+                        self.release(&key);
+                        return;
+                    }
+                    last_err = Some(greeting);
+                    if !acted.skip_mx {
+                        break;
+                    }
+                }
+                Err(e) => last_err = Some(Reply::new(421, "4.4.2", format!("{e}"))),
+            }
+        }
+        let reply =
+            last_err.unwrap_or_else(|| Reply::new(421, "4.4.1", "no mail host could be reached"));
+        self.fail_queue(&key, &reply, false, src_ip, None).await;
+        self.release(&key);
+    }
+
+    fn host_name(&self) -> String {
+        match self.parts.config.global.get("host-name").map(|s| &s.value) {
+            Some(crate::config::values::Value::Text(h)) => h.clone(),
+            _ => "localhost".into(),
+        }
+    }
+
+    /// Applies the queue's `smtp-pattern-list` to a reply: mode changes here; returns the other actions.
+    fn apply_patterns(&self, key: &QueueKey, reply: &Reply) -> Acted {
+        let now = self.now_ms();
+        let text = reply.to_string();
+        let cfg = self.parts.config.clone();
+        self.with(|s| {
+            let Some(q) = s.queues.get_mut(key) else {
+                return Acted::default();
+            };
+            q.last_error = (!reply.is_positive()).then(|| text.clone());
+            let Some(list) = q
+                .queue
+                .settings
+                .smtp_pattern_list
+                .as_deref()
+                .and_then(|n| cfg.smtp_pattern_lists.get(n))
+            else {
+                return Acted::default();
+            };
+            let Some(rule) = match_reply(list, &text) else {
+                return Acted::default();
+            };
+            q.shaper.apply_rule(now, rule, &text);
+            q.queue.mode = q.shaper.mode();
+            let mut a = Acted::default();
+            for act in &rule.actions {
+                match act {
+                    PatternAction::SkipMx => a.skip_mx = true,
+                    PatternAction::BounceQueue => a.bounce_queue = true,
+                    PatternAction::BounceRcpt => a.bounce_rcpt = true,
+                    PatternAction::DeferQueue => a.defer_queue = true,
+                    PatternAction::ModeBackoff => a.defer_queue = true,
+                    _ => {}
+                }
+            }
+            a
+        })
+    }
+
+    /// Fails every due group of a queue (connection-level failure): permanent ones bounce, others are
+    /// retried (a `tq` record each).
+    async fn fail_queue(
+        &self,
+        key: &QueueKey,
+        reply: &Reply,
+        permanent: bool,
+        dlv_ip: Option<IpAddr>,
+        dest: Option<SocketAddr>,
+    ) {
+        let now = self.now_ms();
+        let acted = self.apply_patterns(key, reply);
+        let groups: Vec<Waiting<MessageId>> = self.with(|s| {
+            let Some(q) = s.queues.get_mut(key) else {
+                return Vec::new();
+            };
+            if acted.bounce_queue || permanent {
+                return q.queue.drain_all();
+            }
+            let mut out = Vec::new();
+            while let Some(w) = q.queue.pop_due(now) {
+                out.push(w);
+            }
+            out
+        });
+        let category = if permanent || acted.bounce_queue {
+            classify(&self.parts.config, &reply.status(), &reply.text())
+        } else if reply.enhanced.as_deref() == Some("4.4.1") {
+            "no-answer-from-host".into()
+        } else {
+            classify(&self.parts.config, &reply.status(), &reply.text())
+        };
+        for w in groups {
+            if permanent || acted.bounce_queue {
+                for r in &w.rcpts {
+                    self.finish(
+                        key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::Bounced,
+                            reply,
+                            category: category.clone(),
+                            dlv_ip,
+                            dest,
+                            esmtp: String::new(),
+                        },
+                    )
+                    .await;
+                }
+            } else {
+                if let Some(r) = w.rcpts.first() {
+                    self.finish(
+                        key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::TransientQueue,
+                            reply,
+                            category: category.clone(),
+                            dlv_ip,
+                            dest,
+                            esmtp: String::new(),
+                        },
+                    )
+                    .await;
+                }
+                self.requeue(key, w, now, reply).await;
+            }
+        }
+    }
+
+    async fn requeue(&self, key: &QueueKey, w: Waiting<MessageId>, now: i64, reply: &Reply) {
+        let expired = self.with(|s| s.queues.get_mut(key).and_then(|q| q.queue.retry(w, now)));
+        if let Some(w) = expired {
+            let r = Reply {
+                code: 554,
+                enhanced: Some("4.4.7".into()),
+                lines: vec![format!("message expired; last error: {reply}")],
+            };
+            for x in &w.rcpts {
+                self.finish(
+                    key,
+                    w.id,
+                    *x,
+                    Outcome {
+                        ty: RecordType::Bounced,
+                        reply: &r,
+                        category: "message-expired".into(),
+                        dlv_ip: None,
+                        dest: None,
+                        esmtp: String::new(),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Sends due groups over one open session.
+    async fn session(
+        &self,
+        key: &QueueKey,
+        qs: &QueueSettings,
+        mut client: Client,
+        dlv_ip: Option<IpAddr>,
+        dest: SocketAddr,
+    ) {
+        let esmtp = client.caps.summary();
+        let mut sent = 0u64;
+        loop {
+            if qs.max_msg_per_connection > 0 && sent >= qs.max_msg_per_connection {
+                break;
+            }
+            let now = self.now_ms();
+            let next = self.with(|s| {
+                let q = s.queues.get_mut(key)?;
+                let w = q.queue.pop_due(now)?;
+                match q.shaper.attempt_recipients(now, w.rcpts.len() as u32) {
+                    Ok(()) => Some(w),
+                    Err(_) => {
+                        q.queue.push(w.clone(), now + 1000);
+                        None
+                    }
+                }
+            });
+            let Some(w) = next else { break };
+            let Some((env, body)) = self.message_for(w.id) else {
+                continue;
+            };
+            self.with(|s| {
+                if let Some(m) = s.messages.get_mut(&w.id) {
+                    m.first_attempt_ms.get_or_insert(now);
+                }
+            });
+            let rcpts: Vec<String> = w
+                .rcpts
+                .iter()
+                .filter_map(|i| env.rcpts.get(*i as usize).map(|r| r.address.clone()))
+                .collect();
+            let body = self.maybe_sign(key, qs, &env, body);
+            let t = match client.send(&env.mail_from, &rcpts, &body).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let reply = match &e {
+                        ClientError::Timeout(_) => Reply::new(451, "4.4.2", format!("{e}")),
+                        _ => Reply::new(451, "4.4.2", format!("{e}")),
+                    };
+                    for r in &w.rcpts {
+                        self.finish(
+                            key,
+                            w.id,
+                            *r,
+                            Outcome {
+                                ty: RecordType::Transient,
+                                reply: &reply,
+                                category: "bad-connection".into(),
+                                dlv_ip,
+                                dest: Some(dest),
+                                esmtp: esmtp.clone(),
+                            },
+                        )
+                        .await;
+                    }
+                    self.requeue(key, w, self.now_ms(), &reply).await;
+                    return;
+                }
+            };
+            sent += 1;
+            let mut retry: Vec<u32> = Vec::new();
+            let mut stop = false;
+            for (i, r) in w.rcpts.iter().enumerate() {
+                let reply = t.outcome(i).clone();
+                if reply.is_positive() {
+                    let now = self.now_ms();
+                    self.with(|s| {
+                        if let Some(q) = s.queues.get_mut(key) {
+                            q.shaper.delivered(now);
+                            q.queue.mode = q.shaper.mode();
+                        }
+                    });
+                    self.finish(
+                        key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::Delivered,
+                            reply: &reply,
+                            category: String::new(),
+                            dlv_ip,
+                            dest: Some(dest),
+                            esmtp: esmtp.clone(),
+                        },
+                    )
+                    .await;
+                    continue;
+                }
+                let acted = self.apply_patterns(key, &reply);
+                let category = classify(&self.parts.config, &reply.status(), &reply.text());
+                if reply.is_permanent() || (acted.bounce_rcpt && reply.is_transient()) {
+                    self.finish(
+                        key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::Bounced,
+                            reply: &reply,
+                            category,
+                            dlv_ip,
+                            dest: Some(dest),
+                            esmtp: esmtp.clone(),
+                        },
+                    )
+                    .await;
+                } else {
+                    self.finish(
+                        key,
+                        w.id,
+                        *r,
+                        Outcome {
+                            ty: RecordType::Transient,
+                            reply: &reply,
+                            category,
+                            dlv_ip,
+                            dest: Some(dest),
+                            esmtp: esmtp.clone(),
+                        },
+                    )
+                    .await;
+                    retry.push(*r);
+                    if acted.defer_queue || reply.code == 421 {
+                        stop = true;
+                    }
+                }
+            }
+            if !retry.is_empty() {
+                let again = Waiting {
+                    id: w.id,
+                    rcpts: retry,
+                    received_ms: w.received_ms,
+                    attempts: w.attempts,
+                };
+                let last = t.outcome(0).clone();
+                self.requeue(key, again, self.now_ms(), &last).await;
+            }
+            if stop {
+                // The server pushed back on the whole queue: hold the rest until the retry time.
+                let now = self.now_ms();
+                self.with(|s| {
+                    if let Some(q) = s.queues.get_mut(key) {
+                        let hold = now + q.shaper.retry_delay(1).as_millis() as i64;
+                        q.queue.held_until_ms = Some(hold);
+                    }
+                });
+                break;
+            }
+        }
+        client.quit().await;
+    }
+
+    fn message_for(&self, id: MessageId) -> Option<(Envelope, Arc<Vec<u8>>)> {
+        let env = self.with(|s| s.messages.get(&id).map(|m| m.env.clone()))?;
+        match self.parts.spool.body(id) {
+            Ok(b) => Some((env, b)),
+            Err(e) => {
+                tracing::error!(%id, %e, "message body unreadable");
+                None
+            }
+        }
+    }
+
+    /// DKIM-signs the body when the queue says `dkim-sign yes` and a key fits the author domain.
+    fn maybe_sign(
+        &self,
+        key: &QueueKey,
+        qs: &QueueSettings,
+        env: &Envelope,
+        body: Arc<Vec<u8>>,
+    ) -> Arc<Vec<u8>> {
+        if !qs.dkim_sign {
+            return body;
+        }
+        let Some(author) = crate::dkim::author_domain(&body) else {
+            return body;
+        };
+        let cfg = &self.parts.config;
+        let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), env.pool.as_deref(), &author)
+        else {
+            tracing::warn!(queue = %key, %author, "dkim-sign yes but no domain-key fits; sending unsigned");
+            return body;
+        };
+        let domain = if dk.domain == "*" {
+            author.clone()
+        } else {
+            dk.domain.clone()
+        };
+        match self.keys.get(&dk.path).and_then(|k| {
+            crate::dkim::sign(
+                &body,
+                &k,
+                &domain,
+                &dk.selector,
+                crate::dkim::DEFAULT_HEADERS,
+                None,
+            )
+        }) {
+            Ok(h) => {
+                let mut out = Vec::with_capacity(h.len() + body.len());
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(&body);
+                Arc::new(out)
+            }
+            Err(e) => {
+                tracing::error!(queue = %key, %e, "DKIM signing failed; sending unsigned");
+                body
+            }
+        }
+    }
+
+    /// Mode of a queue, if it exists.
+    pub fn mode_of(&self, key: &QueueKey) -> Option<Mode> {
+        self.with(|s| s.queues.get(key).map(|q| q.shaper.mode()))
+    }
+}
+
+#[derive(Default)]
+struct Acted {
+    skip_mx: bool,
+    bounce_queue: bool,
+    bounce_rcpt: bool,
+    defer_queue: bool,
+}
+
+/// The source address and EHLO name for the n-th connection of a vMTA (round-robin over its
+/// `smtp-source-host` entries).
+fn source_for(cfg: &Config, vmta: Option<&str>, n: u64) -> Option<(IpAddr, Option<String>)> {
+    let (hosts, vm_name) = match vmta.and_then(|v| cfg.vmtas.get(v)) {
+        Some(v) => (&v.source_hosts, v.host_name.clone()),
+        None => (&cfg.source_hosts, None),
+    };
+    if hosts.is_empty() {
+        return None;
+    }
+    let h = &hosts[(n as usize) % hosts.len()];
+    Some((h.net.addr(), h.host_name.clone().or(vm_name)))
+}

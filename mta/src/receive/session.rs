@@ -1,0 +1,203 @@
+//! The MTA's inbound sessions: the `<source>` rules through [`SessionPolicy`], SMTP AUTH against
+//! `<smtp-user>` entries, and accepted messages handed to the engine (spooled before the 250).
+
+use super::policy::SessionPolicy;
+use crate::config::values::Value;
+use crate::engine::Engine;
+use crate::smtp::io::Data;
+use crate::smtp::server::{Handler, Outcome};
+use crate::smtp::{MailFrom, RcptTo, Reply};
+use crate::spool::{Envelope, Recipient};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// One inbound connection.
+pub struct InboundSession {
+    engine: Arc<Engine>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    listener_source: Option<String>,
+    policy: Option<SessionPolicy>,
+    helo: String,
+    authenticated: bool,
+    from: Option<String>,
+    env_id: Option<String>,
+    rcpts: Vec<Recipient>,
+    /// Recipients for the MTA's own domains (bounce and feedback-loop addresses).
+    pub local_rcpts: usize,
+}
+
+impl InboundSession {
+    /// A session for a connection from `peer` to `local` on a listener with source name `source`.
+    pub fn new(
+        engine: Arc<Engine>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        source: Option<String>,
+    ) -> InboundSession {
+        InboundSession {
+            engine,
+            peer,
+            local,
+            listener_source: source,
+            policy: None,
+            helo: String::new(),
+            authenticated: false,
+            from: None,
+            env_id: None,
+            rcpts: Vec::new(),
+            local_rcpts: 0,
+        }
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+}
+
+fn received_header(helo: &str, peer: IpAddr, host: &str, id: &str, now_ms: i64) -> String {
+    let date = crate::acct::record::iso_time(now_ms);
+    format!("Received: from {helo} ([{peer}])\r\n\tby {host} (mtasim) with ESMTP id {id};\r\n\t{date}\r\n")
+}
+
+impl Handler for InboundSession {
+    fn connect(&mut self) -> Outcome {
+        match SessionPolicy::connect(
+            self.engine.config(),
+            self.ip(),
+            self.listener_source.as_deref(),
+        ) {
+            Ok(p) => {
+                self.policy = Some(p);
+                Outcome::reply(Reply::new(
+                    220,
+                    "",
+                    format!("{} ESMTP mtasim", host_name(self.engine.config())),
+                ))
+            }
+            Err(r) => Outcome::close(Reply::new(r.code, r.enhanced, r.text)),
+        }
+    }
+
+    fn hello(&mut self, host: &str) -> Option<Outcome> {
+        self.helo = host.to_string();
+        None
+    }
+
+    fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
+        let Some(p) = &self.policy else {
+            return Outcome::close(Reply::new(421, "4.3.0", "session not set up"));
+        };
+        let size = (from.size > 0).then_some(from.size as u64);
+        if let Err(r) = p.mail(size) {
+            return Outcome::reply(Reply::new(r.code, r.enhanced, r.text));
+        }
+        self.from = Some(from.address.clone());
+        self.env_id = from.env_id.clone();
+        Outcome::ok("2.1.0", "Ok")
+    }
+
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        let Some(p) = &self.policy else {
+            return Outcome::close(Reply::new(421, "4.3.0", "session not set up"));
+        };
+        if let Err(r) = p.rcpt(&to.address, self.rcpts.len(), self.authenticated) {
+            return Outcome::reply(Reply::new(r.code, r.enhanced, r.text));
+        }
+        self.rcpts.push(Recipient {
+            address: to.address.clone(),
+            orcpt: to.orcpt.clone(),
+            done: false,
+        });
+        Outcome::ok("2.1.5", "Ok")
+    }
+
+    async fn message(&mut self, data: Data) -> Outcome {
+        let Some(p) = self.policy.clone() else {
+            return Outcome::close(Reply::new(421, "4.3.0", "session not set up"));
+        };
+        let now = self.engine.now_ms();
+        let (local, remote): (Vec<Recipient>, Vec<Recipient>) = std::mem::take(&mut self.rcpts)
+            .into_iter()
+            .partition(|r| p.is_local(r.address.rsplit_once('@').map_or("", |(_, d)| d)));
+        if !local.is_empty() {
+            // Bounce and feedback-loop processing of these comes with the processors.
+            self.local_rcpts += local.len();
+            tracing::info!(
+                count = local.len(),
+                from = self.from.as_deref().unwrap_or(""),
+                "mail for local domains accepted"
+            );
+        }
+        if remote.is_empty() {
+            return Outcome::ok("2.0.0", "Ok: accepted for local processing");
+        }
+        let mut body = data.body;
+        if p.source.bool("add-received-header") {
+            let mut h = received_header(
+                &self.helo,
+                self.ip(),
+                &host_name(self.engine.config()),
+                &format!("{now:x}"),
+                now,
+            )
+            .into_bytes();
+            h.extend_from_slice(&body);
+            body = h;
+        }
+        let env = Envelope {
+            mail_from: self.from.clone().unwrap_or_default(),
+            rcpts: remote,
+            vmta: None,
+            pool: None,
+            job_id: None,
+            env_id: self.env_id.clone(),
+            source_ip: Some(self.ip().to_string()),
+            received_ms: now,
+            size: body.len() as u64,
+            message_id: None,
+        };
+        match self
+            .engine
+            .accept(env, body, &p.source, Some(self.local.ip()))
+            .await
+        {
+            Ok(id) => Outcome::ok("2.0.0", &format!("Ok: queued as {id}")),
+            Err(e) if e.starts_with("X-Virtual-MTA") => Outcome::reply(Reply::new(550, "5.7.1", e)),
+            Err(e) => {
+                tracing::error!(%e, "could not spool a message");
+                Outcome::reply(Reply::new(451, "4.3.0", "Error: queue file write error"))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.from = None;
+        self.env_id = None;
+        self.rcpts.clear();
+    }
+
+    fn authenticate(&mut self, user: &str, password: &str) -> bool {
+        let cfg = self.engine.config();
+        let ok = cfg
+            .smtp_users
+            .get(user)
+            .and_then(|u| u.settings.get("password"))
+            .is_some_and(|s| matches!(&s.value, Value::Text(p) if p == password));
+        if ok {
+            self.authenticated = true;
+            if let Some(p) = self.policy.as_mut() {
+                p.authenticated(cfg, self.peer.ip(), self.listener_source.as_deref());
+            }
+        }
+        ok
+    }
+}
+
+/// The global `host-name`, or `localhost`.
+pub fn host_name(cfg: &crate::config::Config) -> String {
+    match cfg.global.get("host-name").map(|s| &s.value) {
+        Some(Value::Text(h)) => h.clone(),
+        _ => "localhost".into(),
+    }
+}

@@ -1,0 +1,323 @@
+//! `mta run` as its own process on loopback: messages injected over SMTP are spooled, delivered
+//! from the vMTA's source address to a sink found through `smtp-hosts`, and accounted; a kill -9
+//! mid-run loses nothing; swaks (an independent client) is accepted too.
+
+use mta::net::{LiveNet, Net};
+use mta::smtp::client::{Client, Timeouts};
+use mta::smtp::io::Data;
+use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
+use mta::smtp::{MailFrom, RcptTo, Reply};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A sink: accepts (or defers) everything, remembering Message-IDs and the peers they came from.
+#[derive(Clone, Default)]
+struct Sink {
+    seen: Arc<Mutex<BTreeMap<String, u32>>>,
+    peers: Arc<Mutex<Vec<IpAddr>>>,
+    defer: Arc<AtomicBool>,
+    peer: Option<IpAddr>,
+}
+
+impl Handler for Sink {
+    fn connect(&mut self) -> Outcome {
+        if let (Some(p), Ok(mut v)) = (self.peer, self.peers.lock()) {
+            v.push(p);
+        }
+        Outcome::reply(Reply::new(220, "", "sink ESMTP"))
+    }
+    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
+        Outcome::ok("2.1.0", "Ok")
+    }
+    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
+        if self.defer.load(Ordering::SeqCst) {
+            return Outcome::reply(Reply::new(451, "4.3.0", "try later"));
+        }
+        Outcome::ok("2.1.5", "Ok")
+    }
+    async fn message(&mut self, d: Data) -> Outcome {
+        let id = mta::engine::header(&d.body, "Message-ID").unwrap_or_default();
+        if let Ok(mut s) = self.seen.lock() {
+            *s.entry(id).or_insert(0) += 1;
+        }
+        Outcome::ok("2.0.0", "Ok: queued")
+    }
+    fn reset(&mut self) {}
+}
+
+async fn start_sink(ip: &str) -> (SocketAddr, Sink) {
+    let mut l = LiveNet
+        .listen(format!("{ip}:0").parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = l.local_addr();
+    let sink = Sink::default();
+    let s2 = sink.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok(c) = l.accept().await else { break };
+            let mut h = Sink {
+                peer: Some(c.peer.ip()),
+                ..s2.clone()
+            };
+            tokio::spawn(async move { serve(c.stream, &mut h, &ServerOptions::default()).await });
+        }
+    });
+    (at, sink)
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn write_config(dir: &Path, listen: SocketAddr, sink: SocketAddr) -> std::path::PathBuf {
+    let cfg = format!(
+        "host-name mta.test\nsmtp-listener {listen}\n<source 127.0.0.0/8>\n    always-allow-relaying yes\n    default-virtual-mta v1\n</source>\n<virtual-mta v1>\n    smtp-source-host 127.0.0.32 v1.mta.test\n</virtual-mta>\n<domain *>\n    smtp-hosts [{}]:{}\n    use-starttls no\n    retry-after 1s\n    max-smtp-out 5\n    bounce-after 1h\n</domain>\n<spool {}>\n</spool>\n<acct-file {}>\n    records r,d,b,t,tq\n    record-fields * *,header_Message-ID\n</acct-file>\n",
+        sink.ip(),
+        sink.port(),
+        dir.join("spool").display(),
+        dir.join("acct.csv").display()
+    );
+    let p = dir.join("mta.conf");
+    std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+/// The MTA process; killed if a test fails before stopping it.
+struct Mta(Option<Child>);
+
+impl Drop for Mta {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn_mta(config: &Path) -> Mta {
+    Mta(Some(
+        Command::new(env!("CARGO_BIN_EXE_mta"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}")),
+    ))
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("mta did not start listening on {addr}");
+}
+
+async fn inject(addr: SocketAddr, from: usize, count: usize) {
+    let conn = LiveNet
+        .connect(
+            Some("127.0.0.31".parse().unwrap_or_else(|e| panic!("{e}"))),
+            addr,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::connect(conn.stream, Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("injector.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in from..from + count {
+        let body = format!("From: news@sender.test\r\nTo: u{i}@dest.test\r\nMessage-ID: <m{i}@sender.test>\r\nSubject: {i}\r\n\r\nhello {i}\r\n");
+        let t = c
+            .send(
+                "bounces@sender.test",
+                &[format!("u{i}@dest.test")],
+                body.as_bytes(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.outcome(0).code, 250, "{:?}", t.outcome(0));
+    }
+    c.quit().await;
+}
+
+fn count(acct: &Path, ty: &str) -> usize {
+    std::fs::read_to_string(acct)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(',').next() == Some(ty))
+        .count()
+}
+
+async fn wait_for(acct: &Path, ty: &str, n: usize) {
+    for _ in 0..600 {
+        if count(acct, ty) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(acct).unwrap_or_default();
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("b,"))
+        .take(2)
+        .collect();
+    panic!(
+        "only {} `{ty}` records of {n}; r={} d={} t={} tq={} b={}; last: {tail:#?}",
+        count(acct, ty),
+        count(acct, "r"),
+        count(acct, "d"),
+        count(acct, "t"),
+        count(acct, "tq"),
+        count(acct, "b")
+    );
+}
+
+fn stop(mut mta: Mta) -> Option<i32> {
+    let mut child = mta.0.take()?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().ok().and_then(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_from_the_vmta_address_and_accounts_every_message() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sink_at, sink) = start_sink("127.0.0.33").await;
+    let listen: SocketAddr = format!("127.0.0.30:{}", free_port("127.0.0.30"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink_at);
+    let child = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    let mut tasks = Vec::new();
+    for s in 0..5 {
+        tasks.push(tokio::spawn(inject(listen, s * 40, 40)));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let acct = dir.path().join("acct.csv");
+    wait_for(&acct, "d", 200).await;
+    assert_eq!(stop(child), Some(0), "SIGTERM ends the MTA cleanly");
+    assert_eq!(count(&acct, "r"), 200);
+    assert_eq!(count(&acct, "d"), 200);
+    let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 200);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "each message delivered once"
+    );
+    let peers = sink.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| p.to_string() == "127.0.0.32"),
+        "delivered from the vMTA's source address: {peers:?}"
+    );
+    let text = std::fs::read_to_string(&acct).unwrap_or_default();
+    let header = text.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("type,timeLogged,") && header.contains(",header_Message-ID,"),
+        "{header}"
+    );
+    let d = text
+        .lines()
+        .find(|l| l.starts_with("d,"))
+        .unwrap_or_default();
+    assert!(
+        d.contains("127.0.0.32") && d.contains("v1") && d.contains("smtp;250 2.0.0 Ok: queued"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sink_at, sink) = start_sink("127.0.0.43").await;
+    sink.defer.store(true, Ordering::SeqCst);
+    let listen: SocketAddr = format!("127.0.0.40:{}", free_port("127.0.0.40"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink_at);
+    let first = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    inject(listen, 0, 100).await;
+    let acct = dir.path().join("acct.csv");
+    wait_for(&acct, "t", 20).await;
+    drop(first); // SIGKILL
+                 // Accepted before the kill: every message's 250 came after its fsync.
+    sink.defer.store(false, Ordering::SeqCst);
+    let child = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    wait_for(&acct, "d", 100).await;
+    assert_eq!(stop(child), Some(0));
+    let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(
+        seen.len(),
+        100,
+        "every accepted message delivered after the restart"
+    );
+    assert!(seen.values().all(|n| *n == 1));
+    assert_eq!(count(&acct, "d"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_is_accepted_with_pipelining() {
+    if Command::new("swaks").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("REQUIRE_ORACLES").is_err(),
+            "REQUIRE_ORACLES=1 but swaks is missing"
+        );
+        eprintln!("skipping: swaks not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sink_at, sink) = start_sink("127.0.0.53").await;
+    let listen: SocketAddr = format!("127.0.0.50:{}", free_port("127.0.0.50"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink_at);
+    let child = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("swaks")
+            .args([
+                "--server",
+                &listen.ip().to_string(),
+                "--port",
+                &listen.port().to_string(),
+                "--from",
+                "a@sender.test",
+                "--to",
+                "b@dest.test",
+                "--header",
+                "Message-Id: <swaks-1@sender.test>",
+                "--pipeline",
+            ])
+            .output()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+    let acct = dir.path().join("acct.csv");
+    wait_for(&acct, "d", 1).await;
+    assert_eq!(stop(child), Some(0));
+    let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen.values().sum::<u32>(), 1, "{seen:?}");
+}
