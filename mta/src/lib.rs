@@ -4,6 +4,7 @@
 //! `config` (what to do), `smtp` (the protocol), `spool` (durable store), `dns` (the look-up seam).
 
 pub mod acct;
+pub mod bounce;
 pub mod config;
 pub mod dns;
 pub mod smtp;

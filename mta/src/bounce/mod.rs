@@ -1,0 +1,1 @@
+//! Bounce handling: classify SMTP replies and bounce messages into PowerMTA categories; build DSNs.
