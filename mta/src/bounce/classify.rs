@@ -261,7 +261,10 @@ fn find_enhanced_prefix(s: &str) -> Option<&str> {
     while i < b.len() && b[i].is_ascii_digit() && i - start3 < 3 {
         i += 1;
     }
-    if i == start3 || b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.') {
+    if i == start3
+        || b.get(i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
+    {
         return None;
     }
     Some(&s[..i])
@@ -304,7 +307,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     DefaultRule { regex: r"^2\.\d{1,3}\.\d{1,3};", category: C::Success, source: "pmta-stock: 2.x.x is success" },
     // --- expiry (PowerMTA's own expiry text and 4.4.7 come before everything) --------------------
     DefaultRule { regex: r"^[45]\.4\.7;", category: C::MessageExpired, source: "RFC 3463 4.4.7 delivery time expired; pmta-stock" },
-    DefaultRule { regex: r"(message|delivery) (has )?expired|too long in (the )?queue|retry time(out)? (not reached|exceeded)|bounce-after|could not be delivered for \d+ (days|hours)|giving up", category: C::MessageExpired, source: "Postfix 'message expired'/Exim 'retry time not reached for any host after a long failure period'/Sendmail 'Cannot send message for 5 days'" },
+    DefaultRule { regex: r"(message|delivery) (has )?expired|too long in (the )?queue|retry time(out)? (not reached|exceeded)|bounce-after|could not be delivered for \d+ (days|hours)", category: C::MessageExpired, source: "Postfix 'message expired'/Exim 'retry time not reached for any host after a long failure period'/Sendmail 'Cannot send message for 5 days'" },
     DefaultRule { regex: r"cannot send message for \d+ (days?|hours?)", category: C::MessageExpired, source: "Sendmail queue timeout text" },
     // --- virus -----------------------------------------------------------------------------------
     DefaultRule { regex: r"\bvirus|malware|\binfected\b|trojan|\bworm\b|\bphishing attachment|dangerous attachment", category: C::VirusRelated, source: "ClamAV/Exchange/Gmail 'virus detected' replies (sisimai: virus/malware wording)" },
@@ -328,9 +331,8 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     DefaultRule { regex: r"^[45]\.1\.[78];", category: C::InvalidSender, source: "RFC 3463 5.1.7 bad sender mailbox syntax, 5.1.8 bad sender system address; pmta-stock" },
     // --- bad domain -------------------------------------------------------------------------------------
     DefaultRule { regex: r"NXDOMAIN|host (or domain name )?not found|domain (name )?(not found|does not exist|doesn't exist|is not valid|has no MX)|no such domain|unrouteable (mail )?domain|unknown (domain|host)|name service error|no (valid )?(MX|mail exchanger)|nullmx|null MX|does not accept mail", category: C::BadDomain, source: "Postfix 'Host or domain name not found. Name service error', Exim 'Unrouteable address'/'all relevant MX records point to non-existent hosts', RFC 7505 null MX" },
-    DefaultRule { regex: r"^[45]\.1\.[29];|^[45]\.1\.10;", category: C::BadDomain, source: "RFC 3463 5.1.2 bad destination system address; RFC 7505 5.1.10 null MX" },
     // --- bad mailbox (texts) ------------------------------------------------------------------------------
-    DefaultRule { regex: r"does not exist|doesn't exist|doesn't have a .* account|no such (user|mailbox|recipient|address)|user unknown|unknown (user|recipient|mailbox)|(recipient|mailbox|address) (not found|unknown|invalid|unavailable)|invalid (recipient|mailbox|address)|not a valid (mailbox|recipient|user)|mailbox unavailable|undeliverable address|addressee unknown|couldn't be found|recipient address rejected", category: C::BadMailbox, source: "ref-B Gmail 5.1.1 'does not exist', Yahoo 'This user doesn't have a yahoo.com account', Outlook '5.5.0 mailbox unavailable', Exchange 'RecipientNotFound'/'couldn't be found'" },
+    DefaultRule { regex: r"RecipNotFound|RecipientNotFound|does not exist|doesn't exist|doesn't have a .* account|no such (user|mailbox|recipient|address)|user unknown|unknown (user|recipient|mailbox)|(recipient|mailbox|address) (not found|unknown|invalid|unavailable)|invalid (recipient|mailbox|address)|not a valid (mailbox|recipient|user)|mailbox unavailable|undeliverable address|addressee unknown|couldn't be found|recipient address rejected", category: C::BadMailbox, source: "ref-B Gmail 5.1.1 'does not exist', Yahoo 'This user doesn't have a yahoo.com account', Outlook '5.5.0 mailbox unavailable', Office 365 '550 5.1.10 RESOLVER.ADR.RecipientNotFound', Exchange 'couldn't be found'" },
     // --- connection-level failures --------------------------------------------------------------------------
     DefaultRule { regex: r"timed? ?out|timeout|no answer|did not respond|not responding|no response|conversation with .* timed out", category: C::NoAnswerFromHost, source: "Postfix 'conversation with X timed out', Exim 'Connection timed out'" },
     DefaultRule { regex: r"connection (refused|reset|closed|dropped|lost)|lost connection|broken pipe|network is unreachable|no route to host|TLS (handshake )?(failed|failure|error)|handshake failure|certificate (verify|verification) failed|connect(ion)? to .* failed", category: C::BadConnection, source: "Postfix 'connect to X: Connection refused'/'lost connection with X', socket errors" },
@@ -344,6 +346,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     // --- generic policy words (after all specific texts) --------------------------------------------------------------
     DefaultRule { regex: r"denied|prohibited|refused|not allowed|banned|policy|blocked|rejected|not accepted|access denied|administrative", category: C::PolicyRelated, source: "pmta-stock policy words (denied, prohibit, refused, allowed, banned, policy)" },
     // --- enhanced status code rules (RFC 3463), after all text rules ------------------------------------------------------
+    DefaultRule { regex: r"^[45]\.1\.[29];|^[45]\.1\.10;", category: C::BadDomain, source: "RFC 3463 5.1.2 bad destination system address; RFC 7505 5.1.10 null MX (after the texts: Office 365 also uses 5.1.10 for RecipientNotFound)" },
     DefaultRule { regex: r"^[45]\.1\.[01346];", category: C::BadMailbox, source: "RFC 3463 5.1.0 other address, 5.1.1 bad mailbox, 5.1.3 bad syntax, 5.1.4 ambiguous, 5.1.6 moved; pmta-stock" },
     DefaultRule { regex: r"^[45]\.1\.5;", category: C::Success, source: "RFC 3463 5.1.5 destination mailbox address valid (informational)" },
     DefaultRule { regex: r"^[45]\.2\.0;", category: C::BadMailbox, source: "RFC 3463 x.2.0 other mailbox status; pmta-stock" },
@@ -497,7 +500,10 @@ mod tests {
 
     #[test]
     fn enhanced_search() {
-        assert_eq!(find_enhanced_status("smtp; 550 5.7.26 blocked"), Some("5.7.26"));
+        assert_eq!(
+            find_enhanced_status("smtp; 550 5.7.26 blocked"),
+            Some("5.7.26")
+        );
         assert_eq!(find_enhanced_status("version 1.5.2.3 here"), None);
         assert_eq!(find_enhanced_status("no code"), None);
     }
@@ -518,7 +524,10 @@ mod tests {
     #[test]
     fn diag_type_strip() {
         assert_eq!(strip_diag_type("smtp; 550 x"), "550 x");
-        assert_eq!(strip_diag_type("X-Postfix; host not found"), "host not found");
+        assert_eq!(
+            strip_diag_type("X-Postfix; host not found"),
+            "host not found"
+        );
         assert_eq!(strip_diag_type("550 5.1.1 a; b"), "550 5.1.1 a; b");
     }
 }

@@ -3,3 +3,9 @@
 pub mod classify;
 
 pub use classify::{Category, Classification, Classifier, ClassifyError, RuleOrigin};
+pub mod parse;
+
+pub use parse::{parse, BounceFormat, BounceReport, FailedRecipient, ParseError};
+pub mod report;
+
+pub use report::{classify_files_report, classify_reply_report};
