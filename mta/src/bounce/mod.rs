@@ -9,3 +9,6 @@ pub use parse::{parse, BounceFormat, BounceReport, FailedRecipient, ParseError};
 pub mod report;
 
 pub use report::{classify_files_report, classify_reply_report};
+pub mod dsn;
+
+pub use dsn::{build_dsn, Dsn, DsnAction, DsnRecipient, DsnRequest};
