@@ -274,6 +274,10 @@ fn find_enhanced_prefix(s: &str) -> Option<&str> {
 pub fn find_enhanced_status(text: &str) -> Option<&str> {
     let b = text.as_bytes();
     for i in 0..b.len() {
+        // Only ASCII digits start a code, which also keeps `i` on a char boundary.
+        if !matches!(b[i], b'2' | b'4' | b'5') {
+            continue;
+        }
         if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.') {
             continue;
         }
