@@ -378,16 +378,22 @@ struct Rule {
     origin: RuleOrigin,
 }
 
-/// A precompiled list of rules: config rules first, then [`DEFAULT_RULES`].
+/// A precompiled list of rules: config rules first, then [`DEFAULT_RULES`]. The config rules
+/// (PCRE-like, may use look-arounds) are tried one by one; the defaults run as one `RegexSet` in a
+/// single pass and the lowest-numbered matching rule wins, as if they were tried in order.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     rules: Vec<Rule>,
+    defaults: regex::RegexSet,
 }
 
 impl Default for Classifier {
     /// A classifier with the built-in rules only.
     fn default() -> Self {
-        Classifier::with_rules(&[]).unwrap_or(Classifier { rules: Vec::new() })
+        Classifier {
+            rules: Vec::new(),
+            defaults: default_set().unwrap_or_else(|_| regex::RegexSet::empty()),
+        }
     }
 }
 
@@ -395,7 +401,7 @@ impl Classifier {
     /// Builds a classifier from `<bounce-category-patterns>` rules placed in front of the defaults.
     /// A config rule written `// other` (empty regex) matches everything, so defaults after it never apply.
     pub fn with_rules(config_rules: &[CategoryRule]) -> Result<Classifier, ClassifyError> {
-        let mut rules = Vec::with_capacity(config_rules.len() + DEFAULT_RULES.len());
+        let mut rules = Vec::with_capacity(config_rules.len());
         for (i, r) in config_rules.iter().enumerate() {
             let category: Category = r.category.parse()?;
             rules.push(Rule {
@@ -404,15 +410,8 @@ impl Classifier {
                 origin: RuleOrigin::Config(i),
             });
         }
-        for (i, d) in DEFAULT_RULES.iter().enumerate() {
-            let pattern = Pattern::new(d.regex).map_err(ClassifyError::BadRegex)?;
-            rules.push(Rule {
-                pattern,
-                category: d.category,
-                origin: RuleOrigin::Default(i),
-            });
-        }
-        Ok(Classifier { rules })
+        let defaults = default_set()?;
+        Ok(Classifier { rules, defaults })
     }
 
     /// Builds a classifier from a loaded config's `bounce_category_patterns`.
@@ -451,6 +450,16 @@ impl Classifier {
                 };
             }
         }
+        if let Some(i) = self.defaults.matches(&matched_text).iter().next() {
+            if let Some(d) = DEFAULT_RULES.get(i) {
+                return Classification {
+                    category: d.category,
+                    origin: RuleOrigin::Default(i),
+                    status,
+                    matched_text,
+                };
+            }
+        }
         Classification {
             category: Category::Other,
             origin: RuleOrigin::Fallback,
@@ -461,13 +470,22 @@ impl Classifier {
 
     /// The number of rules (config plus defaults).
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.rules.len() + self.defaults.len()
     }
 
     /// True if there are no rules at all.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.len() == 0
     }
+}
+
+/// Compiles [`DEFAULT_RULES`] into one set, case-insensitive like PowerMTA's patterns.
+fn default_set() -> Result<regex::RegexSet, ClassifyError> {
+    regex::RegexSetBuilder::new(DEFAULT_RULES.iter().map(|d| d.regex))
+        .case_insensitive(true)
+        .size_limit(64 << 20)
+        .build()
+        .map_err(|e| ClassifyError::BadRegex(e.to_string()))
 }
 
 /// Strips a DSN diagnostic type prefix such as `smtp;` or `X-Postfix;`.
@@ -523,6 +541,32 @@ mod tests {
             .iter()
             .map(|c| c.as_str())
             .eq(crate::config::model::BOUNCE_CATEGORIES.iter().copied()));
+    }
+
+    #[test]
+    fn set_order_equals_sequential_order() {
+        let c = Classifier::default();
+        let seq: Vec<Pattern> = DEFAULT_RULES
+            .iter()
+            .map(|d| Pattern::new(d.regex).expect("default rules are valid config regexes"))
+            .collect();
+        for text in [
+            "550 5.1.1 user unknown",
+            "550 5.7.1 likely unsolicited mail",
+            "421 4.7.0 [TSS04] temporarily deferred",
+            "451 4.4.7 expired",
+            "connection refused",
+            "250 2.0.0 ok",
+            "599 9.9.9 weird",
+            "552 5.2.2 over quota",
+        ] {
+            let got = c.classify_reply(text);
+            let want = seq
+                .iter()
+                .position(|p| p.is_match(&got.matched_text))
+                .map_or(RuleOrigin::Fallback, RuleOrigin::Default);
+            assert_eq!(got.origin, want, "{text}");
+        }
     }
 
     #[test]
