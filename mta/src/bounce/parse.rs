@@ -8,6 +8,8 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::acct::{Record, RecordType};
+
 use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifier, SmtpReply};
 
 /// Which bounce shape a message was recognised as.
@@ -67,6 +69,8 @@ pub struct FailedRecipient {
     pub last_attempt_date: Option<String>,
     /// The bounce category assigned by the classifier.
     pub category: Category,
+    /// The category the reporting MTA itself gave (`X-PowerMTA-BounceCategory`), if any.
+    pub reported_category: Option<String>,
 }
 
 /// What a bounce message says.
@@ -88,6 +92,42 @@ pub struct BounceReport {
     pub original_headers: BTreeMap<String, String>,
     /// Why no recipient was found, when `recipients` is empty.
     pub reason: Option<String>,
+}
+
+impl BounceReport {
+    /// One `rb` (remote bounce) accounting record per failed recipient, logged at `time_logged`
+    /// (Unix ms): rcpt, orcpt, dsnAction/Status/Diag/Mta, bounceCat, format, dsnReportingMta, vmta,
+    /// jobId (from the original's `X-Job-Id`) and the original's tracking headers.
+    pub fn to_records(&self, time_logged: i64) -> Vec<Record> {
+        self.recipients
+            .iter()
+            .map(|r| Record {
+                ty: Some(RecordType::RemoteBounce),
+                time_logged,
+                rcpt: r.recipient.clone(),
+                orcpt: r.original_recipient.clone().unwrap_or_default(),
+                dsn_action: r.action.clone(),
+                dsn_status: r.status.clone(),
+                dsn_diag: r.diagnostic.clone(),
+                dsn_mta: r.remote_mta.clone().unwrap_or_default(),
+                bounce_cat: r.category.as_str().to_string(),
+                format: self.format.map(|f| f.as_str()).unwrap_or("").to_string(),
+                dsn_reporting_mta: self.reporting_mta.clone().unwrap_or_default(),
+                vmta: self.virtual_mta.clone().unwrap_or_default(),
+                job_id: self
+                    .original_headers
+                    .get("x-job-id")
+                    .cloned()
+                    .unwrap_or_default(),
+                headers: self
+                    .original_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                ..Record::default()
+            })
+            .collect()
+    }
 }
 
 /// Errors that stop parsing altogether.
@@ -235,6 +275,7 @@ fn recipient_from_text(
         remote_mta,
         last_attempt_date: None,
         category,
+        reported_category: None,
     }
 }
 
@@ -350,6 +391,7 @@ fn parse_dsn_fields(body: &str, classifier: &Classifier, report: &mut BounceRepo
             remote_mta: field(fields, "remote-mta").map(typed_value),
             last_attempt_date: field(fields, "last-attempt-date").map(str::to_string),
             category,
+            reported_category: field(fields, "x-powermta-bouncecategory").map(str::to_string),
         });
     }
 }
