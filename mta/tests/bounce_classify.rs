@@ -87,6 +87,30 @@ fn outlook_reference_texts() {
     ]);
 }
 
+/// Exchange Online NDR codes (Microsoft's public "Email non-delivery reports and SMTP errors in
+/// Exchange Online" table; reply wording as listed there).
+#[test]
+fn exchange_online_texts() {
+    check(&[
+        ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", BadMailbox),
+        ("550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", BadMailbox),
+        ("550 5.4.1 Relay Access Denied", RelayingIssues),
+        ("550 5.1.8 Access denied, bad outbound sender", InvalidSender),
+        ("550 5.4.14 Hop count exceeded - possible mail loop ATTR34", RoutingErrors),
+        ("554 5.4.14 Routing loop detected", RoutingErrors),
+        ("550 5.4.300 Message expired", MessageExpired),
+        ("450 4.4.7 Message expired", MessageExpired),
+        ("550 5.2.121 Recipient's per hour message receive limit from specific sender exceeded", PolicyRelated),
+        ("550 5.2.122 Recipient's per hour message receive limit exceeded", PolicyRelated),
+        ("550 5.1.90 Your message can't be sent because you've reached your daily limit for message recipients", PolicyRelated),
+        ("451 4.7.500 Access denied, please try again later", PolicyRelated),
+        ("550 5.0.350 Requested action not taken: policy violation detected (AS345)", PolicyRelated),
+        ("550 5.6.11 SMTPSEND.BareLinefeedsAreIllegal; message contains bare linefeeds", ContentRelated),
+        ("550 5.7.1 Delivery not authorized, message refused", PolicyRelated),
+        ("452 4.5.3 Too many recipients", PolicyRelated),
+    ]);
+}
+
 #[test]
 fn icloud_reference_texts() {
     check(&[
