@@ -185,6 +185,27 @@ fn exim() {
 }
 
 #[test]
+fn exim_two_recipients_expiry_and_content() {
+    let r = load("exim-multi.eml");
+    assert_eq!(
+        triples(&r),
+        vec![
+            t("sam@stale.test", "5.0.0", Category::MessageExpired),
+            t("tina@strict.test", "5.7.1", Category::ContentRelated),
+        ]
+    );
+    assert_eq!(r.recipients[0].diagnostic, "retry timeout exceeded");
+    assert_eq!(
+        r.recipients[1].remote_mta.as_deref(),
+        Some("mx.strict.test")
+    );
+    assert_eq!(
+        r.original_headers.get("x-job-id").map(String::as_str),
+        Some("exim-job-2")
+    );
+}
+
+#[test]
 fn sendmail() {
     let r = load("sendmail.eml");
     assert_eq!(r.format, Some(BounceFormat::Sendmail));

@@ -344,16 +344,19 @@ fn parse_dsn_fields(body: &str, classifier: &Classifier, report: &mut BounceRepo
         .map(header_fields)
         .filter(|f| !f.is_empty())
         .collect();
-    for (i, fields) in blocks.iter().enumerate() {
+    for fields in &blocks {
         let is_rcpt = field(fields, "final-recipient").is_some()
             || field(fields, "original-recipient").is_some();
         if !is_rcpt {
-            if i == 0 || report.reporting_mta.is_none() {
-                if let Some(v) = field(fields, "reporting-mta") {
-                    report.reporting_mta = Some(typed_value(v));
-                }
-                report.arrival_date = field(fields, "arrival-date").map(str::to_string);
-                report.virtual_mta = field(fields, "x-powermta-virtualmta").map(str::to_string);
+            // Per-message fields: the first block that has them wins.
+            if let (None, Some(v)) = (&report.reporting_mta, field(fields, "reporting-mta")) {
+                report.reporting_mta = Some(typed_value(v));
+            }
+            if let (None, Some(v)) = (&report.arrival_date, field(fields, "arrival-date")) {
+                report.arrival_date = Some(v.to_string());
+            }
+            if let (None, Some(v)) = (&report.virtual_mta, field(fields, "x-powermta-virtualmta")) {
+                report.virtual_mta = Some(v.to_string());
             }
             continue;
         }
@@ -718,8 +721,14 @@ fn gmail(text: &str) -> Vec<(String, String, Option<String>)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut rcpts: Vec<String> = Vec::new();
     for (i, l) in lines.iter().enumerate() {
-        if let Some(p) = l.find("wasn't delivered to ") {
-            if let Some(a) = find_address(&l[p + 20..]) {
+        let lead = [
+            "wasn't delivered to ",
+            "problem delivering your message to ",
+        ]
+        .iter()
+        .find_map(|m| l.find(m).map(|p| p + m.len()));
+        if let Some(p) = lead {
+            if let Some(a) = find_address(&l[p..]) {
                 rcpts.push(a);
             }
         } else if l.contains("Delivery to the following recipient") {
