@@ -1,9 +1,13 @@
 //! mtasim's reference MTA: a PowerMTA-compatible mail transfer agent.
 //!
-//! The modules follow the way a message flows through the MTA (see `ARCHITECTURE.md` in the shared docs):
-//! `config` (what to do), `smtp` (the protocol), `spool` (durable store), `dns` (the look-up seam).
+//! The modules follow the way a message flows through the MTA (see `ARCHITECTURE.md` in the shared
+//! docs): `config` (what to do), `receive` (inbound sessions and source rules), `smtp` (the protocol),
+//! `spool` (durable store), `queue` and `shaping` (when to deliver), `engine` (delivery), `dkim`,
+//! `bounce` (categories, bounce parsing, DSNs), `acct` (accounting); `net`, `dns` and `clock` are the
+//! seams between live and simulated runs; `run` assembles `mta run`.
 
 pub mod acct;
+pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod dkim;

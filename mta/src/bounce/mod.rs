@@ -1,0 +1,18 @@
+//! Bounce handling: classify SMTP replies and bounce messages into PowerMTA categories; build DSNs.
+//!
+//! - [`classify`]: the 17 PowerMTA categories, a [`Classifier`] of config rules in front of the
+//!   documented built-in rules, matched against `"{status}; {diagnostic}"`.
+//! - [`parse`](mod@parse): failed recipients of RFC 3464 DSNs and of Postfix, Exim, Sendmail, qmail,
+//!   Exchange, Gmail and Yahoo bounces.
+//! - [`dsn`]: the RFC 3464 DSN the MTA sends back to the envelope sender.
+//! - [`report`]: the text/JSON output of `mta bounce classify`.
+
+pub mod classify;
+pub mod dsn;
+pub mod parse;
+pub mod report;
+
+pub use classify::{Category, Classification, Classifier, ClassifyError, RuleOrigin};
+pub use dsn::{build_dsn, Dsn, DsnAction, DsnRecipient, DsnRequest};
+pub use parse::{parse, BounceFormat, BounceReport, FailedRecipient, ParseError};
+pub use report::{classify_files_report, classify_reply_report};
