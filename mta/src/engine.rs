@@ -66,6 +66,7 @@ pub struct Engine {
     wake: Notify,
     cursors: PoolCursors,
     keys: crate::dkim::KeyCache,
+    classifier: crate::bounce::Classifier,
     /// Counters for status output.
     pub stats: Mutex<Stats>,
 }
@@ -93,68 +94,6 @@ struct Outcome<'a> {
     dlv_ip: Option<IpAddr>,
     dest: Option<SocketAddr>,
     esmtp: String,
-}
-
-/// Classifies a status and diagnostic: the config's `<bounce-category-patterns>` first (matched
-/// against `status; diag`), then built-in rules by enhanced status (RFC 3463) and common texts.
-pub fn classify(cfg: &Config, status: &str, diag: &str) -> String {
-    let subject = format!("{status}; {diag}");
-    if let Some(r) = cfg
-        .bounce_category_patterns
-        .iter()
-        .find(|r| r.pattern.is_match(&subject))
-    {
-        return r.category.clone();
-    }
-    let d = diag.to_ascii_lowercase();
-    let s = status;
-    let cat = if s.starts_with("2.") {
-        "success"
-    } else if s.ends_with(".4.7") {
-        "message-expired"
-    } else if d.contains("spam") || d.contains("unsolicited") {
-        "spam-related"
-    } else if d.contains("virus") {
-        "virus-related"
-    } else if s.ends_with(".1.1")
-        || s.ends_with(".1.3")
-        || s.ends_with(".1.6")
-        || d.contains("user unknown")
-        || d.contains("does not exist")
-        || d.contains("doesn't have a")
-    {
-        "bad-mailbox"
-    } else if s.ends_with(".1.2") || d.contains("nxdomain") || d.contains("no such domain") {
-        "bad-domain"
-    } else if s.ends_with(".2.1") || d.contains("disabled") || d.contains("inactive") {
-        "inactive-mailbox"
-    } else if s.ends_with(".2.2")
-        || d.contains("quota")
-        || d.contains("mailbox full")
-        || d.contains("out of storage")
-    {
-        "quota-issues"
-    } else if d.contains("relay") {
-        "relaying-issues"
-    } else if s.ends_with(".1.7") || s.ends_with(".1.8") {
-        "invalid-sender"
-    } else if s.starts_with("5.7.")
-        || s.starts_with("4.7.")
-        || d.contains("policy")
-        || d.contains("blocked")
-        || d.contains("block list")
-    {
-        "policy-related"
-    } else if s.starts_with("5.3.4") || s.starts_with("5.6.") {
-        "content-related"
-    } else if s.starts_with("5.5.") || s.starts_with("4.5.") {
-        "protocol-errors"
-    } else if s.starts_with("4.4.") || s.starts_with("5.4.") {
-        "bad-connection"
-    } else {
-        "other"
-    };
-    cat.to_string()
 }
 
 /// Header values of a message (name matched case-insensitively), unfolded.
@@ -186,7 +125,12 @@ pub fn header(body: &[u8], name: &str) -> Option<String> {
 impl Engine {
     /// An engine over `parts`; call [`Engine::recover`] and spawn [`Engine::run`].
     pub fn new(parts: Parts) -> Arc<Engine> {
+        let classifier = crate::bounce::Classifier::from_config(&parts.config).unwrap_or_else(|e| {
+            tracing::error!(%e, "bounce-category-patterns unusable; using the built-in rules only");
+            crate::bounce::Classifier::default()
+        });
         Arc::new(Engine {
+            classifier,
             parts,
             state: Mutex::new(State {
                 queues: BTreeMap::new(),
@@ -208,6 +152,14 @@ impl Engine {
     /// The pool cursors (vMTA selection at reception).
     pub fn cursors(&self) -> &PoolCursors {
         &self.cursors
+    }
+
+    fn category(&self, reply: &Reply) -> String {
+        self.classifier
+            .classify_status(&reply.status(), &reply.to_string())
+            .category
+            .as_str()
+            .to_string()
     }
 
     /// Now, Unix ms.
@@ -421,6 +373,9 @@ impl Engine {
                 _ => st.deferred += 1,
             }
         }
+        if o.ty == RecordType::Bounced && !env.mail_from.is_empty() {
+            self.send_dsn(key, id, &env, rcpt, &o, now).await;
+        }
         if matches!(o.ty, RecordType::Delivered | RecordType::Bounced) {
             if let Err(e) = self.parts.spool.rcpt_done(id, rcpt).await {
                 tracing::error!(%id, %e, "could not record a finished recipient");
@@ -442,6 +397,84 @@ impl Engine {
                     tracing::error!(%id, %e, "could not record a finished message");
                 }
             }
+        }
+    }
+
+    /// Builds the RFC 3464 DSN for a failed recipient and queues it to the envelope sender with the
+    /// null sender (so a DSN's own failure never produces another one).
+    async fn send_dsn(
+        &self,
+        key: &QueueKey,
+        id: MessageId,
+        env: &Envelope,
+        rcpt: u32,
+        o: &Outcome<'_>,
+        now: i64,
+    ) {
+        let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+        let original = self
+            .parts
+            .spool
+            .body(id)
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        let Some(r) = env.rcpts.get(rcpt as usize) else {
+            return;
+        };
+        let category = self
+            .classifier
+            .classify_status(&o.reply.status(), &o.reply.to_string())
+            .category;
+        let recipients = [crate::bounce::dsn::DsnRecipient {
+            recipient: r.address.clone(),
+            original_recipient: r.orcpt.clone(),
+            action: crate::bounce::dsn::DsnAction::Failed,
+            status: o.reply.status(),
+            remote_mta: o.dest.map(|d| d.ip().to_string()),
+            diagnostic: o.reply.to_string(),
+            category: o.category.parse().unwrap_or(category),
+            last_attempt: Some(at(now)),
+            will_retry_until: None,
+        }];
+        let host = self.host_name();
+        let seed = format!("{id}.{rcpt}");
+        let req = crate::bounce::dsn::DsnRequest {
+            reporting_host: &host,
+            virtual_mta: key.vmta(),
+            envelope_sender: &env.mail_from,
+            envelope_id: env.env_id.as_deref(),
+            arrival: at(env.received_ms),
+            now: at(now),
+            seed: &seed,
+            original: &original,
+            recipients: &recipients,
+        };
+        let Some(dsn) = crate::bounce::dsn::build_dsn(&req) else {
+            return;
+        };
+        let denv = Envelope {
+            mail_from: String::new(),
+            rcpts: vec![crate::spool::Recipient {
+                address: dsn.envelope_to.clone(),
+                orcpt: None,
+                done: false,
+            }],
+            vmta: None,
+            pool: None,
+            job_id: None,
+            env_id: None,
+            source_ip: None,
+            received_ms: now,
+            size: dsn.bytes.len() as u64,
+            message_id: Some(dsn.message_id.clone()),
+        };
+        match self.parts.spool.store(denv.clone(), dsn.bytes).await {
+            Ok(did) => {
+                let rec = self.base_record(RecordType::Received, now, &denv, 0);
+                self.log(rec);
+                self.enqueue(did, denv, &[(None, None)], now);
+            }
+            Err(e) => tracing::error!(%e, "could not spool a DSN"),
         }
     }
 
@@ -866,11 +899,11 @@ impl Engine {
             out
         });
         let category = if permanent || acted.bounce_queue {
-            classify(&self.parts.config, &reply.status(), &reply.text())
+            self.category(reply)
         } else if reply.enhanced.as_deref() == Some("4.4.1") {
             "no-answer-from-host".into()
         } else {
-            classify(&self.parts.config, &reply.status(), &reply.text())
+            self.category(reply)
         };
         for w in groups {
             if permanent || acted.bounce_queue {
@@ -1038,7 +1071,7 @@ impl Engine {
                     continue;
                 }
                 let acted = self.apply_patterns(key, &reply);
-                let category = classify(&self.parts.config, &reply.status(), &reply.text());
+                let category = self.category(&reply);
                 if reply.is_permanent() || (acted.bounce_rcpt && reply.is_transient()) {
                     self.finish(
                         key,

@@ -34,7 +34,14 @@ impl Handler for Sink {
     fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
         Outcome::ok("2.1.0", "Ok")
     }
-    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        if to.address.starts_with("unknown") {
+            return Outcome::reply(Reply::new(
+                550,
+                "5.1.1",
+                "The email account that you tried to reach does not exist.",
+            ));
+        }
         if self.defer.load(Ordering::SeqCst) {
             return Outcome::reply(Reply::new(451, "4.3.0", "try later"));
         }
@@ -320,4 +327,61 @@ async fn swaks_is_accepted_with_pipelining() {
     assert_eq!(stop(child), Some(0));
     let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(seen.values().sum::<u32>(), 1, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_bounce_is_accounted_and_the_sender_gets_a_dsn() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sink_at, sink) = start_sink("127.0.0.63").await;
+    let listen: SocketAddr = format!("127.0.0.60:{}", free_port("127.0.0.60"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink_at);
+    let child = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    let conn = LiveNet
+        .connect(None, listen)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::connect(conn.stream, Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("injector.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = b"From: news@sender.test\r\nTo: unknown-1@dest.test\r\nMessage-ID: <bounce-me@sender.test>\r\nSubject: x\r\n\r\nhi\r\n";
+    let t = c
+        .send(
+            "bounces@sender.test",
+            &["unknown-1@dest.test".to_string()],
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 250);
+    c.quit().await;
+    let acct = dir.path().join("acct.csv");
+    wait_for(&acct, "d", 1).await;
+    assert_eq!(stop(child), Some(0));
+    let text = std::fs::read_to_string(&acct).unwrap_or_default();
+    let b = text
+        .lines()
+        .find(|l| l.starts_with("b,"))
+        .unwrap_or_default();
+    assert!(
+        b.contains(",bad-mailbox,") && b.contains("smtp;550 5.1.1 The email account"),
+        "{b}"
+    );
+    let d = text
+        .lines()
+        .find(|l| l.starts_with("d,"))
+        .unwrap_or_default();
+    assert!(
+        d.starts_with("d,") && d.contains(",,bounces@sender.test,"),
+        "the DSN goes from <> to the sender: {d}"
+    );
+    assert_eq!(count(&acct, "r"), 2, "the message and its DSN");
+    let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 1, "only the DSN reached the sink: {seen:?}");
 }

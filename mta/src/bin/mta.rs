@@ -36,11 +36,81 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Bounce handling.
+    Bounce {
+        #[command(subcommand)]
+        what: BounceWhat,
+    },
     /// DKIM keys and signatures.
     Dkim {
         #[command(subcommand)]
         what: DkimWhat,
     },
+}
+
+#[derive(Subcommand)]
+enum BounceWhat {
+    /// Print, for every recipient found in each bounce message (RFC 3464 DSN or the usual
+    /// non-standard formats), file, recipient, status, diagnostic and category; or classify one
+    /// SMTP reply with --reply.
+    Classify {
+        /// Bounce message files.
+        files: Vec<PathBuf>,
+        /// Classify this reply text instead (e.g. "550 5.1.1 user unknown").
+        #[arg(long)]
+        reply: Option<String>,
+        /// Use this config's <bounce-category-patterns> in front of the built-in rules.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn bounce(what: BounceWhat) -> ExitCode {
+    let BounceWhat::Classify {
+        files,
+        reply,
+        config: cfg_path,
+        format,
+    } = what;
+    let classifier = match cfg_path {
+        None => mta::bounce::Classifier::default(),
+        Some(p) => {
+            let loaded = config::load(&p);
+            if !loaded.is_valid() {
+                eprint!("{}", config::render::check_report(&loaded, Format::Text));
+                return ExitCode::from(1);
+            }
+            match mta::bounce::Classifier::from_config(&loaded.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mta: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let json = format == Format::Json;
+    if let Some(r) = reply {
+        print!(
+            "{}",
+            mta::bounce::classify_reply_report(&r, &classifier, json)
+        );
+        return ExitCode::SUCCESS;
+    }
+    if files.is_empty() {
+        eprintln!("mta: give bounce files or --reply TEXT");
+        return ExitCode::from(2);
+    }
+    let (out, ok) = mta::bounce::classify_files_report(&files, &classifier, json);
+    print!("{out}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 #[derive(Subcommand)]
@@ -275,6 +345,7 @@ fn main() -> ExitCode {
             what: TestWhat::Config(a),
         } => check(&a),
         Command::Dkim { what } => dkim(what),
+        Command::Bounce { what } => bounce(what),
         Command::Run { config } => run(&config),
         Command::Show {
             what:
