@@ -598,8 +598,10 @@ impl Engine {
                     .vmta_gates
                     .entry(key.vmta.clone())
                     .or_insert_with(|| VmtaGate::new(vmta_max));
+                // Another connection only when the queue is backed up beyond what the open ones
+                // will take (about 20 groups each), so that a trickle reuses one connection at a time.
                 let queued = q.queue.len() as u64;
-                if q.shaper.connections() >= queued {
+                if q.shaper.connections() > 0 && queued <= q.shaper.connections() * 20 {
                     continue;
                 }
                 match q.shaper.open_connection(now) {
@@ -988,17 +990,35 @@ impl Engine {
                 break;
             }
             let now = self.now_ms();
-            let next = self.with(|s| {
-                let q = s.queues.get_mut(key)?;
-                let w = q.queue.pop_due(now)?;
+            // A recipient due now, if the rate allows it; a short rate wait keeps the connection
+            // (rather than closing and reconnecting, which would trip connect-rate limits).
+            let next: Result<Option<Waiting<MessageId>>, i64> = self.with(|s| {
+                let Some(q) = s.queues.get_mut(key) else {
+                    return Ok(None);
+                };
+                let Some(w) = q.queue.pop_due(now) else {
+                    return Ok(None);
+                };
                 match q.shaper.attempt_recipients(now, w.rcpts.len() as u32) {
-                    Ok(()) => Some(w),
-                    Err(_) => {
-                        q.queue.push(w.clone(), now + 1000);
-                        None
+                    Ok(()) => Ok(Some(w)),
+                    Err(wait) => {
+                        let ms = match wait {
+                            crate::shaping::Wait::Rate(ms) => ms,
+                            crate::shaping::Wait::Connections => 1000,
+                        };
+                        q.queue.push(w, now + ms.min(3_600_000));
+                        Err(ms)
                     }
                 }
             });
+            let next = match next {
+                Ok(n) => n,
+                Err(ms) if ms <= 15_000 => {
+                    tokio::time::sleep(Duration::from_millis(ms.max(1) as u64)).await;
+                    continue;
+                }
+                Err(_) => None,
+            };
             let Some(w) = next else { break };
             let Some((env, body)) = self.message_for(w.id) else {
                 continue;

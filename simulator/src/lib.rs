@@ -1,8 +1,10 @@
 //! mtasim: the simulated internet around the reference MTA.
 
+pub mod dkim_check;
 pub mod dns;
 pub mod expect;
 pub mod isp;
 pub mod profile;
 pub mod report;
 pub mod scenario;
+pub mod sim;

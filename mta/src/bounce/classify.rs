@@ -399,7 +399,9 @@ impl Default for Classifier {
 
 impl Classifier {
     /// Builds a classifier from `<bounce-category-patterns>` rules placed in front of the defaults.
-    /// A config rule written `// other` (empty regex) matches everything, so defaults after it never apply.
+    /// A catch-all config rule (an empty regex, as in the stock `// other` line) applies only when
+    /// no default rule matched either: configs copied from PowerMTA's stock block end with it, and
+    /// it would otherwise hide every built-in rule (mtasim's choice; documented in README).
     pub fn with_rules(config_rules: &[CategoryRule]) -> Result<Classifier, ClassifyError> {
         let mut rules = Vec::with_capacity(config_rules.len());
         for (i, r) in config_rules.iter().enumerate() {
@@ -440,7 +442,8 @@ impl Classifier {
             };
         }
         let matched_text = format!("{status}; {diag}");
-        for rule in &self.rules {
+        let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
+        for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
             if rule.pattern.is_match(&matched_text) {
                 return Classification {
                     category: rule.category,
@@ -459,6 +462,14 @@ impl Classifier {
                     matched_text,
                 };
             }
+        }
+        if let Some(rule) = catch_all {
+            return Classification {
+                category: rule.category,
+                origin: rule.origin,
+                status,
+                matched_text,
+            };
         }
         Classification {
             category: Category::Other,

@@ -242,7 +242,7 @@ const ACTED: &[(&str, &str, Kind)] = &[
     ("acct-file", "records", TEXT),
     ("acct-file", "record-fields", TEXT),
     ("acct-file", "move-to", TEXT),
-    ("acct-file", "move-interval", IVL),
+    ("acct-file", "move-interval", IVLN),
     ("acct-file", "max-size", SIZE),
     ("acct-file", "delete-after", IVLN),
     ("acct-file", "iso-times", BOOL),

@@ -288,3 +288,48 @@ pub fn zone_record(selector: &str, domain: &str, txt: &str) -> String {
         )
     }
 }
+
+/// The DNS TXT value (`v=DKIM1; k=…; p=…`) publishing the public half of the key in `path`.
+pub fn public_txt(path: &Path) -> Result<String, DkimError> {
+    let err = |reason: String| DkimError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|_| err("is not a PEM private key".into()))?;
+    use rsa::pkcs8::EncodePublicKey;
+    let rsa_txt = |k: rsa::RsaPrivateKey| {
+        k.to_public_key()
+            .to_public_key_der()
+            .map(|d| format!("v=DKIM1; k=rsa; p={}", b64(d.as_bytes())))
+            .map_err(|e| err(e.to_string()))
+    };
+    match key {
+        PrivateKeyDer::Pkcs1(k) => {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            rsa_txt(
+                rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
+                    .map_err(|e| err(e.to_string()))?,
+            )
+        }
+        PrivateKeyDer::Pkcs8(k) => {
+            use aws_lc_rs::signature::KeyPair;
+            if let Ok(ed) = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(
+                k.secret_pkcs8_der(),
+            ) {
+                return Ok(format!(
+                    "v=DKIM1; k=ed25519; p={}",
+                    b64(ed.public_key().as_ref())
+                ));
+            }
+            use rsa::pkcs8::DecodePrivateKey;
+            rsa_txt(
+                rsa::RsaPrivateKey::from_pkcs8_der(k.secret_pkcs8_der())
+                    .map_err(|e| err(e.to_string()))?,
+            )
+        }
+        _ => Err(err("holds an unsupported key type".into())),
+    }
+}

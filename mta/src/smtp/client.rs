@@ -232,9 +232,26 @@ impl Client {
                 .await
                 .map_err(|e| ClientError::Io("MAIL", e))?;
             let mail = read_reply(&mut self.s, self.timeouts.command, "MAIL").await?;
+            if mail.code == 421 {
+                // The server is closing: its 421 is the answer for the whole transaction.
+                return Ok(Transaction {
+                    rcpts: vec![mail.clone(); rcpts.len()],
+                    mail,
+                    data: None,
+                });
+            }
             let mut replies = Vec::with_capacity(rcpts.len());
             for _ in rcpts {
-                replies.push(read_reply(&mut self.s, self.timeouts.command, "RCPT").await?);
+                let r = read_reply(&mut self.s, self.timeouts.command, "RCPT").await?;
+                if r.code == 421 {
+                    replies.resize(rcpts.len(), r);
+                    return Ok(Transaction {
+                        mail,
+                        rcpts: replies,
+                        data: None,
+                    });
+                }
+                replies.push(r);
             }
             let data_go = read_reply(&mut self.s, self.timeouts.command, "DATA").await?;
             if data_go.code != 354 {

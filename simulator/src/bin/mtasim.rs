@@ -1,1 +1,140 @@
-fn main() {}
+//! `mtasim`: runs scenarios against the reference MTA in a simulated internet.
+
+use clap::{Parser, Subcommand};
+use simulator::scenario::Loaded;
+use simulator::sim::{run, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mtasim",
+    version,
+    about = "Replays mailbox-provider scenarios against the reference MTA"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios (default: the demo scenario scenarios/yahoo-tss04-storm.toml); exit 0 only if
+    /// every expectation holds.
+    Run {
+        /// Scenario files.
+        scenarios: Vec<PathBuf>,
+        /// Seed (overrides the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run the MTA as its own process over real sockets (not available yet).
+        #[arg(long)]
+        live: bool,
+        /// Use this MTA config instead of the scenario's.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where reports go (reports/<scenario>/ below it).
+        #[arg(long, default_value = "reports")]
+        report: PathBuf,
+        /// Multiply every stream's message count by this (e.g. 0.01 for a quick run).
+        #[arg(long, default_value_t = 1.0)]
+        volume: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (scenarios, seed, live, config, report, volume) = match cli.command {
+        Some(Command::Run {
+            scenarios,
+            seed,
+            live,
+            config,
+            report,
+            volume,
+        }) => (scenarios, seed, live, config, report, volume),
+        None => (Vec::new(), None, false, None, PathBuf::from("reports"), 1.0),
+    };
+    if live {
+        eprintln!("mtasim: --live is not available yet; run without it for the simulated mode");
+        return ExitCode::from(2);
+    }
+    if volume.is_nan() || volume <= 0.0 {
+        eprintln!("mtasim: --volume must be above 0");
+        return ExitCode::from(2);
+    }
+    let scenarios = if scenarios.is_empty() {
+        vec![PathBuf::from("scenarios/yahoo-tss04-storm.toml")]
+    } else {
+        scenarios
+    };
+    let opts = RunOptions {
+        seed,
+        volume,
+        config,
+        report_dir: report,
+    };
+    let mut all_ok = true;
+    println!(
+        "{:<22} {:>8} {:>9} {:>8} {:>8} {:>9}  result",
+        "scenario", "accepted", "delivered", "bounced", "expired", "deferrals"
+    );
+    for path in scenarios {
+        let loaded = match Loaded::load(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("mtasim: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let started = std::time::Instant::now();
+        match run(&loaded, &opts) {
+            Ok(r) => {
+                let t = &r.totals;
+                println!(
+                    "{:<22} {:>8} {:>9} {:>8} {:>8} {:>9}  {} ({} of {} expectations, {:.1}s wall)",
+                    r.scenario,
+                    t.accepted,
+                    t.delivered,
+                    t.bounced,
+                    t.expired,
+                    t.deferrals,
+                    if r.passed { "PASSED" } else { "FAILED" },
+                    r.verdicts.iter().filter(|v| v.passed).count(),
+                    r.verdicts.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                for v in r.verdicts.iter().filter(|v| !v.passed) {
+                    println!(
+                        "    FAILED {}: expected {}, observed {} ({})",
+                        v.expectation, v.expected, v.observed, v.location
+                    );
+                }
+                println!(
+                    "    report: {}",
+                    opts.report_dir
+                        .join(&r.scenario)
+                        .join("report.html")
+                        .display()
+                );
+                all_ok &= r.passed;
+            }
+            Err(e) => {
+                eprintln!("mtasim: {}: {e}", path.display());
+                all_ok = false;
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,634 @@
+//! Simulated runs: the world (providers on their MX addresses, DNS zones), the MTA engine from the
+//! scenario's config, the traffic streams and the incident timeline, all on one current-thread
+//! tokio runtime with the clock paused, over the in-memory network. Hours pass in seconds and the
+//! same scenario and seed give the same accounting log.
+
+use crate::expect::{check, Observed};
+use crate::isp::{DataFacts, Engine as Isp, Override, Session};
+use crate::report::{BackoffPeriod, ProviderTotals, Report, Timeline, Totals};
+use crate::scenario::{IncidentKind, Loaded};
+use mta::acct::{Accounting, Record, RecordType};
+use mta::clock::Clock;
+use mta::config::values::{parse_interval, parse_rate, parse_size};
+use mta::dns::{Mx, StaticResolver};
+use mta::engine::{Engine, Parts};
+use mta::net::{Net, SimNet};
+use mta::smtp::client::{Client, Timeouts};
+use mta::smtp::io::Data;
+use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
+use mta::smtp::{MailFrom, RcptTo, Reply};
+use mta::spool::{MemorySpool, Spool};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Options of a simulated run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Seed override.
+    pub seed: Option<u64>,
+    /// Multiply message counts by this (a smaller volume for tests).
+    pub volume: f64,
+    /// Replace the scenario's MTA config.
+    pub config: Option<PathBuf>,
+    /// Where reports go (`reports/<scenario>/` under it).
+    pub report_dir: PathBuf,
+}
+
+/// The address of MX host `i` of provider `p` (loopback, so live runs can use the same plan).
+pub fn mx_addr(p: usize, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 100 + p as u8, i as u8 + 1, 1)
+}
+
+struct IspHandler {
+    isp: Isp,
+    dkim: crate::dkim_check::DkimChecker,
+    clock: Clock,
+    session: Option<Session>,
+    peer: IpAddr,
+    from: String,
+    rcpts: u32,
+}
+
+impl Handler for IspHandler {
+    fn connect(&mut self) -> Outcome {
+        let (s, greet) = self.isp.connect(self.peer, self.clock.now_ms());
+        self.session = Some(s);
+        match greet {
+            Ok(g) => Outcome::reply(
+                Reply::parse_line(&g).unwrap_or_else(|| Reply::new(220, "", "ready")),
+            ),
+            Err(a) => Outcome::close(
+                Reply::parse_line(&a.reply)
+                    .unwrap_or_else(|| Reply::new(421, "4.7.0", a.reply.clone())),
+            ),
+        }
+    }
+    fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
+        self.from = from.address.clone();
+        self.rcpts = 0;
+        let Some(s) = &self.session else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self.isp.mail(s, self.clock.now_ms()) {
+            Ok(()) => Outcome::ok("2.1.0", "OK"),
+            Err(a) => answer(a),
+        }
+    }
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        let Some(s) = &self.session else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self
+            .isp
+            .rcpt(s, &self.from, &to.address, self.clock.now_ms())
+        {
+            Ok(()) => {
+                self.rcpts += 1;
+                Outcome::ok("2.1.5", "OK")
+            }
+            Err(a) => answer(a),
+        }
+    }
+    async fn message(&mut self, data: Data) -> Outcome {
+        let dkim = self.dkim.verify(&data.body).await;
+        let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
+            .is_some_and(|v| v.contains("One-Click"));
+        let facts = DataFacts {
+            mail_from: &self.from,
+            rcpts: self.rcpts,
+            size: data.size,
+            spf_pass: true,
+            dkim_pass: dkim,
+            dmarc_pass: dkim,
+            one_click_unsubscribe: one_click,
+        };
+        let now = self.clock.now_ms();
+        let Some(s) = self.session.as_mut() else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self.isp.end_of_data(s, &facts, now) {
+            Ok(r) => Outcome::reply(
+                Reply::parse_line(&r).unwrap_or_else(|| Reply::new(250, "2.0.0", "OK")),
+            ),
+            Err(a) => answer(a),
+        }
+    }
+    fn reset(&mut self) {
+        self.rcpts = 0;
+    }
+}
+
+impl Drop for IspHandler {
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            self.isp.disconnect(s, self.clock.now_ms());
+        }
+    }
+}
+
+/// The senders' mailboxes: accepts every DSN.
+struct SenderSink;
+
+impl Handler for SenderSink {
+    fn connect(&mut self) -> Outcome {
+        Outcome::reply(Reply::new(220, "", "mx.senders.sim ESMTP"))
+    }
+    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
+        Outcome::ok("2.1.0", "OK")
+    }
+    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
+        Outcome::ok("2.1.5", "OK")
+    }
+    async fn message(&mut self, _: Data) -> Outcome {
+        Outcome::ok("2.0.0", "OK")
+    }
+    fn reset(&mut self) {}
+}
+
+fn answer(a: crate::isp::Answer) -> Outcome {
+    let r =
+        Reply::parse_line(&a.reply).unwrap_or_else(|| Reply::new(451, "4.3.0", a.reply.clone()));
+    Outcome {
+        reply: r,
+        close: a.disconnect,
+    }
+}
+
+/// Draws a recipient domain for message `i` of a stream from the weights (deterministic).
+fn pick_domain<'a>(domains: &'a [(String, f64)], seed: u64, stream: &str, i: u64) -> &'a str {
+    let total: f64 = domains.iter().map(|(_, w)| w).sum();
+    let x = crate::isp::engine::draw(&[&seed.to_le_bytes(), stream.as_bytes(), &i.to_le_bytes()])
+        * total;
+    let mut acc = 0.0;
+    for (d, w) in domains {
+        acc += w;
+        if x < acc {
+            return d;
+        }
+    }
+    domains
+        .last()
+        .map_or("example.invalid", |(d, _)| d.as_str())
+}
+
+/// Runs a scenario in simulated mode and writes its report; returns the report.
+pub fn run(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run_async(l, opts))
+}
+
+async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
+    let s = &l.scenario;
+    let seed = opts.seed.unwrap_or(s.seed);
+    let cfg_path = opts.config.clone().unwrap_or_else(|| l.config_path.clone());
+    let loaded = mta::config::load(&cfg_path);
+    let config = Arc::new(loaded.into_result().map_err(|e| e.to_string())?);
+    let clock = Clock::starting_at(l.start_ms);
+    let net = SimNet::new();
+    let dns = StaticResolver::default();
+    // The providers verify DKIM against the keys the config publishes.
+    let senders: Vec<String> = s
+        .traffic
+        .iter()
+        .filter_map(|t| {
+            t.sender
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+        })
+        .collect();
+    let dkim = crate::dkim_check::DkimChecker::from_config(&config, &senders)?;
+    // The world: every provider's MX hosts on their own addresses, with DNS for them.
+    let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
+    let mut addr_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (pi, p) in l.profiles.iter().enumerate() {
+        let isp = Isp::new(p.clone());
+        let mut ips = Vec::new();
+        for (i, mx) in p.mx.iter().enumerate() {
+            let ip = IpAddr::V4(mx_addr(pi, i));
+            ips.push(ip);
+            dns.edit(|z| {
+                z.ip.insert(mx.host.clone(), vec![ip]);
+            });
+            let mut listener = net
+                .listen(SocketAddr::new(ip, 25))
+                .await
+                .map_err(|e| e.to_string())?;
+            let isp2 = isp.clone();
+            let dkim2 = dkim.clone();
+            let host = mx.host.clone();
+            tokio::spawn(async move {
+                let opts = ServerOptions {
+                    host_name: host,
+                    max_message_size: None,
+                    ..ServerOptions::default()
+                };
+                while let Ok(c) = listener.accept().await {
+                    let mut h = IspHandler {
+                        isp: isp2.clone(),
+                        dkim: dkim2.clone(),
+                        clock,
+                        session: None,
+                        peer: c.peer.ip(),
+                        from: String::new(),
+                        rcpts: 0,
+                    };
+                    let o = opts.clone();
+                    tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
+                }
+            });
+        }
+        for d in &p.domains {
+            let mx: Vec<Mx> =
+                p.mx.iter()
+                    .map(|m| Mx {
+                        preference: m.preference,
+                        host: m.host.clone(),
+                    })
+                    .collect();
+            dns.edit(|z| {
+                z.mx.insert(d.clone(), mx);
+            });
+        }
+        addr_of.insert(p.name.clone(), ips);
+        isps.insert(p.name.clone(), isp);
+    }
+    // The senders' own domains (where DSNs go) are hosted by a sink that takes everything.
+    let sink_ip = IpAddr::V4(Ipv4Addr::new(127, 99, 0, 1));
+    {
+        let mut listener = net
+            .listen(SocketAddr::new(sink_ip, 25))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            while let Ok(c) = listener.accept().await {
+                tokio::spawn(async move {
+                    serve(c.stream, &mut SenderSink, &ServerOptions::default()).await
+                });
+            }
+        });
+        for t in &s.traffic {
+            if let Some((_, d)) = t.sender.rsplit_once('@') {
+                if l.provider_of(d).is_none() {
+                    dns.edit(|z| {
+                        z.mx.insert(
+                            d.to_ascii_lowercase(),
+                            vec![Mx {
+                                preference: 10,
+                                host: "mx.senders.sim".into(),
+                            }],
+                        );
+                        z.ip.insert("mx.senders.sim".into(), vec![sink_ip]);
+                    });
+                }
+            }
+        }
+    }
+    // The MTA, with its accounting going to the report directory and to the expectations.
+    let dir = opts.report_dir.join(&s.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let acct_path = dir.join("acct.csv");
+    let _ = std::fs::remove_file(&acct_path);
+    let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
+    let acct = Arc::new(Accounting::new(&acct_cfg.config.acct_files));
+    let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+    let engine = Engine::new(Parts {
+        config: config.clone(),
+        spool: Arc::new(Spool::Memory(MemorySpool::default())),
+        acct: acct.clone(),
+        net: Arc::new(net.clone()),
+        dns: Arc::new(dns.clone()),
+        clock,
+        tap: Some(tap_tx),
+    });
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    {
+        let records = records.clone();
+        tokio::spawn(async move {
+            while let Some(r) = tap_rx.recv().await {
+                if let Ok(mut v) = records.lock() {
+                    v.push(r);
+                }
+            }
+        });
+    }
+    let mta_addr = config
+        .listeners
+        .first()
+        .map(|l| l.addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 25)));
+    let mta_addr = if mta_addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), mta_addr.port())
+    } else {
+        mta_addr
+    };
+    {
+        let mut listener = net.listen(mta_addr).await.map_err(|e| e.to_string())?;
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Ok(c) = listener.accept().await {
+                let mut h = mta::receive::session::InboundSession::new(
+                    engine.clone(),
+                    c.peer,
+                    c.local,
+                    None,
+                );
+                tokio::spawn(
+                    async move { serve(c.stream, &mut h, &ServerOptions::default()).await },
+                );
+            }
+        });
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sched = tokio::spawn(engine.clone().run(async move {
+        let _ = stop_rx.await;
+    }));
+    // Incidents.
+    for inc in &s.incidents {
+        let at = parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
+        let lasts = parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
+        let (from, until) = (l.start_ms + at, l.start_ms + at + lasts);
+        let ips = addr_of.get(&inc.provider).cloned().unwrap_or_default();
+        match &inc.kind {
+            IncidentKind::Reply {
+                reply,
+                phase,
+                share,
+                disconnect,
+            } => {
+                if let Some(isp) = isps.get(&inc.provider) {
+                    isp.add_override(Override {
+                        response: crate::profile::Response {
+                            reply: reply.clone(),
+                            at: *phase,
+                            disconnect: *disconnect,
+                        },
+                        share: *share,
+                        from_ms: from,
+                        until_ms: until,
+                    });
+                }
+            }
+            IncidentKind::Unreachable | IncidentKind::Refused => {
+                let net = net.clone();
+                let unreachable = matches!(inc.kind, IncidentKind::Unreachable);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
+                    for ip in &ips {
+                        if unreachable {
+                            net.set_unreachable(*ip, true)
+                        } else {
+                            net.set_refused(*ip, true)
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(lasts as u64)).await;
+                    for ip in &ips {
+                        if unreachable {
+                            net.set_unreachable(*ip, false)
+                        } else {
+                            net.set_refused(*ip, false)
+                        }
+                    }
+                });
+            }
+            IncidentKind::DnsFailure { failure } => {
+                let dns = dns.clone();
+                let domains = l
+                    .profiles
+                    .iter()
+                    .find(|p| p.name == inc.provider)
+                    .map(|p| p.domains.clone())
+                    .unwrap_or_default();
+                let err = failure.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
+                    dns.edit(|z| {
+                        for d in &domains {
+                            let e = match err.as_str() {
+                                "nxdomain" => mta::dns::DnsError::NxDomain(d.clone()),
+                                "timeout" => mta::dns::DnsError::Timeout(d.clone()),
+                                _ => mta::dns::DnsError::ServFail(d.clone()),
+                            };
+                            z.failures.insert(d.clone(), e);
+                        }
+                    });
+                    tokio::time::sleep(Duration::from_millis(lasts as u64)).await;
+                    dns.edit(|z| {
+                        for d in &domains {
+                            z.failures.remove(d);
+                        }
+                    });
+                });
+            }
+            _ => tracing::warn!(provider = %inc.provider, "incident kind not simulated yet"),
+        }
+    }
+    // Traffic.
+    let mut injectors = Vec::new();
+    for t in &s.traffic {
+        let t = t.clone();
+        let net = net.clone();
+        let n = ((t.messages as f64) * opts.volume).round().max(1.0) as u64;
+        let start = parse_interval(&t.start).map_or(0, |d| d.as_millis() as u64);
+        // A smaller volume keeps the stream's time profile: fewer messages, spread as widely.
+        let gap_ms = t
+            .rate
+            .as_deref()
+            .and_then(|r| parse_rate(r).ok())
+            .and_then(|r| r.count.map(|c| r.per.as_millis() as f64 / c as f64))
+            .unwrap_or(0.0)
+            / opts.volume.min(1.0);
+        let (lo, hi) = t.size.as_ref().map_or((2048, 2048), |z| {
+            (
+                parse_size(&z.min).unwrap_or(2048),
+                parse_size(&z.max).unwrap_or(2048),
+            )
+        });
+        let domains: Vec<(String, f64)> = t.domains.iter().map(|(d, w)| (d.clone(), *w)).collect();
+        injectors.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(start)).await;
+            let mut client: Option<Client> = None;
+            let total = n + t.special.len() as u64;
+            for i in 0..total {
+                if client.is_none() {
+                    let Ok(conn) = net.connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr).await else { return };
+                    let Ok(Ok(mut c)) = Client::connect(conn.stream, Timeouts::default()).await else { return };
+                    if c.ehlo("injector.sim").await.is_err() {
+                        return;
+                    }
+                    client = Some(c);
+                }
+                let rcpt = match t.special.get(i as usize) {
+                    Some(a) => a.clone(),
+                    None => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
+                };
+                let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
+                let mut body = format!("From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
+                if let Some(v) = &t.vmta {
+                    body.push_str(&format!("X-Virtual-MTA: {v}\r\n"));
+                }
+                if let Some(j) = &t.job_id {
+                    body.push_str(&format!("X-Job: {j}\r\n"));
+                }
+                for (k, v) in &t.headers {
+                    body.push_str(&format!("{k}: {}\r\n", v.replace("{id}", &i.to_string())));
+                }
+                body.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
+                while (body.len() as u64) < size {
+                    body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n");
+                }
+                let sent = match client.as_mut() {
+                    Some(c) => c.send(&t.sender, std::slice::from_ref(&rcpt), body.as_bytes()).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    client = None;
+                }
+                if gap_ms > 0.0 {
+                    tokio::time::sleep(Duration::from_micros((gap_ms * 1000.0) as u64)).await;
+                }
+            }
+            if let Some(c) = client {
+                c.quit().await;
+            }
+        }));
+    }
+    tokio::time::sleep(l.duration).await;
+    for i in &injectors {
+        i.abort();
+    }
+    // Let the queues drain (retries, expiry) so that every accepted message reaches its end; the
+    // charts cover the scenario's duration, the verdicts the whole run.
+    let cap = clock.now_ms() + 5 * 86_400_000;
+    while engine.pending_messages() > 0 && clock.now_ms() < cap {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let _ = stop_tx.send(());
+    let _ = sched.await;
+    acct.flush(clock.now_ms());
+    let records = records.lock().map(|r| r.clone()).unwrap_or_default();
+    let modes = engine.mode_history();
+    let events: BTreeMap<String, Vec<crate::isp::Event>> =
+        isps.iter().map(|(n, i)| (n.clone(), i.events())).collect();
+    let observed = Observed {
+        events,
+        records,
+        modes,
+    };
+    let verdicts = check(l, &observed);
+    Ok(build_report(l, seed, &observed, verdicts, &dir))
+}
+
+fn provider_of_rcpt<'a>(l: &'a Loaded, rcpt: &str) -> Option<&'a str> {
+    rcpt.rsplit_once('@')
+        .and_then(|(_, d)| l.provider_of(d))
+        .map(|p| p.name.as_str())
+}
+
+fn build_report(
+    l: &Loaded,
+    seed: u64,
+    o: &Observed,
+    verdicts: Vec<crate::report::Verdict>,
+    dir: &Path,
+) -> Report {
+    let mut tl = Timeline::new(l.start_ms, l.duration.as_millis() as i64);
+    let mut totals = Totals::default();
+    let mut providers: BTreeMap<String, ProviderTotals> = BTreeMap::new();
+    for r in &o.records {
+        let prov = provider_of_rcpt(l, &r.rcpt).unwrap_or("other").to_string();
+        let pt = providers.entry(prov.clone()).or_default();
+        match r.ty {
+            Some(RecordType::Received) => totals.accepted += 1,
+            Some(RecordType::Delivered) => {
+                totals.delivered += 1;
+                pt.delivered += 1;
+                tl.add(&prov, "deliveries", r.time_logged, 1.0);
+            }
+            Some(RecordType::Bounced) => {
+                totals.bounced += 1;
+                pt.bounced += 1;
+                if r.bounce_cat == "message-expired" {
+                    totals.expired += 1;
+                }
+                *totals.by_category.entry(r.bounce_cat.clone()).or_insert(0) += 1;
+                tl.add(&prov, "bounces", r.time_logged, 1.0);
+            }
+            Some(RecordType::Transient) | Some(RecordType::TransientQueue) => {
+                totals.deferrals += 1;
+                pt.deferrals += 1;
+                tl.add(&prov, "deferrals", r.time_logged, 1.0);
+            }
+            Some(RecordType::Feedback) => totals.complaints += 1,
+            _ => {}
+        }
+    }
+    for (p, evs) in &o.events {
+        let pt = providers.entry(p.clone()).or_default();
+        for e in evs {
+            if let crate::isp::EventKind::Connect { open } = e.kind {
+                pt.connections += 1;
+                pt.max_connections_per_ip = pt.max_connections_per_ip.max(open);
+                tl.gauge(p, "connections", e.t_ms, f64::from(open));
+            }
+        }
+    }
+    let mut backoff = Vec::new();
+    for (q, changes) in &o.modes {
+        let mut open: Option<&mta::shaping::ModeChange> = None;
+        for c in changes {
+            match (c.to, open) {
+                (mta::queue::Mode::Backoff, None) => open = Some(c),
+                (mta::queue::Mode::Normal, Some(b)) => {
+                    backoff.push(BackoffPeriod {
+                        queue: q.clone(),
+                        from_s: (b.at_ms - l.start_ms) as f64 / 1000.0,
+                        to_s: Some((c.at_ms - l.start_ms) as f64 / 1000.0),
+                        cause: b.cause.clone(),
+                    });
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = open {
+            backoff.push(BackoffPeriod {
+                queue: q.clone(),
+                from_s: (b.at_ms - l.start_ms) as f64 / 1000.0,
+                to_s: None,
+                cause: b.cause.clone(),
+            });
+        }
+    }
+    let (series, bucket_s) = tl.finish();
+    let passed = verdicts.iter().all(|v| v.passed);
+    let report = Report {
+        scenario: l.scenario.name.clone(),
+        description: l.scenario.description.clone(),
+        mode: "simulated".into(),
+        seed,
+        start: l.scenario.start.clone(),
+        duration_s: l.duration.as_secs_f64(),
+        passed,
+        verdicts,
+        totals,
+        providers,
+        bucket_s,
+        series,
+        backoff,
+        notes: vec![format!(
+            "accounting log: {}",
+            dir.join("acct.csv").display()
+        )],
+    };
+    if let Err(e) = report.write(dir) {
+        tracing::error!(%e, "could not write the report");
+    }
+    report
+}
