@@ -3,6 +3,7 @@
 //! set (From over-signed), generating keys and their DNS records.
 
 pub mod keys;
+pub mod verify;
 
 pub use keys::{generate, KeyAlgorithm, KeyCache, LoadedKey};
 
