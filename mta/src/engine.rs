@@ -493,6 +493,17 @@ impl Engine {
         })
     }
 
+    /// Waiting recipients per destination domain (summed over vMTAs).
+    pub fn queue_depths(&self) -> BTreeMap<String, usize> {
+        self.with(|s| {
+            let mut m = BTreeMap::new();
+            for (k, q) in &s.queues {
+                *m.entry(k.domain.clone()).or_insert(0) += q.queue.recipients();
+            }
+            m
+        })
+    }
+
     /// Waiting recipients over all queues.
     pub fn queued_recipients(&self) -> usize {
         self.with(|s| s.queues.values().map(|q| q.queue.recipients()).sum())

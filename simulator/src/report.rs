@@ -282,7 +282,13 @@ impl Report {
             );
         }
         for (idx, (provider, s)) in lines.iter().enumerate() {
-            let color = COLORS[idx % COLORS.len()];
+            // One colour per provider across all charts.
+            let color = COLORS[self
+                .series
+                .keys()
+                .position(|k| k == *provider)
+                .unwrap_or(idx)
+                % COLORS.len()];
             let pts: Vec<String> = s
                 .values
                 .iter()

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Queue depth per destination domain at a time (Unix ms).
+type DepthSample = (i64, BTreeMap<String, usize>);
+
 /// Options of a simulated run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -499,6 +502,47 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             }
         }));
     }
+    // Queue depth per provider, sampled over the scenario's duration, with a progress bar.
+    let depth: Arc<Mutex<Vec<DepthSample>>> = Arc::default();
+    {
+        let depth = depth.clone();
+        let engine = engine.clone();
+        let step = (l.duration.as_millis() as u64 / 300).max(1000);
+        let total_ms = l.duration.as_millis() as u64;
+        let bar = indicatif::ProgressBar::new(total_ms / 1000);
+        if std::env::var_os("MTASIM_NO_PROGRESS").is_some()
+            || !std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} simulated s {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(s.name.clone());
+        tokio::spawn(async move {
+            let mut t = 0;
+            while t <= total_ms {
+                let d = engine.queue_depths();
+                let st = engine.stats.lock().map(|s| *s).unwrap_or_default();
+                bar.set_position(t / 1000);
+                bar.set_message(format!(
+                    "received {} delivered {} queued {}",
+                    st.received,
+                    st.delivered,
+                    d.values().sum::<usize>()
+                ));
+                if let Ok(mut v) = depth.lock() {
+                    v.push((clock.now_ms(), d));
+                }
+                tokio::time::sleep(Duration::from_millis(step)).await;
+                t += step;
+            }
+            bar.finish_and_clear();
+        });
+    }
     tokio::time::sleep(l.duration).await;
     for i in &injectors {
         i.abort();
@@ -522,7 +566,8 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         modes,
     };
     let verdicts = check(l, &observed);
-    Ok(build_report(l, seed, &observed, verdicts, &dir))
+    let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
+    Ok(build_report(l, seed, &observed, verdicts, &depth, &dir))
 }
 
 fn provider_of_rcpt<'a>(l: &'a Loaded, rcpt: &str) -> Option<&'a str> {
@@ -536,9 +581,21 @@ fn build_report(
     seed: u64,
     o: &Observed,
     verdicts: Vec<crate::report::Verdict>,
+    depth: &[DepthSample],
     dir: &Path,
 ) -> Report {
     let mut tl = Timeline::new(l.start_ms, l.duration.as_millis() as i64);
+    for (t, per_domain) in depth {
+        let mut per_provider: BTreeMap<&str, usize> = BTreeMap::new();
+        for (d, n) in per_domain {
+            *per_provider
+                .entry(l.provider_of(d).map_or("other", |p| p.name.as_str()))
+                .or_insert(0) += n;
+        }
+        for (p, n) in per_provider {
+            tl.gauge(p, "queue-depth", *t, n as f64);
+        }
+    }
     let mut totals = Totals::default();
     let mut providers: BTreeMap<String, ProviderTotals> = BTreeMap::new();
     for r in &o.records {
