@@ -43,6 +43,8 @@ struct QueueState {
     queue: Queue<MessageId>,
     shaper: Shaper,
     last_error: Option<String>,
+    /// No new connection before this (Unix ms): the MX rollup group was full.
+    not_before_ms: i64,
 }
 
 struct MsgState {
@@ -57,6 +59,9 @@ struct State {
     queues: BTreeMap<QueueKey, QueueState>,
     messages: BTreeMap<MessageId, MsgState>,
     vmta_gates: BTreeMap<String, VmtaGate>,
+    /// Open connections per (vMTA, MX host set): domains that share MX hosts share the limits
+    /// (MX rollup) unless `disable-mx-rollup`.
+    rollup: BTreeMap<(String, String), u64>,
 }
 
 /// The MTA engine.
@@ -136,6 +141,7 @@ impl Engine {
                 queues: BTreeMap::new(),
                 messages: BTreeMap::new(),
                 vmta_gates: BTreeMap::new(),
+                rollup: BTreeMap::new(),
             }),
             wake: Notify::new(),
             cursors: PoolCursors::default(),
@@ -234,6 +240,7 @@ impl Engine {
                     queue: Queue::new(key.clone(), qs.clone()),
                     shaper: Shaper::new(&key.to_string(), qs),
                     last_error: None,
+                    not_before_ms: 0,
                 });
                 for chunk in rcpts.chunks(max_rcpt) {
                     q.queue.push(
@@ -589,6 +596,10 @@ impl Engine {
                 };
                 upd(q.queue.next_expiry_ms());
                 upd(q.shaper.backoff_until_ms());
+                if q.not_before_ms > now {
+                    upd(Some(q.not_before_ms));
+                    continue;
+                }
                 let Some(due) = q.queue.next_due_ms() else {
                     continue;
                 };
@@ -740,6 +751,55 @@ impl Engine {
                 return;
             }
         };
+        // MX rollup: queues whose domains share mail hosts share one connection limit per vMTA.
+        let rollup_key = (!qs.disable_mx_rollup).then(|| {
+            let mut hosts: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+            hosts.sort();
+            (key.vmta.clone(), hosts.join(","))
+        });
+        if let Some(rk) = &rollup_key {
+            let now = self.now_ms();
+            let admitted = self.with(|s| {
+                let limit = s
+                    .queues
+                    .get(&key)
+                    .map_or(qs.max_smtp_out, |q| q.shaper.max_connections());
+                let n = s.rollup.entry(rk.clone()).or_insert(0);
+                if *n >= limit {
+                    if let Some(q) = s.queues.get_mut(&key) {
+                        q.not_before_ms = now + 1000;
+                    }
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            });
+            if !admitted {
+                self.release(&key);
+                return;
+            }
+        }
+        self.deliver_to(&key, &qs, src, targets).await;
+        if let Some(rk) = rollup_key {
+            self.with(|s| {
+                if let Some(n) = s.rollup.get_mut(&rk) {
+                    *n = n.saturating_sub(1);
+                }
+            });
+        }
+        self.release(&key);
+    }
+
+    /// Tries the targets in order until one takes the session.
+    async fn deliver_to(
+        &self,
+        key: &QueueKey,
+        qs: &QueueSettings,
+        src: Option<(IpAddr, Option<String>)>,
+        targets: Vec<SocketAddr>,
+    ) {
+        let key = key.clone();
         let (src_ip, helo) = match &src {
             Some((ip, h)) => (Some(*ip), h.clone()),
             None => (None, None),
@@ -813,8 +873,7 @@ impl Engine {
                         ));
                         continue;
                     }
-                    self.session(&key, &qs, client, dlv_ip, dest).await;
-                    self.release(&key);
+                    self.session(&key, qs, client, dlv_ip, dest).await;
                     return;
                 }
                 Ok(Err(greeting)) => {
@@ -823,7 +882,6 @@ impl Engine {
                     if greeting.is_permanent() && !acted.skip_mx {
                         self.fail_queue(&key, &greeting, true, dlv_ip, Some(dest))
                             .await;
-                        self.release(&key);
                         return;
                     }
                     last_err = Some(greeting);
@@ -837,7 +895,6 @@ impl Engine {
         let reply =
             last_err.unwrap_or_else(|| Reply::new(421, "4.4.1", "no mail host could be reached"));
         self.fail_queue(&key, &reply, false, src_ip, None).await;
-        self.release(&key);
     }
 
     fn host_name(&self) -> String {
