@@ -111,3 +111,33 @@ fn unsigned_mail_fails_the_dkim_expectation() {
         .unwrap_or_else(|| panic!("no DKIM verdict"));
     assert!(!v.passed && v.observed.starts_with("0 of "), "{v:?}");
 }
+
+/// yahoo.com and aol.com share Yahoo's MX hosts: with MX rollup their queues share one limit of 20
+/// connections per source IP (each queue alone allows 20), so Yahoo never sees more than 20.
+#[test]
+fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
+    let l = Loaded::load(Path::new("../scenarios/yahoo-tss04-storm.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let r = run(
+        &l,
+        &RunOptions {
+            seed: None,
+            volume: 0.3,
+            config: None,
+            report_dir: dir.path().to_path_buf(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v = r
+        .verdicts
+        .iter()
+        .find(|v| v.expectation.starts_with("at most 20 concurrent"))
+        .unwrap_or_else(|| panic!("no connection verdict"));
+    assert!(v.passed, "{v:?}");
+    assert_eq!(
+        r.providers.get("yahoo").map(|p| p.max_connections_per_ip),
+        Some(20),
+        "the shared limit is reached and held"
+    );
+}
