@@ -151,10 +151,35 @@ pub async fn run(
                 };
                 let mut h =
                     InboundSession::new(engine.clone(), conn.peer, conn.local, l.source.clone());
+                let gauge = engine.clone();
+                gauge
+                    .monitor()
+                    .smtp_in
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
                     serve(conn.stream, &mut h, &opts).await;
+                    gauge
+                        .monitor()
+                        .smtp_in
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     drop(permit);
                 });
+            }
+        }));
+    }
+    if let Some(addr) = crate::mgmt::listen_addr(&cfg)? {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for management: {e}"))?;
+        tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "management HTTP listening");
+        let engine = engine.clone();
+        let mut stop_rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_rx.changed().await;
+            };
+            if let Err(e) = crate::mgmt::http::serve(l, engine, stop).await {
+                tracing::error!(%e, "management HTTP server failed");
             }
         }));
     }

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use mta::config::{self, render::Format};
+use mta::mgmt::cli::enc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +47,222 @@ enum Command {
         #[command(subcommand)]
         what: DkimWhat,
     },
+    /// Pause a queue on the running MTA (`mta pause queue gmail.com/mkt-1`; `*` allowed).
+    Pause {
+        #[command(subcommand)]
+        what: QueueWord,
+    },
+    /// Resume a paused queue.
+    Resume {
+        #[command(subcommand)]
+        what: QueueWord,
+    },
+    /// Change a queue: `mta set queue --mode=normal Q` is PowerMTA's "reset backoff".
+    Set {
+        #[command(subcommand)]
+        what: SetWhat,
+    },
+    /// Retry now: make everything in the queue(s) due.
+    Schedule {
+        /// DOMAIN/VMTA, `*` allowed (`*/*` is every queue).
+        queue: String,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Delete waiting recipients by queue or job id (each gets a `b` accounting record).
+    Delete {
+        /// DOMAIN/VMTA, `*` allowed.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Job id (X-Job header).
+        #[arg(long, alias = "jobId")]
+        job: Option<String>,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Take a source IP out of service.
+    Disable {
+        #[command(subcommand)]
+        what: SourceWord,
+    },
+    /// Put a source IP back into service.
+    Enable {
+        #[command(subcommand)]
+        what: SourceWord,
+    },
+    /// `mta reset counters`: zero the traffic counters.
+    Reset {
+        #[command(subcommand)]
+        what: ResetWhat,
+    },
+}
+
+/// Where the running MTA's management interface is, and how to print.
+#[derive(Args, Clone)]
+struct MgmtArgs {
+    /// Management URL (default: from --config's http-mgmt-port, else http://127.0.0.1:8080).
+    #[arg(long)]
+    mgmt: Option<String>,
+    /// Read http-mgmt-port from this config to find the management URL.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+impl MgmtArgs {
+    fn client(&self) -> Result<mta::mgmt::cli::Client, String> {
+        let key = std::env::var("MTA_API_KEY").ok();
+        if let Some(u) = &self.mgmt {
+            return Ok(mta::mgmt::cli::Client::new(u, key));
+        }
+        let mut url = "http://127.0.0.1:8080".to_string();
+        if let Some(p) = &self.config {
+            let loaded = config::load(p);
+            if !loaded.is_valid() {
+                return Err(config::render::check_report(&loaded, Format::Text));
+            }
+            if let Some(mut a) = mta::mgmt::listen_addr(&loaded.config)? {
+                if a.ip().is_unspecified() {
+                    a.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+                }
+                url = format!("http://{a}");
+            }
+        }
+        Ok(mta::mgmt::cli::Client::new(&url, key))
+    }
+}
+
+#[derive(Subcommand)]
+enum QueueWord {
+    /// A queue: DOMAIN/VMTA, `*` allowed.
+    Queue {
+        /// DOMAIN/VMTA.
+        queue: String,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetWhat {
+    /// Set a queue's mode.
+    Queue {
+        /// normal or backoff.
+        #[arg(long)]
+        mode: String,
+        /// DOMAIN/VMTA, `*` allowed.
+        queue: String,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceWord {
+    /// A source IP of a vMTA.
+    Source {
+        /// The address.
+        ip: std::net::IpAddr,
+        /// (disable) Re-enable by itself after this many minutes.
+        #[arg(long)]
+        minutes: Option<u64>,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResetWhat {
+    /// The traffic counters.
+    Counters {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+}
+
+/// Runs one management request and prints its answer; exit 1 on a refusal, 2 when unreachable.
+fn mgmt_call(
+    mgmt: &MgmtArgs,
+    post: bool,
+    path: &str,
+    render: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    let client = match mgmt.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let res = if post {
+        client.post(path)
+    } else {
+        client.get(path)
+    };
+    match res {
+        Ok(v) => {
+            if mgmt.format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+                );
+            } else {
+                print!("{}", render(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ mta::mgmt::cli::CliError::Unreachable { .. }) => {
+            eprintln!("mta: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("mta: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn message(v: &serde_json::Value) -> String {
+    format!("{}\n", v["message"].as_str().unwrap_or("done."))
+}
+
+fn top(mgmt: &MgmtArgs, iterations: Option<u64>, interval: u64) -> ExitCode {
+    let client = match mgmt.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut i = 0u64;
+    loop {
+        let screen = client.get("/api/v1/status").and_then(|s| {
+            client.get("/api/v1/queues?maxItems=20").map(|q| {
+                format!(
+                    "{}\n{}",
+                    mta::mgmt::cli::render_status(&s),
+                    mta::mgmt::cli::render_queues(&q, 20)
+                )
+            })
+        });
+        match screen {
+            // Clear the screen and go home, like top.
+            Ok(text) => print!("\x1b[2J\x1b[H{text}"),
+            Err(e) => {
+                eprintln!("mta: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        i += 1;
+        if iterations.is_some_and(|n| i >= n) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+    }
 }
 
 #[derive(Subcommand)]
@@ -257,14 +474,59 @@ struct CheckArgs {
 enum ShowWhat {
     /// Every effective setting of a queue (DOMAIN/VMTA, `*` allowed in either part) and where it came from.
     Settings {
-        /// The config file.
+        /// The config file (offline); without it the running MTA is asked (--mgmt).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The queue, e.g. gmail.com/vmta-1, gmail.com/* or */vmta-1.
         queue: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Management URL of the running MTA (when no --config).
+        #[arg(long)]
+        mgmt: Option<String>,
+    },
+    /// Traffic, connections, queue and spool totals of the running MTA.
+    Status {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Queues of the running MTA, largest first.
+    Queues {
+        /// Rows to show.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// The largest queues (20).
+    Topqueues {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Destination domains (queues summed over vMTAs), largest first.
+    Domains {
+        /// Rows to show.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Virtual MTAs with their queues and source IPs.
+    Vmtas {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Status and top queues, refreshed in place like `top` (Ctrl-C to stop).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Stop after this many screens (default: run until interrupted).
+        #[arg(long)]
+        iterations: Option<u64>,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
     },
 }
 
@@ -347,13 +609,127 @@ fn main() -> ExitCode {
         Command::Dkim { what } => dkim(what),
         Command::Bounce { what } => bounce(what),
         Command::Run { config } => run(&config),
-        Command::Show {
-            what:
-                ShowWhat::Settings {
-                    config: path,
-                    queue,
-                    format,
-                },
+        Command::Show { what } => show(what),
+        Command::Pause {
+            what: QueueWord::Queue { queue, mgmt },
+        } => mgmt_call(
+            &mgmt,
+            true,
+            &format!("/api/v1/queues/pause?queue={}", enc(&queue)),
+            message,
+        ),
+        Command::Resume {
+            what: QueueWord::Queue { queue, mgmt },
+        } => mgmt_call(
+            &mgmt,
+            true,
+            &format!("/api/v1/queues/resume?queue={}", enc(&queue)),
+            message,
+        ),
+        Command::Set {
+            what: SetWhat::Queue { mode, queue, mgmt },
+        } => mgmt_call(
+            &mgmt,
+            true,
+            &format!(
+                "/api/v1/queues/mode?queue={}&mode={}",
+                enc(&queue),
+                enc(&mode)
+            ),
+            message,
+        ),
+        Command::Schedule { queue, mgmt } => mgmt_call(
+            &mgmt,
+            true,
+            &format!("/api/v1/queues/schedule?queue={}", enc(&queue)),
+            message,
+        ),
+        Command::Delete { queue, job, mgmt } => {
+            let mut q = Vec::new();
+            if let Some(x) = &queue {
+                q.push(format!("queue={}", enc(x)));
+            }
+            if let Some(j) = &job {
+                q.push(format!("job={}", enc(j)));
+            }
+            if q.is_empty() {
+                eprintln!("mta: delete needs --queue=DOMAIN/VMTA or --job=ID");
+                return ExitCode::from(2);
+            }
+            mgmt_call(
+                &mgmt,
+                true,
+                &format!("/api/v1/queues/delete?{}", q.join("&")),
+                message,
+            )
+        }
+        Command::Disable {
+            what: SourceWord::Source { ip, minutes, mgmt },
+        } => mgmt_call(
+            &mgmt,
+            true,
+            &format!(
+                "/api/v1/source-ips/disable?ip={ip}{}",
+                minutes.map(|m| format!("&minutes={m}")).unwrap_or_default()
+            ),
+            message,
+        ),
+        Command::Enable {
+            what: SourceWord::Source { ip, mgmt, .. },
+        } => mgmt_call(
+            &mgmt,
+            true,
+            &format!("/api/v1/source-ips/enable?ip={ip}"),
+            message,
+        ),
+        Command::Reset {
+            what: ResetWhat::Counters { mgmt },
+        } => mgmt_call(&mgmt, true, "/api/v1/counters/reset", message),
+    }
+}
+
+fn show(what: ShowWhat) -> ExitCode {
+    use mta::mgmt::cli::{render_domains, render_queues, render_status, render_vmtas};
+    match what {
+        ShowWhat::Status { mgmt } => mgmt_call(&mgmt, false, "/api/v1/status", render_status),
+        ShowWhat::Queues { max, mgmt } => {
+            mgmt_call(&mgmt, false, "/api/v1/queues", |v| render_queues(v, max))
+        }
+        ShowWhat::Topqueues { mgmt } => {
+            mgmt_call(&mgmt, false, "/api/v1/queues", |v| render_queues(v, 20))
+        }
+        ShowWhat::Domains { max, mgmt } => {
+            mgmt_call(&mgmt, false, "/api/v1/domains", |v| render_domains(v, max))
+        }
+        ShowWhat::Vmtas { mgmt } => mgmt_call(&mgmt, false, "/api/v1/vmtas", render_vmtas),
+        ShowWhat::Top {
+            interval,
+            iterations,
+            mgmt,
+        } => top(&mgmt, iterations, interval),
+        ShowWhat::Settings {
+            config: None,
+            queue,
+            format,
+            mgmt,
+        } => {
+            let m = MgmtArgs {
+                mgmt,
+                config: None,
+                format,
+            };
+            mgmt_call(
+                &m,
+                false,
+                &format!("/api/v1/queueDetail?queue={}", enc(&queue)),
+                mta::mgmt::cli::render_settings,
+            )
+        }
+        ShowWhat::Settings {
+            config: Some(path),
+            queue,
+            format,
+            ..
         } => {
             if !path.is_file() {
                 eprintln!(

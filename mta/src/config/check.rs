@@ -420,10 +420,12 @@ fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
         }
     }
     if let Some(s) = cfg.global.get("http-mgmt-port") {
-        if let Value::Int(p) = s.value {
-            if p > 65535 {
-                diags.error(&s.span, format!("http-mgmt-port {p} is not a port number"));
-            }
+        let text = match &s.value {
+            Value::Int(p) => p.to_string(),
+            other => other.to_string(),
+        };
+        if let Err(e) = crate::mgmt::parse_listen(&text) {
+            diags.error(&s.span, format!("http-mgmt-port: {e}"));
         }
     }
 }

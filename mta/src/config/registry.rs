@@ -93,7 +93,7 @@ const ACTED: &[(&str, &str, Kind)] = &[
     ("global", "smtp-source-host", TEXT),
     ("global", "host-name", TEXT),
     ("global", "smtp-listener", TEXT),
-    ("global", "http-mgmt-port", INT),
+    ("global", "http-mgmt-port", TEXT),
     ("global", "http-access", TEXT),
     ("global", "http-api-key", TEXT),
     ("global", "total-max-smtp-out", INT),
@@ -334,10 +334,16 @@ const WRONG_NAMES: &[(&str, &str)] = &[
 
 /// Settings we add beyond PowerMTA (documented in README): none so far are new names; the
 /// extensions are extra value forms of existing directives (see README "Configuration extensions").
-pub const EXTENSIONS: &[(&str, &str)] = &[(
-    "name-server",
-    "accepts IP:PORT (and [IPv6]:PORT) so the MTA can query a test DNS server on a high port",
-)];
+pub const EXTENSIONS: &[(&str, &str)] = &[
+    (
+        "name-server",
+        "accepts IP:PORT (and [IPv6]:PORT) so the MTA can query a test DNS server on a high port",
+    ),
+    (
+        "http-mgmt-port",
+        "accepts IP:PORT to choose the listening address; a bare PORT listens on 127.0.0.1 only",
+    ),
+];
 
 /// The registry of all known directives.
 pub struct Registry {

@@ -202,6 +202,27 @@ impl<Id: Clone> Queue<Id> {
         out
     }
 
+    /// The waiting groups, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Waiting<Id>> {
+        self.items.values()
+    }
+
+    /// Removes and returns the groups for which `pred` holds (a delete by job id).
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&Waiting<Id>) -> bool) -> Vec<Waiting<Id>> {
+        let seqs: Vec<u64> = self
+            .items
+            .iter()
+            .filter(|(_, w)| pred(w))
+            .map(|(s, _)| *s)
+            .collect();
+        let out: Vec<Waiting<Id>> = seqs.iter().filter_map(|s| self.items.remove(s)).collect();
+        if !out.is_empty() {
+            let items = &self.items;
+            self.heap.retain(|Reverse((_, s))| items.contains_key(s));
+        }
+        out
+    }
+
     /// Removes and returns everything (for `bounce-queue` or a delete).
     pub fn drain_all(&mut self) -> Vec<Waiting<Id>> {
         self.heap.clear();

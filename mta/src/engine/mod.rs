@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
+mod manage;
+pub use manage::{mode_name, QueueSelector, QueueView, SourceIpView, VmtaView};
+
 /// What the engine needs from the outside world.
 pub struct Parts {
     /// The configuration.
@@ -45,6 +48,8 @@ struct QueueState {
     last_error: Option<String>,
     /// No new connection before this (Unix ms): the MX rollup group was full.
     not_before_ms: i64,
+    /// Paused by an operator: no new connections.
+    paused: bool,
 }
 
 struct MsgState {
@@ -62,6 +67,8 @@ struct State {
     /// Open connections per (vMTA, MX host set): domains that share MX hosts share the limits
     /// (MX rollup) unless `disable-mx-rollup`.
     rollup: BTreeMap<(String, String), u64>,
+    /// Source IPs out of service, with when they come back (None: until enabled).
+    disabled_ips: BTreeMap<IpAddr, Option<i64>>,
 }
 
 /// The MTA engine.
@@ -74,6 +81,7 @@ pub struct Engine {
     classifier: crate::bounce::Classifier,
     /// Counters for status output.
     pub stats: Mutex<Stats>,
+    monitor: crate::mgmt::Monitor,
 }
 
 /// Running totals.
@@ -99,6 +107,8 @@ struct Outcome<'a> {
     dlv_ip: Option<IpAddr>,
     dest: Option<SocketAddr>,
     esmtp: String,
+    /// Send a DSN to the sender if this is a bounce (not for operator deletes).
+    notify: bool,
 }
 
 /// Header values of a message (name matched case-insensitively), unfolded.
@@ -134,6 +144,7 @@ impl Engine {
             tracing::error!(%e, "bounce-category-patterns unusable; using the built-in rules only");
             crate::bounce::Classifier::default()
         });
+        let now = parts.clock.now_ms();
         Arc::new(Engine {
             classifier,
             parts,
@@ -142,11 +153,13 @@ impl Engine {
                 messages: BTreeMap::new(),
                 vmta_gates: BTreeMap::new(),
                 rollup: BTreeMap::new(),
+                disabled_ips: BTreeMap::new(),
             }),
             wake: Notify::new(),
             cursors: PoolCursors::default(),
             keys: crate::dkim::KeyCache::default(),
             stats: Mutex::new(Stats::default()),
+            monitor: crate::mgmt::Monitor::new(now),
         })
     }
 
@@ -175,6 +188,7 @@ impl Engine {
 
     fn log(&self, rec: Record) {
         self.parts.acct.log(&rec);
+        self.monitor.observe(&rec);
         if let Some(tap) = &self.parts.tap {
             let _ = tap.send(rec);
         }
@@ -241,6 +255,7 @@ impl Engine {
                     shaper: Shaper::new(&key.to_string(), qs),
                     last_error: None,
                     not_before_ms: 0,
+                    paused: false,
                 });
                 for chunk in rcpts.chunks(max_rcpt) {
                     q.queue.push(
@@ -380,7 +395,7 @@ impl Engine {
                 _ => st.deferred += 1,
             }
         }
-        if o.ty == RecordType::Bounced && !env.mail_from.is_empty() {
+        if o.ty == RecordType::Bounced && o.notify && !env.mail_from.is_empty() {
             self.send_dsn(key, id, &env, rcpt, &o, now).await;
         }
         if matches!(o.ty, RecordType::Delivered | RecordType::Bounced) {
@@ -544,6 +559,7 @@ impl Engine {
                             dlv_ip: None,
                             dest: None,
                             esmtp: String::new(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -600,6 +616,9 @@ impl Engine {
                     upd(Some(q.not_before_ms));
                     continue;
                 }
+                if q.paused {
+                    continue;
+                }
                 let Some(due) = q.queue.next_due_ms() else {
                     continue;
                 };
@@ -629,7 +648,9 @@ impl Engine {
                 match q.shaper.open_connection(now) {
                     Ok(()) => {
                         if gate.try_open() {
-                            let src = source_for(&cfg, key.vmta(), q.shaper.connections());
+                            let src = source_for(&cfg, key.vmta(), q.shaper.connections(), |ip| {
+                                manage::ip_disabled(&s.disabled_ips, ip, now)
+                            });
                             starts.push((key.clone(), src));
                             upd(Some(now + 1));
                         } else {
@@ -989,6 +1010,7 @@ impl Engine {
                             dlv_ip,
                             dest,
                             esmtp: String::new(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -1006,6 +1028,7 @@ impl Engine {
                             dlv_ip,
                             dest,
                             esmtp: String::new(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -1035,6 +1058,7 @@ impl Engine {
                         dlv_ip: None,
                         dest: None,
                         esmtp: String::new(),
+                        notify: true,
                     },
                 )
                 .await;
@@ -1121,6 +1145,7 @@ impl Engine {
                                 dlv_ip,
                                 dest: Some(dest),
                                 esmtp: esmtp.clone(),
+                                notify: true,
                             },
                         )
                         .await;
@@ -1153,6 +1178,7 @@ impl Engine {
                             dlv_ip,
                             dest: Some(dest),
                             esmtp: esmtp.clone(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -1172,6 +1198,7 @@ impl Engine {
                             dlv_ip,
                             dest: Some(dest),
                             esmtp: esmtp.clone(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -1187,6 +1214,7 @@ impl Engine {
                             dlv_ip,
                             dest: Some(dest),
                             esmtp: esmtp.clone(),
+                            notify: true,
                         },
                     )
                     .await;
@@ -1296,7 +1324,15 @@ struct Acted {
 
 /// The source address and EHLO name for the n-th connection of a vMTA (round-robin over its
 /// `smtp-source-host` entries).
-fn source_for(cfg: &Config, vmta: Option<&str>, n: u64) -> Option<(IpAddr, Option<String>)> {
+/// The source address (and EHLO name) for the `n`-th connection of a vMTA's queue, skipping
+/// addresses that are out of service (if all are, the first is used: the operator's choice to
+/// disable every address of a vMTA is better met by pausing its queues).
+fn source_for(
+    cfg: &Config,
+    vmta: Option<&str>,
+    n: u64,
+    disabled: impl Fn(IpAddr) -> bool,
+) -> Option<(IpAddr, Option<String>)> {
     let (hosts, vm_name) = match vmta.and_then(|v| cfg.vmtas.get(v)) {
         Some(v) => (&v.source_hosts, v.host_name.clone()),
         None => (&cfg.source_hosts, None),
@@ -1304,6 +1340,11 @@ fn source_for(cfg: &Config, vmta: Option<&str>, n: u64) -> Option<(IpAddr, Optio
     if hosts.is_empty() {
         return None;
     }
-    let h = &hosts[(n as usize) % hosts.len()];
+    let usable: Vec<_> = hosts.iter().filter(|h| !disabled(h.net.addr())).collect();
+    let h = if usable.is_empty() {
+        &hosts[(n as usize) % hosts.len()]
+    } else {
+        usable[(n as usize) % usable.len()]
+    };
     Some((h.net.addr(), h.host_name.clone().or(vm_name)))
 }

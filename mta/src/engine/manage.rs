@@ -1,0 +1,380 @@
+//! What an operator sees of and does to the running engine: queue views, pause/resume, mode
+//! changes ("reset backoff"), schedule (retry now), delete by queue or job, source IPs taken out of
+//! and back into service. The management HTTP interface and `mta` CLI commands sit on top.
+
+use super::{Engine, Outcome};
+use crate::acct::RecordType;
+use crate::queue::{Mode, QueueKey, Waiting};
+use crate::smtp::Reply;
+use crate::spool::MessageId;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// One queue as the status pages show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueView {
+    /// `domain/vmta`.
+    pub name: String,
+    /// Destination domain.
+    pub domain: String,
+    /// vMTA (`{default}` when none).
+    pub vmta: String,
+    /// Waiting recipients.
+    pub rcpt: usize,
+    /// Kilobytes of the waiting messages (each counted once per queue).
+    pub kb: u64,
+    /// Open connections.
+    pub conn: u64,
+    /// Connection limit in force.
+    pub max_conn: u64,
+    /// `normal` or `backoff`.
+    pub mode: String,
+    /// The rule (pattern) that put the queue in its mode, or who did.
+    pub mode_cause: Option<String>,
+    /// The reply that triggered the mode change.
+    pub mode_reply: Option<String>,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// When the next recipient is due (Unix ms).
+    pub next_retry_ms: Option<i64>,
+    /// The last error reply.
+    pub last_error: Option<String>,
+}
+
+/// A source IP's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceIpView {
+    /// The address.
+    pub ip: String,
+    /// The host name it says in EHLO.
+    pub host_name: Option<String>,
+    /// Out of service.
+    pub disabled: bool,
+    /// Back in service at (Unix ms), if it comes back by itself.
+    pub reenable_at_ms: Option<i64>,
+}
+
+/// A vMTA as the status pages show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VmtaView {
+    /// Name.
+    pub name: String,
+    /// Queues (domains) it has.
+    pub domains: usize,
+    /// Waiting recipients.
+    pub rcpt: usize,
+    /// Kilobytes waiting.
+    pub kb: u64,
+    /// Open connections.
+    pub conn: u64,
+    /// Its source addresses.
+    pub source_ips: Vec<SourceIpView>,
+}
+
+/// Which queues an action applies to: `domain/vmta` with `*` for either part (`*/*`, `gmail.com/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSelector {
+    domain: String,
+    vmta: String,
+}
+
+impl QueueSelector {
+    /// Parses `domain/vmta`, `domain` (every vMTA) or `*/*`.
+    pub fn parse(s: &str) -> Result<QueueSelector, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty queue name (expected domain/vmta, domain/* or */*)".into());
+        }
+        let (d, v) = s.split_once('/').unwrap_or((s, "*"));
+        if d.is_empty() || v.is_empty() {
+            return Err(format!(
+                "`{s}`: expected domain/vmta, domain/* or */* (PowerMTA's queue names)"
+            ));
+        }
+        Ok(QueueSelector {
+            domain: d.to_ascii_lowercase(),
+            vmta: v.to_string(),
+        })
+    }
+
+    /// True if `key` is selected.
+    pub fn matches(&self, key: &QueueKey) -> bool {
+        (self.domain == "*" || self.domain == key.domain)
+            && (self.vmta == "*" || self.vmta == key.vmta)
+    }
+}
+
+impl Engine {
+    /// Every queue, largest first (then by name).
+    pub fn queue_views(&self) -> Vec<QueueView> {
+        let mut v: Vec<QueueView> = self.with(|s| {
+            s.queues
+                .iter()
+                .map(|(k, q)| {
+                    let mut ids: Vec<MessageId> = q.queue.iter().map(|w| w.id).collect();
+                    ids.sort();
+                    ids.dedup();
+                    let bytes: u64 = ids
+                        .iter()
+                        .filter_map(|id| s.messages.get(id).map(|m| m.env.size))
+                        .sum();
+                    let last = q.shaper.history.last();
+                    QueueView {
+                        name: k.to_string(),
+                        domain: k.domain.clone(),
+                        vmta: k.vmta.clone(),
+                        rcpt: q.queue.recipients(),
+                        kb: bytes.div_ceil(1024),
+                        conn: q.shaper.connections(),
+                        max_conn: q.shaper.max_connections(),
+                        mode: mode_name(q.shaper.mode()).into(),
+                        mode_cause: last.map(|m| m.cause.clone()),
+                        mode_reply: last.and_then(|m| m.reply.clone()),
+                        paused: q.paused,
+                        next_retry_ms: q
+                            .queue
+                            .next_due_ms()
+                            .map(|t| t.max(q.queue.held_until_ms.unwrap_or(t))),
+                        last_error: q.last_error.clone(),
+                    }
+                })
+                .collect()
+        });
+        v.sort_by(|a, b| b.rcpt.cmp(&a.rcpt).then_with(|| a.name.cmp(&b.name)));
+        v
+    }
+
+    /// The vMTAs of the config (plus `{default}` when it has queues) with their queues and IPs.
+    pub fn vmta_views(&self) -> Vec<VmtaView> {
+        let queues = self.queue_views();
+        let cfg = self.config();
+        let now = self.now_ms();
+        let disabled = self.with(|s| s.disabled_ips.clone());
+        let ip_view = |h: &crate::config::model::SourceHost| {
+            let ip = h.net.addr();
+            let state = disabled.get(&ip);
+            SourceIpView {
+                ip: ip.to_string(),
+                host_name: h.host_name.clone(),
+                disabled: state.is_some_and(|until| until.is_none_or(|t| t > now)),
+                reenable_at_ms: state.copied().flatten().filter(|t| *t > now),
+            }
+        };
+        let mut names: Vec<String> = cfg.vmtas.keys().cloned().collect();
+        if queues.iter().any(|q| q.vmta == crate::queue::DEFAULT_VMTA) {
+            names.push(crate::queue::DEFAULT_VMTA.to_string());
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let mine: Vec<&QueueView> = queues.iter().filter(|q| q.vmta == name).collect();
+                let hosts = match cfg.vmtas.get(&name) {
+                    Some(v) => &v.source_hosts,
+                    None => &cfg.source_hosts,
+                };
+                VmtaView {
+                    domains: mine.len(),
+                    rcpt: mine.iter().map(|q| q.rcpt).sum(),
+                    kb: mine.iter().map(|q| q.kb).sum(),
+                    conn: mine.iter().map(|q| q.conn).sum(),
+                    source_ips: hosts.iter().map(ip_view).collect(),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    fn selected(&self, sel: &QueueSelector) -> Vec<QueueKey> {
+        self.with(|s| {
+            s.queues
+                .keys()
+                .filter(|k| sel.matches(k))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Pauses (or resumes) the selected queues: a paused queue opens no connection (mail still
+    /// expires). Returns how many queues matched.
+    pub fn set_paused(&self, sel: &QueueSelector, paused: bool) -> usize {
+        let keys = self.selected(sel);
+        self.with(|s| {
+            for k in &keys {
+                if let Some(q) = s.queues.get_mut(k) {
+                    q.paused = paused;
+                }
+            }
+        });
+        for k in &keys {
+            tracing::info!(queue = %k, paused, "queue paused or resumed by an operator");
+        }
+        self.wake.notify_one();
+        keys.len()
+    }
+
+    /// Sets the selected queues' mode (`normal` is PowerMTA's "reset backoff"). Returns how many.
+    pub fn set_mode(&self, sel: &QueueSelector, mode: Mode) -> usize {
+        let now = self.now_ms();
+        let keys = self.selected(sel);
+        self.with(|s| {
+            for k in &keys {
+                if let Some(q) = s.queues.get_mut(k) {
+                    match mode {
+                        Mode::Normal => q.shaper.set_normal(now, "operator", None),
+                        Mode::Backoff => q.shaper.enter_backoff(now, "operator", None, None),
+                    }
+                    q.queue.mode = q.shaper.mode();
+                }
+            }
+        });
+        self.wake.notify_one();
+        keys.len()
+    }
+
+    /// Makes everything in the selected queues due now (`schedule`). Returns how many queues.
+    pub fn schedule(&self, sel: &QueueSelector) -> usize {
+        let now = self.now_ms();
+        let keys = self.selected(sel);
+        self.with(|s| {
+            for k in &keys {
+                if let Some(q) = s.queues.get_mut(k) {
+                    q.queue.schedule_now(now);
+                    q.not_before_ms = 0;
+                }
+            }
+        });
+        self.wake.notify_one();
+        keys.len()
+    }
+
+    /// Deletes the waiting recipients of the selected queues, or only those of messages with job id
+    /// `job`: each gets a `b` record (category `other`, no DSN to the sender). Returns how many
+    /// recipients were deleted.
+    pub async fn delete(&self, sel: Option<&QueueSelector>, job: Option<&str>) -> usize {
+        let all = QueueSelector::parse("*/*").unwrap_or(QueueSelector {
+            domain: "*".into(),
+            vmta: "*".into(),
+        });
+        let sel = sel.unwrap_or(&all);
+        let keys = self.selected(sel);
+        let mut taken: Vec<(QueueKey, Waiting<MessageId>)> = Vec::new();
+        self.with(|s| {
+            for k in &keys {
+                let Some(q) = s.queues.get_mut(k) else {
+                    continue;
+                };
+                let groups = match job {
+                    None => q.queue.drain_all(),
+                    Some(j) => {
+                        let messages = &s.messages;
+                        q.queue.remove_where(|w| {
+                            messages
+                                .get(&w.id)
+                                .is_some_and(|m| m.env.job_id.as_deref() == Some(j))
+                        })
+                    }
+                };
+                taken.extend(groups.into_iter().map(|w| (k.clone(), w)));
+            }
+        });
+        let reply = Reply::new(554, "5.0.0", "deleted by an operator");
+        let mut n = 0;
+        for (k, w) in taken {
+            for r in &w.rcpts {
+                n += 1;
+                self.finish(
+                    &k,
+                    w.id,
+                    *r,
+                    Outcome {
+                        ty: RecordType::Bounced,
+                        reply: &reply,
+                        category: "other".into(),
+                        dlv_ip: None,
+                        dest: None,
+                        esmtp: String::new(),
+                        notify: false,
+                    },
+                )
+                .await;
+            }
+        }
+        tracing::info!(
+            recipients = n,
+            job = job.unwrap_or(""),
+            "deleted by an operator"
+        );
+        n
+    }
+
+    /// Takes a source IP out of service (until `until_ms`, or until enabled again).
+    pub fn disable_source_ip(&self, ip: IpAddr, until_ms: Option<i64>) {
+        tracing::warn!(%ip, until_ms, "source IP disabled");
+        self.with(|s| s.disabled_ips.insert(ip, until_ms));
+        self.wake.notify_one();
+    }
+
+    /// Puts a source IP back into service. Returns false if it was not disabled.
+    pub fn enable_source_ip(&self, ip: IpAddr) -> bool {
+        let was = self.with(|s| s.disabled_ips.remove(&ip).is_some());
+        if was {
+            tracing::info!(%ip, "source IP enabled");
+        }
+        self.wake.notify_one();
+        was
+    }
+
+    /// Is `ip` out of service at `now_ms`?
+    pub fn is_ip_disabled(&self, ip: IpAddr, now_ms: i64) -> bool {
+        self.with(|s| ip_disabled(&s.disabled_ips, ip, now_ms))
+    }
+
+    /// The monitor (traffic, recent events).
+    pub fn monitor(&self) -> &crate::mgmt::Monitor {
+        &self.monitor
+    }
+}
+
+/// True if `ip` is disabled at `now_ms` in `map`.
+pub(super) fn ip_disabled(
+    map: &std::collections::BTreeMap<IpAddr, Option<i64>>,
+    ip: IpAddr,
+    now_ms: i64,
+) -> bool {
+    map.get(&ip)
+        .is_some_and(|until| until.is_none_or(|t| t > now_ms))
+}
+
+/// `normal` / `backoff`.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Normal => "normal",
+        Mode::Backoff => "backoff",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_follow_powermta_queue_names() {
+        let k = QueueKey::new("gmail.com", Some("mkt-1"));
+        for (s, m) in [
+            ("*/*", true),
+            ("gmail.com/*", true),
+            ("gmail.com", true),
+            ("GMAIL.com/mkt-1", true),
+            ("gmail.com/mkt-2", false),
+            ("*/mkt-1", true),
+            ("yahoo.com/*", false),
+        ] {
+            assert_eq!(QueueSelector::parse(s).map(|x| x.matches(&k)), Ok(m), "{s}");
+        }
+        assert!(QueueSelector::parse("").is_err());
+        assert!(QueueSelector::parse("/x").is_err());
+    }
+}
