@@ -121,6 +121,13 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// Drops trailing blanks from every line (empty last columns).
+fn tidy(o: String) -> String {
+    let mut out: String = o.lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    out
+}
+
 fn n(v: &Value) -> String {
     match v {
         Value::Number(x) => x.to_string(),
@@ -202,7 +209,7 @@ pub fn render_status(v: &Value) -> String {
         up % 60,
         n(&s["version"])
     );
-    o
+    tidy(o)
 }
 
 /// `show queues` / `show topqueues` as a table (`limit` rows).
@@ -234,7 +241,7 @@ pub fn render_queues(v: &Value, limit: usize) -> String {
     }
     let total = v["total"].as_u64().unwrap_or(qs.len() as u64);
     let _ = writeln!(o, "{} of {} queues shown.", qs.len().min(limit), total);
-    o
+    tidy(o)
 }
 
 /// `show domains` as a table.
@@ -259,7 +266,7 @@ pub fn render_domains(v: &Value, limit: usize) -> String {
         );
     }
     let _ = writeln!(o, "{} of {} domains shown.", ds.len().min(limit), ds.len());
-    o
+    tidy(o)
 }
 
 /// `show vmtas` as a table.
@@ -308,7 +315,7 @@ pub fn render_vmtas(v: &Value) -> String {
             ips.join(", ")
         );
     }
-    o
+    tidy(o)
 }
 
 /// `show settings QUEUE` from the running MTA's queue detail.
@@ -326,12 +333,62 @@ pub fn render_settings(v: &Value) -> String {
             );
         }
     }
-    o
+    tidy(o)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_status() -> Value {
+        serde_json::json!({"status": {
+            "version": "0.1.0",
+            "traffic": {
+                "total": {"in": {"rcp": 1200, "msg": 1000, "kb": 4000}, "out": {"rcp": 1100, "msg": 950, "kb": 3700}},
+                "lastHr": {"in": {"rcp": 600, "msg": 500, "kb": 2000}, "out": {"rcp": 580, "msg": 490, "kb": 1900}},
+                "topPerHr": {"in": {"rcp": 600, "msg": 500, "kb": 2000}, "out": {"rcp": 580, "msg": 490, "kb": 1900}},
+                "lastMin": {"in": {"rcp": 10, "msg": 9, "kb": 30}, "out": {"rcp": 12, "msg": 11, "kb": 36}},
+                "topPerMin": {"in": {"rcp": 90, "msg": 80, "kb": 300}, "out": {"rcp": 85, "msg": 70, "kb": 280}}
+            },
+            "conn": {"smtpIn": {"cur": 3}, "smtpOut": {"cur": 17}},
+            "queue": {"smtp": {"rcp": 100, "kb": 350, "queues": 4, "backoff": 1, "paused": 1}},
+            "spool": {"messages": 90},
+            "totals": {"received": 1000, "delivered": 1100, "bounced": 20, "deferred": 300, "connections": 400},
+            "uptimeSeconds": 90061
+        }})
+    }
+
+    fn sample_queues() -> Value {
+        serde_json::json!({"total": 3, "queues": [
+            {"name": "yahoo.com/mkt-1", "domain": "yahoo.com", "vmta": "mkt-1", "rcpt": 80, "kb": 300, "conn": 2, "maxConn": 20,
+             "mode": "backoff", "paused": false, "lastError": "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred"},
+            {"name": "gmail.com/mkt-1", "domain": "gmail.com", "vmta": "mkt-1", "rcpt": 15, "kb": 40, "conn": 5, "maxConn": 10,
+             "mode": "normal", "paused": true, "lastError": null},
+            {"name": "aol.com/mkt-2", "domain": "aol.com", "vmta": "mkt-2", "rcpt": 5, "kb": 10, "conn": 0, "maxConn": 20,
+             "mode": "normal", "paused": false, "lastError": null}
+        ]})
+    }
+
+    #[test]
+    fn status_table() {
+        insta::assert_snapshot!(render_status(&sample_status()));
+    }
+
+    #[test]
+    fn queue_tables() {
+        insta::assert_snapshot!(render_queues(&sample_queues(), 2));
+        let domains = serde_json::json!({"domains": [
+            {"domain": "yahoo.com", "rcpt": 80, "kb": 300, "conn": 2, "lastError": "421 4.7.0 [TSS04]"},
+            {"domain": "gmail.com", "rcpt": 15, "kb": 40, "conn": 5, "lastError": null}
+        ]});
+        insta::assert_snapshot!(render_domains(&domains, 10));
+        let vmtas = serde_json::json!({"vmtas": [
+            {"name": "mkt-1", "domains": 2, "rcpt": 95, "kb": 340, "conn": 7,
+             "sourceIps": [{"ip": "127.0.0.2", "disabled": false}, {"ip": "127.0.0.3", "disabled": true}]},
+            {"name": "mkt-2", "domains": 1, "rcpt": 5, "kb": 10, "conn": 0, "sourceIps": []}
+        ]});
+        insta::assert_snapshot!(render_vmtas(&vmtas));
+    }
 
     #[test]
     fn encodes_queue_names() {
