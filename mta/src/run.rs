@@ -116,7 +116,6 @@ pub async fn run(
             None => global_tls.clone(),
         };
         let engine = engine.clone();
-        let cfg = cfg.clone();
         let host = host.clone();
         let mut stop_rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -134,6 +133,8 @@ pub async fn run(
                     let _ = s.shutdown().await;
                     continue;
                 };
+                // The config in force now (a reload changes source rules for new sessions).
+                let cfg = engine.config();
                 let src = cfg.source_settings(Some(conn.peer.ip()), l.source.as_deref());
                 let opts = ServerOptions {
                     host_name: host.clone(),
@@ -183,6 +184,32 @@ pub async fn run(
             }
         }));
     }
+    // SIGHUP reloads the configuration, as `mta reload` does.
+    let hup = {
+        let engine = engine.clone();
+        let path = config_path.to_path_buf();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; use `mta reload`");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => match crate::mgmt::reload_from_disk(&engine, &path) {
+                        Ok(notes) => {
+                            for n in notes {
+                                tracing::warn!("reload: {n}");
+                            }
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
     let flusher = {
         let acct = acct.clone();
         let mut stop_rx = stop_rx.clone();
@@ -214,6 +241,7 @@ pub async fn run(
     }
     let _ = sched.await;
     let _ = flusher.await;
+    hup.abort();
     // Give deliveries in flight a moment to record their outcome; the spool keeps the rest.
     tokio::time::sleep(Duration::from_millis(200)).await;
     acct.close(clock.now_ms());

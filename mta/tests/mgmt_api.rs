@@ -155,39 +155,40 @@ async fn start(ip_smtp: &str, ip_sink: &str) -> Started {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_enforces_http_access() {
     let s = start("127.0.0.77", "127.0.0.78").await;
-    // (method, path, needs operator)
-    let endpoints: &[(&str, &str, bool)] = &[
-        ("GET", "/status?format=json", false),
-        ("GET", "/queues?format=json", false),
-        ("GET", "/queueDetail?queue=none.test/v1&format=json", false),
-        ("GET", "/domains?format=json", false),
-        ("GET", "/domainDetail?domain=none.test", false),
-        ("GET", "/vmtas?format=json", false),
-        ("GET", "/api/v1/status", false),
-        ("GET", "/api/v1/queues", false),
-        ("GET", "/api/v1/domains", false),
-        ("GET", "/api/v1/vmtas", false),
-        ("GET", "/api/v1/bounces", false),
-        ("GET", "/api/v1/feedback", false),
-        ("GET", "/api/v1/rates?minutes=5", false),
-        ("GET", "/api/v1/chart", false),
-        ("GET", "/metrics", false),
-        ("GET", "/ui", false),
-        ("POST", "/api/v1/queues/pause?queue=none.test/*", true),
-        ("POST", "/api/v1/queues/resume?queue=none.test/*", true),
+    // (method, path, level needed: 1 monitor, 2 operator, 3 admin)
+    let endpoints: &[(&str, &str, u8)] = &[
+        ("GET", "/status?format=json", 1),
+        ("GET", "/queues?format=json", 1),
+        ("GET", "/queueDetail?queue=none.test/v1&format=json", 1),
+        ("GET", "/domains?format=json", 1),
+        ("GET", "/domainDetail?domain=none.test", 1),
+        ("GET", "/vmtas?format=json", 1),
+        ("GET", "/api/v1/status", 1),
+        ("GET", "/api/v1/queues", 1),
+        ("GET", "/api/v1/domains", 1),
+        ("GET", "/api/v1/vmtas", 1),
+        ("GET", "/api/v1/bounces", 1),
+        ("GET", "/api/v1/feedback", 1),
+        ("GET", "/api/v1/rates?minutes=5", 1),
+        ("GET", "/api/v1/chart", 1),
+        ("GET", "/metrics", 1),
+        ("GET", "/ui", 1),
+        ("POST", "/api/v1/queues/pause?queue=none.test/*", 2),
+        ("POST", "/api/v1/queues/resume?queue=none.test/*", 2),
         (
             "POST",
             "/api/v1/queues/mode?queue=none.test/*&mode=normal",
-            true,
+            2,
         ),
-        ("POST", "/api/v1/queues/schedule?queue=none.test/*", true),
-        ("POST", "/api/v1/queues/delete?queue=none.test/*", true),
-        ("POST", "/api/v1/source-ips/disable?ip=127.0.0.99", true),
-        ("POST", "/api/v1/source-ips/enable?ip=127.0.0.99", true),
-        ("POST", "/api/v1/counters/reset", true),
+        ("POST", "/api/v1/queues/schedule?queue=none.test/*", 2),
+        ("POST", "/api/v1/queues/delete?queue=none.test/*", 2),
+        ("POST", "/api/v1/source-ips/disable?ip=127.0.0.99", 2),
+        ("POST", "/api/v1/source-ips/enable?ip=127.0.0.99", 2),
+        ("POST", "/api/v1/counters/reset", 2),
+        ("POST", "/api/v1/reload", 3),
     ];
     // (client address, level: 0 none, 1 monitor, 2 operator, 3 admin)
-    let clients = [
+    let clients: [(&str, u8); 5] = [
         ("127.0.0.74", 0),
         ("127.0.0.79", 0), // matches no rule
         ("127.0.0.71", 1),
@@ -195,8 +196,8 @@ async fn every_endpoint_enforces_http_access() {
         ("127.0.0.73", 3),
     ];
     for (src, level) in clients {
-        for (method, path, operator) in endpoints {
-            let need = if *operator { 2 } else { 1 };
+        for (method, path, need) in endpoints {
+            let need = *need;
             let (code, body) = http(src, method, s.mgmt, path).await;
             if level >= need {
                 assert!(
@@ -440,6 +441,57 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
     .await;
     let v = json(op, "GET", s.mgmt, "/api/v1/vmtas").await;
     assert_eq!(v["vmtas"][0]["sourceIps"][0]["disabled"], false, "{v}");
+
+    // Reload: a changed limit is in force for the existing queue, its mail and mode kept; an
+    // invalid file changes nothing; SIGHUP does the same as the API.
+    let cfg_path = s.acct.with_file_name("mta.conf");
+    let text = std::fs::read_to_string(&cfg_path).unwrap_or_default();
+    std::fs::write(&cfg_path, text.replace("max-smtp-out 2", "max-smtp-out 7"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, _) = http(op, "POST", s.mgmt, "/api/v1/reload").await;
+    assert_eq!(code, 403, "reload needs admin");
+    let (code, out, err) = cli(&["reload", "--mgmt", &format!("http://{}", s.mgmt)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reloaded."), "{out}");
+    let d = json(op, "GET", s.mgmt, "/queueDetail?queue=other.test/v1").await;
+    assert_eq!(d["settings"]["max-smtp-out"]["value"], "7", "{d}");
+    assert_eq!(d["queue"]["maxConn"], 7, "{d}");
+    assert_eq!(
+        d["queue"]["paused"], true,
+        "a reload keeps the queue's state"
+    );
+    std::fs::write(&cfg_path, text.replace("max-smtp-out 2", "max-smtp-uot 3"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, body) = http("127.0.0.73", "POST", s.mgmt, "/api/v1/reload").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("max-smtp-uot") && body.contains("did you mean"),
+        "{body}"
+    );
+    let d = json(op, "GET", s.mgmt, "/queueDetail?queue=other.test/v1").await;
+    assert_eq!(d["queue"]["maxConn"], 7, "an invalid file changes nothing");
+    std::fs::write(&cfg_path, text.replace("max-smtp-out 2", "max-smtp-out 9"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = s
+        .mta
+        .0
+        .as_ref()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .is_ok_and(|x| x.success()));
+    let mut max = Value::Null;
+    for _ in 0..100 {
+        let d = json(op, "GET", s.mgmt, "/queueDetail?queue=other.test/v1").await;
+        max = d["queue"]["maxConn"].clone();
+        if max == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(max, 9, "SIGHUP reloads");
 
     // A bad request is a clear 400, and the CLI says when nothing listens.
     let (code, body) = http(

@@ -90,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         what: SourceWord,
     },
+    /// Reload the running MTA's config file (as SIGHUP does); an invalid file changes nothing.
+    Reload {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
     /// `mta reset counters`: zero the traffic counters.
     Reset {
         #[command(subcommand)]
@@ -685,6 +690,13 @@ fn main() -> ExitCode {
         Command::Reset {
             what: ResetWhat::Counters { mgmt },
         } => mgmt_call(&mgmt, true, "/api/v1/counters/reset", message),
+        Command::Reload { mgmt } => mgmt_call(&mgmt, true, "/api/v1/reload", |v| {
+            let mut out = message(v);
+            for n in v["notes"].as_array().into_iter().flatten() {
+                out.push_str(&format!("note: {}\n", n.as_str().unwrap_or("")));
+            }
+            out
+        }),
     }
 }
 

@@ -186,6 +186,13 @@ impl KeyCache {
         Ok(k)
     }
 
+    /// Forgets every key (a reload reads them again).
+    pub fn clear(&self) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.keys.lock().map(|k| k.len()).unwrap_or(0)

@@ -4,11 +4,13 @@
 
 use super::{Engine, Outcome};
 use crate::acct::RecordType;
+use crate::config::Config;
 use crate::queue::{Mode, QueueKey, Waiting};
 use crate::smtp::Reply;
 use crate::spool::MessageId;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One queue as the status pages show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -330,6 +332,80 @@ impl Engine {
     /// Is `ip` out of service at `now_ms`?
     pub fn is_ip_disabled(&self, ip: IpAddr, now_ms: i64) -> bool {
         self.with(|s| ip_disabled(&s.disabled_ips, ip, now_ms))
+    }
+
+    /// Puts a new configuration in force without a restart: queue settings (rates, connection
+    /// limits, retry and backoff settings, pattern lists) are recomputed for every queue while
+    /// their mode, open connections and waiting mail stay; bounce-category patterns and DKIM keys
+    /// are read again; source rules apply to new sessions. Listeners, spool directories,
+    /// accounting files and the management port need a restart (their changes are listed in the
+    /// returned notes).
+    pub fn reload(&self, new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut notes = Vec::new();
+        let listeners = |c: &Config| -> Vec<String> {
+            c.listeners.iter().map(|l| format!("{}", l.addr)).collect()
+        };
+        if listeners(&old) != listeners(&new) {
+            notes.push("smtp-listener changes take effect at the next restart".into());
+        }
+        let spools = |c: &Config| -> Vec<String> {
+            c.spools
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect()
+        };
+        if spools(&old) != spools(&new) {
+            notes.push("<spool> changes take effect at the next restart".into());
+        }
+        if crate::mgmt::listen_addr(&old).ok() != crate::mgmt::listen_addr(&new).ok() {
+            notes.push("http-mgmt-port changes take effect at the next restart".into());
+        }
+        let classifier = crate::bounce::Classifier::from_config(&new).unwrap_or_else(|e| {
+            notes.push(format!(
+                "bounce-category-patterns unusable ({e}); using the built-in rules only"
+            ));
+            crate::bounce::Classifier::default()
+        });
+        let new = Arc::new(new);
+        match self.config.write() {
+            Ok(mut c) => *c = new.clone(),
+            Err(p) => *p.into_inner() = new.clone(),
+        }
+        match self.classifier.write() {
+            Ok(mut c) => *c = Arc::new(classifier),
+            Err(p) => *p.into_inner() = Arc::new(classifier),
+        }
+        self.keys.clear();
+        let keys: Vec<QueueKey> = self.with(|s| s.queues.keys().cloned().collect());
+        let settings: Vec<(QueueKey, crate::config::QueueSettings)> = keys
+            .into_iter()
+            .map(|k| {
+                let qs = self.queue_settings(&k);
+                (k, qs)
+            })
+            .collect();
+        self.with(|s| {
+            for (k, qs) in settings {
+                if let Some(q) = s.queues.get_mut(&k) {
+                    q.queue.settings = qs.clone();
+                    q.shaper.update_settings(qs);
+                }
+            }
+            for (name, gate) in s.vmta_gates.iter_mut() {
+                gate.max = new
+                    .vmtas
+                    .get(name)
+                    .and_then(|v| v.settings.get("max-smtp-out"))
+                    .and_then(|st| match st.value {
+                        crate::config::values::Value::Int(n) => Some(n),
+                        _ => None,
+                    });
+            }
+        });
+        tracing::info!(config = %new.path.display(), notes = notes.len(), "configuration reloaded");
+        self.wake.notify_one();
+        notes
     }
 
     /// The monitor (traffic, recent events).

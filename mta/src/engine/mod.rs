@@ -78,7 +78,9 @@ pub struct Engine {
     wake: Notify,
     cursors: PoolCursors,
     keys: crate::dkim::KeyCache,
-    classifier: crate::bounce::Classifier,
+    classifier: std::sync::RwLock<Arc<crate::bounce::Classifier>>,
+    /// The configuration in force (replaced by a reload).
+    config: std::sync::RwLock<Arc<Config>>,
     /// Counters for status output.
     pub stats: Mutex<Stats>,
     monitor: crate::mgmt::Monitor,
@@ -146,7 +148,8 @@ impl Engine {
         });
         let now = parts.clock.now_ms();
         Arc::new(Engine {
-            classifier,
+            classifier: std::sync::RwLock::new(Arc::new(classifier)),
+            config: std::sync::RwLock::new(parts.config.clone()),
             parts,
             state: Mutex::new(State {
                 queues: BTreeMap::new(),
@@ -164,8 +167,18 @@ impl Engine {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.parts.config
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn classifier(&self) -> Arc<crate::bounce::Classifier> {
+        match self.classifier.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// The pool cursors (vMTA selection at reception).
@@ -174,7 +187,7 @@ impl Engine {
     }
 
     fn category(&self, reply: &Reply) -> String {
-        self.classifier
+        self.classifier()
             .classify_status(&reply.status(), &reply.to_string())
             .category
             .as_str()
@@ -202,7 +215,7 @@ impl Engine {
     }
 
     fn queue_settings(&self, key: &QueueKey) -> QueueSettings {
-        QueueSettings::from_effective(&self.parts.config.domain_settings(&key.domain, key.vmta()))
+        QueueSettings::from_effective(&self.config().domain_settings(&key.domain, key.vmta()))
     }
 
     /// Adds a stored message's unfinished recipients to their queues (`vmtas[i]` per recipient).
@@ -295,7 +308,7 @@ impl Engine {
                 headers: &headers,
                 local_ip,
             };
-            let c = select::choose(&self.parts.config, source, &input, &self.cursors)?;
+            let c = select::choose(&self.config(), source, &input, &self.cursors)?;
             choices.push((c.vmta, c.pool));
         }
         env.vmta = choices.first().and_then(|c| c.0.clone());
@@ -444,7 +457,7 @@ impl Engine {
             return;
         };
         let category = self
-            .classifier
+            .classifier()
             .classify_status(&o.reply.status(), &o.reply.to_string())
             .category;
         let recipients = [crate::bounce::dsn::DsnRecipient {
@@ -590,7 +603,7 @@ impl Engine {
         Vec<(QueueKey, Waiting<MessageId>, Option<Reply>)>,
         Option<i64>,
     ) {
-        let cfg = self.parts.config.clone();
+        let cfg = self.config();
         self.with(|s| {
             let mut starts = Vec::new();
             let mut expired = Vec::new();
@@ -919,7 +932,7 @@ impl Engine {
     }
 
     fn host_name(&self) -> String {
-        match self.parts.config.global.get("host-name").map(|s| &s.value) {
+        match self.config().global.get("host-name").map(|s| &s.value) {
             Some(crate::config::values::Value::Text(h)) => h.clone(),
             _ => "localhost".into(),
         }
@@ -929,7 +942,7 @@ impl Engine {
     fn apply_patterns(&self, key: &QueueKey, reply: &Reply) -> Acted {
         let now = self.now_ms();
         let text = reply.to_string();
-        let cfg = self.parts.config.clone();
+        let cfg = self.config();
         self.with(|s| {
             let Some(q) = s.queues.get_mut(key) else {
                 return Acted::default();
@@ -1274,7 +1287,7 @@ impl Engine {
         let Some(author) = crate::dkim::author_domain(&body) else {
             return body;
         };
-        let cfg = &self.parts.config;
+        let cfg = &self.config();
         let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), env.pool.as_deref(), &author)
         else {
             tracing::warn!(queue = %key, %author, "dkim-sign yes but no domain-key fits; sending unsigned");

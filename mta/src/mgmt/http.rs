@@ -49,7 +49,7 @@ async fn acl(
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Err(e) = check(ctx.engine.config(), peer.ip(), need, key.as_deref()) {
+    if let Err(e) = check(&ctx.engine.config(), peer.ip(), need, key.as_deref()) {
         tracing::warn!(peer = %peer, method = %req.method(), path = %req.uri().path(), %e, "management request refused");
         return (
             StatusCode::FORBIDDEN,
@@ -92,7 +92,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/queues/delete", post(delete))
         .route("/source-ips/disable", post(disable_ip))
         .route("/source-ips/enable", post(enable_ip))
-        .route("/counters/reset", post(reset_counters));
+        .route("/counters/reset", post(reset_counters))
+        .route("/reload", post(reload));
     Router::new()
         .merge(data.clone())
         .nest("/api/v1", data.merge(actions))
@@ -414,6 +415,23 @@ async fn enable_ip(State(c): State<Ctx>, Query(p): Params) -> Response {
     let was = c.engine.enable_source_ip(ip);
     Json(json!({ "ok": true, "wasDisabled": was, "message": format!("source {ip} enabled.") }))
         .into_response()
+}
+
+async fn reload(State(c): State<Ctx>) -> Response {
+    let path = c.engine.config().path.clone();
+    match super::reload_from_disk(&c.engine, &path) {
+        Ok(notes) => Json(json!({
+            "ok": true,
+            "message": format!("{} reloaded.", path.display()),
+            "notes": notes,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
+    }
 }
 
 async fn reset_counters(State(c): State<Ctx>) -> Response {

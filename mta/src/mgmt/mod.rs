@@ -30,6 +30,24 @@ pub fn listen_addr(cfg: &Config) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("{}: http-mgmt-port: {e}", s.span))
 }
 
+/// Reads and checks the config at `path` and, if it is valid, puts it in force (`mta reload`,
+/// SIGHUP, POST /api/v1/reload). An invalid file changes nothing: the error lists its diagnostics.
+pub fn reload_from_disk(
+    engine: &crate::engine::Engine,
+    path: &std::path::Path,
+) -> Result<Vec<String>, String> {
+    let loaded = crate::config::load(path);
+    if !loaded.is_valid() {
+        let report =
+            crate::config::render::check_report(&loaded, crate::config::render::Format::Text);
+        tracing::error!(config = %path.display(), "reload refused: the config has errors");
+        return Err(format!(
+            "reload refused, the running config stays:\n{report}"
+        ));
+    }
+    Ok(engine.reload(loaded.config))
+}
+
 /// Parses `PORT` or `IP:PORT` (`[IPv6]:PORT`).
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();

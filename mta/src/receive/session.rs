@@ -63,7 +63,7 @@ fn received_header(helo: &str, peer: IpAddr, host: &str, id: &str, now_ms: i64) 
 impl Handler for InboundSession {
     fn connect(&mut self) -> Outcome {
         match SessionPolicy::connect(
-            self.engine.config(),
+            &self.engine.config(),
             self.ip(),
             self.listener_source.as_deref(),
         ) {
@@ -72,7 +72,7 @@ impl Handler for InboundSession {
                 Outcome::reply(Reply::new(
                     220,
                     "",
-                    format!("{} ESMTP mtasim", host_name(self.engine.config())),
+                    format!("{} ESMTP mtasim", host_name(&self.engine.config())),
                 ))
             }
             Err(r) => Outcome::close(Reply::new(r.code, r.enhanced, r.text)),
@@ -137,7 +137,7 @@ impl Handler for InboundSession {
             let mut h = received_header(
                 &self.helo,
                 self.ip(),
-                &host_name(self.engine.config()),
+                &host_name(&self.engine.config()),
                 &format!("{now:x}"),
                 now,
             )
@@ -178,7 +178,7 @@ impl Handler for InboundSession {
     }
 
     fn authenticate(&mut self, user: &str, password: &str) -> bool {
-        let cfg = self.engine.config();
+        let cfg = &self.engine.config();
         let ok = cfg
             .smtp_users
             .get(user)

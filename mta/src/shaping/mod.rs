@@ -90,6 +90,20 @@ impl Shaper {
         }
     }
 
+    /// New settings after a reload: limits and rates change, the mode and open connections stay.
+    pub fn update_settings(&mut self, settings: QueueSettings) {
+        let (msg, conn) = match self.mode {
+            Mode::Normal => (settings.max_msg_rate, settings.max_connect_rate),
+            Mode::Backoff => (
+                settings.backoff_max_msg_rate,
+                settings.backoff_max_connect_rate,
+            ),
+        };
+        self.msg_rate.set_rate(msg);
+        self.connect_rate.set_rate(conn);
+        self.settings = settings;
+    }
+
     /// The current mode (call [`Shaper::tick`] first to let a timed backoff end).
     pub fn mode(&self) -> Mode {
         self.mode
