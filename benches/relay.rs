@@ -1,6 +1,8 @@
 //! The relay benchmark: N small messages injected over S concurrent SMTP sessions into `mta run`
 //! (durable spool, fsync before every 250), delivered to a sink on another loopback address; and
 //! beside it the same injection straight into the sink (the harness's ceiling).
+//! While mail flows, a prober asks the management API (`/api/v1/status` and `/api/v1/queues`) every
+//! 20 ms and reports its latency percentiles (the target: p99 under 50 ms at full speed).
 //! `cargo bench -p mta --bench relay` (RELAY_N and RELAY_SESSIONS override 20000 and 20).
 
 use mta::net::{LiveNet, Net};
@@ -117,8 +119,10 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.80:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
         let listen: SocketAddr = format!("127.0.0.80:{port}").parse().expect("addr");
+        let mport = std::net::TcpListener::bind("127.0.0.80:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let mgmt = format!("127.0.0.80:{mport}");
         let cfg = format!(
-            "host-name bench.test\nsmtp-listener {listen}\n<source 127.0.0.0/8>\n    always-allow-relaying yes\n</source>\n<domain *>\n    smtp-hosts [{}]:{}\n    use-starttls no\n    max-smtp-out 20\n</domain>\n<spool {}>\n</spool>\n<acct-file {}>\n    records d\n</acct-file>\n",
+            "host-name bench.test\nsmtp-listener {listen}\nhttp-mgmt-port {mgmt}\n<source 127.0.0.0/8>\n    always-allow-relaying yes\n</source>\n<domain *>\n    smtp-hosts [{}]:{}\n    use-starttls no\n    max-smtp-out 20\n</domain>\n<spool {}>\n</spool>\n<acct-file {}>\n    records d\n</acct-file>\n",
             sink_at.ip(),
             sink_at.port(),
             dir.path().join("spool").display(),
@@ -133,6 +137,28 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let prober = {
+            let done = done.clone();
+            let base = format!("http://{mgmt}");
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut i = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let path = if i.is_multiple_of(2) { "/api/v1/status" } else { "/api/v1/queues" };
+                    i += 1;
+                    let t = Instant::now();
+                    match agent.get(&format!("{base}{path}")).call().and_then(|mut r| r.body_mut().read_to_string()) {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (lat, errors)
+            })
+        };
         let t0 = Instant::now();
         inject(listen, n, sessions).await;
         let accepted = t0.elapsed();
@@ -140,11 +166,16 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let total = t0.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let (mut lat, errors) = prober.join().expect("prober");
+        lat.sort();
+        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let _ = child.wait();
         println!("relay: {n} messages of ~2 KB over {sessions} sessions");
         println!("  straight into the sink (ceiling): {ceiling:.0} msg/s");
         println!("  through mta run, accepted (spooled, fsynced): {:.0} msg/s", n as f64 / accepted.as_secs_f64());
         println!("  through mta run, end to end (delivered to the sink): {:.0} msg/s ({} of {n} delivered)", got.load(Ordering::Relaxed) as f64 / total.as_secs_f64(), got.load(Ordering::Relaxed));
+        println!("  management API while relaying: {} requests, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {errors} errors", lat.len(), pct(0.5), pct(0.99), lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0));
     });
 }
