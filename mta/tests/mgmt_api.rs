@@ -422,6 +422,40 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["status"]["totals"]["delivered"], 5);
 
+    // The other views, as tables.
+    let url = format!("http://{}", s.mgmt);
+    let (code, out, _) = cli(&["show", "top", "--iterations", "1", "--mgmt", &url]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("\x1b[2J\x1b[H")
+            && out.contains("Top/Min.")
+            && out.contains("queues shown."),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["show", "domains", "--mgmt", &url]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("dest.test")), "{out}");
+    let (code, out, _) = cli(&["show", "vmtas", "--mgmt", &url]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("v1 ") && l.contains("127.0.0.76")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["show", "settings", "dest.test/v1", "--mgmt", &url]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("retry-after") && l.contains("1s")),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["show", "settings", "nowhere.test/v1", "--mgmt", &url]);
+    assert_eq!(code, 1, "an unknown queue is a refusal");
+    assert!(
+        err.contains("HTTP 404") && err.contains("no queue nowhere.test/v1"),
+        "{err}"
+    );
+
     // Source IPs: disabled and enabled, shown per vMTA.
     json(
         op,
