@@ -50,6 +50,8 @@ struct QueueState {
     not_before_ms: i64,
     /// Paused by an operator: no new connections.
     paused: bool,
+    /// Connections opened so far (rotates the vMTA's source addresses).
+    opened: u64,
 }
 
 struct MsgState {
@@ -227,6 +229,7 @@ impl Engine {
         due_ms: i64,
     ) {
         let mut groups: BTreeMap<QueueKey, Vec<u32>> = BTreeMap::new();
+        let mut queue_to: BTreeMap<QueueKey, QueueKey> = BTreeMap::new();
         let mut pools = BTreeMap::new();
         for (i, r) in env.rcpts.iter().enumerate() {
             if r.done {
@@ -240,10 +243,16 @@ impl Engine {
             if let Some(p) = pool {
                 pools.insert(i as u32, p);
             }
-            groups
-                .entry(QueueKey::new(domain, vmta.as_deref()))
-                .or_default()
-                .push(i as u32);
+            // `queue-to` puts a domain's mail into another queue (sharing its limits and MX).
+            let natural = QueueKey::new(domain, vmta.as_deref());
+            let key = queue_to
+                .entry(natural.clone())
+                .or_insert_with(|| match self.queue_settings(&natural).queue_to {
+                    Some(t) if !t.trim().is_empty() => QueueKey::new(t.trim(), vmta.as_deref()),
+                    _ => natural.clone(),
+                })
+                .clone();
+            groups.entry(key).or_default().push(i as u32);
         }
         let remaining = groups.values().map(|v| v.len() as u32).sum();
         let received = env.received_ms;
@@ -269,6 +278,7 @@ impl Engine {
                     last_error: None,
                     not_before_ms: 0,
                     paused: false,
+                    opened: 0,
                 });
                 for chunk in rcpts.chunks(max_rcpt) {
                     q.queue.push(
@@ -658,10 +668,16 @@ impl Engine {
                 if q.shaper.connections() > 0 && queued <= q.shaper.connections() * 20 {
                     continue;
                 }
+                if let Some(t) = all_sources_disabled(&cfg, key.vmta(), &s.disabled_ips, now) {
+                    // Every source address of the vMTA is out of service: wait for the first back.
+                    upd(Some(t));
+                    continue;
+                }
                 match q.shaper.open_connection(now) {
                     Ok(()) => {
                         if gate.try_open() {
-                            let src = source_for(&cfg, key.vmta(), q.shaper.connections(), |ip| {
+                            q.opened += 1;
+                            let src = source_for(&cfg, key.vmta(), q.opened - 1, |ip| {
                                 manage::ip_disabled(&s.disabled_ips, ip, now)
                             });
                             starts.push((key.clone(), src));
@@ -912,7 +928,7 @@ impl Engine {
                 }
                 Ok(Err(greeting)) => {
                     // A refusal at the banner: it may carry a pattern-list action.
-                    let acted = self.apply_patterns(&key, &greeting);
+                    let acted = self.apply_patterns(&key, &greeting, dlv_ip);
                     if greeting.is_permanent() && !acted.skip_mx {
                         self.fail_queue(&key, &greeting, true, dlv_ip, Some(dest))
                             .await;
@@ -939,7 +955,7 @@ impl Engine {
     }
 
     /// Applies the queue's `smtp-pattern-list` to a reply: mode changes here; returns the other actions.
-    fn apply_patterns(&self, key: &QueueKey, reply: &Reply) -> Acted {
+    fn apply_patterns(&self, key: &QueueKey, reply: &Reply, src: Option<IpAddr>) -> Acted {
         let now = self.now_ms();
         let text = reply.to_string();
         let cfg = self.config();
@@ -970,6 +986,23 @@ impl Engine {
                     PatternAction::BounceRcpt => a.bounce_rcpt = true,
                     PatternAction::DeferQueue => a.defer_queue = true,
                     PatternAction::ModeBackoff => a.defer_queue = true,
+                    PatternAction::DisableSourceIp => {
+                        // `reenable-after` on the same rule, else an hour (reference part A's example).
+                        let after = rule
+                            .actions
+                            .iter()
+                            .find_map(|x| match x {
+                                PatternAction::ReenableAfter(d) => Some(*d),
+                                _ => None,
+                            })
+                            .unwrap_or(Duration::from_secs(3600));
+                        if let Some(ip) = src {
+                            let until = now + after.as_millis() as i64;
+                            tracing::warn!(queue = %key, %ip, reenable_in_s = after.as_secs(), reply = %text, "source IP disabled by smtp-pattern-list");
+                            s.disabled_ips.insert(ip, Some(until));
+                        }
+                        a.defer_queue = true;
+                    }
                     _ => {}
                 }
             }
@@ -988,7 +1021,7 @@ impl Engine {
         dest: Option<SocketAddr>,
     ) {
         let now = self.now_ms();
-        let acted = self.apply_patterns(key, reply);
+        let acted = self.apply_patterns(key, reply, dlv_ip);
         let groups: Vec<Waiting<MessageId>> = self.with(|s| {
             let Some(q) = s.queues.get_mut(key) else {
                 return Vec::new();
@@ -1052,7 +1085,25 @@ impl Engine {
     }
 
     async fn requeue(&self, key: &QueueKey, w: Waiting<MessageId>, now: i64, reply: &Reply) {
-        let expired = self.with(|s| s.queues.get_mut(key).and_then(|q| q.queue.retry(w, now)));
+        self.requeue_after(key, w, now, reply, None).await
+    }
+
+    /// Puts a group back after a transient failure, after `delay` if given (else the queue's
+    /// retry schedule); bounces it as expired if it is past `bounce-after`.
+    async fn requeue_after(
+        &self,
+        key: &QueueKey,
+        w: Waiting<MessageId>,
+        now: i64,
+        reply: &Reply,
+        delay: Option<Duration>,
+    ) {
+        let expired = self.with(|s| {
+            s.queues.get_mut(key).and_then(|q| match delay {
+                Some(d) => q.queue.retry_in(w, now, d),
+                None => q.queue.retry(w, now),
+            })
+        });
         if let Some(w) = expired {
             let r = Reply {
                 code: 554,
@@ -1197,7 +1248,7 @@ impl Engine {
                     .await;
                     continue;
                 }
-                let acted = self.apply_patterns(key, &reply);
+                let acted = self.apply_patterns(key, &reply, dlv_ip);
                 let category = self.category(&reply);
                 if reply.is_permanent() || (acted.bounce_rcpt && reply.is_transient()) {
                     self.finish(
@@ -1238,6 +1289,7 @@ impl Engine {
                 }
             }
             if !retry.is_empty() {
+                let partial = retry.len() < w.rcpts.len();
                 let again = Waiting {
                     id: w.id,
                     rcpts: retry,
@@ -1245,7 +1297,17 @@ impl Engine {
                     attempts: w.attempts,
                 };
                 let last = t.outcome(0).clone();
-                self.requeue(key, again, self.now_ms(), &last).await;
+                // Recipients deferred one by one while others of the same transaction were
+                // taken wait `retry-recipients-after` (reference part A: per-recipient 4xx hold);
+                // when nothing was taken, or the server pushed back on the queue, the retry
+                // schedule applies.
+                let delay = if partial && !stop {
+                    qs.retry_recipients_after
+                } else {
+                    None
+                };
+                self.requeue_after(key, again, self.now_ms(), &last, delay)
+                    .await;
             }
             if stop {
                 // The server pushed back on the whole queue: hold the rest until the retry time.
@@ -1335,8 +1397,32 @@ struct Acted {
     defer_queue: bool,
 }
 
-/// The source address and EHLO name for the n-th connection of a vMTA (round-robin over its
-/// `smtp-source-host` entries).
+/// When every source address of `vmta` is disabled at `now`: the time the first comes back (a
+/// minute from now for those disabled until an operator enables them). `None` if one is usable.
+fn all_sources_disabled(
+    cfg: &Config,
+    vmta: Option<&str>,
+    disabled: &BTreeMap<IpAddr, Option<i64>>,
+    now: i64,
+) -> Option<i64> {
+    let hosts = match vmta.and_then(|v| cfg.vmtas.get(v)) {
+        Some(v) => &v.source_hosts,
+        None => &cfg.source_hosts,
+    };
+    if hosts.is_empty() {
+        return None;
+    }
+    let mut first: Option<i64> = None;
+    for h in hosts {
+        match disabled.get(&h.net.addr()) {
+            Some(Some(t)) if *t > now => first = Some(first.map_or(*t, |f| f.min(*t))),
+            Some(None) => first = Some(first.map_or(now + 60_000, |f| f.min(now + 60_000))),
+            _ => return None,
+        }
+    }
+    first
+}
+
 /// The source address (and EHLO name) for the `n`-th connection of a vMTA's queue, skipping
 /// addresses that are out of service (if all are, the first is used: the operator's choice to
 /// disable every address of a vMTA is better met by pausing its queues).

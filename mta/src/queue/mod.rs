@@ -170,6 +170,23 @@ impl<Id: Clone> Queue<Id> {
         None
     }
 
+    /// Like [`Queue::retry`] but after `delay` (`retry-recipients-after`) instead of the schedule.
+    pub fn retry_in(
+        &mut self,
+        mut w: Waiting<Id>,
+        now_ms: i64,
+        delay: Duration,
+    ) -> Option<Waiting<Id>> {
+        w.attempts += 1;
+        if self.is_expired(&w, now_ms) {
+            return Some(w);
+        }
+        let at = now_ms + delay.as_millis() as i64;
+        let at = self.expiry_ms(&w).map_or(at, |e| at.min(e));
+        self.push(w, at);
+        None
+    }
+
     /// When a group expires (`bounce-after` after reception), if ever.
     pub fn expiry_ms(&self, w: &Waiting<Id>) -> Option<i64> {
         self.settings

@@ -1,0 +1,359 @@
+//! The engine on the simulated network and paused clock, against scripted receiving servers:
+//! `disable-source-ip` with `reenable-after` from an `smtp-pattern-list`, `queue-to`, and
+//! `retry-recipients-after` for recipients deferred while others of the transaction were taken.
+
+use mta::acct::{Accounting, Record, RecordType};
+use mta::clock::Clock;
+use mta::dns::{Mx, StaticResolver};
+use mta::engine::{Engine, Parts};
+use mta::net::{Net, SimNet};
+use mta::smtp::io::Data;
+use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
+use mta::smtp::{MailFrom, RcptTo, Reply};
+use mta::spool::{Envelope, MemorySpool, Recipient, Spool};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const START_MS: i64 = 1_780_000_000_000;
+
+/// What the scripted server saw: (time ms, source IP, server IP, recipient, reply code).
+type Log = Arc<Mutex<Vec<(i64, IpAddr, IpAddr, String, u16)>>>;
+
+/// A server whose RCPT reply is decided by `rule(source ip, recipient, attempt number)`.
+#[derive(Clone)]
+struct Scripted {
+    log: Log,
+    peer: IpAddr,
+    local: IpAddr,
+    clock: Clock,
+    rule: Arc<dyn Fn(IpAddr, &str, usize) -> Reply + Send + Sync>,
+}
+
+impl Handler for Scripted {
+    fn connect(&mut self) -> Outcome {
+        Outcome::reply(Reply::new(220, "", "scripted ESMTP"))
+    }
+    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
+        Outcome::ok("2.1.0", "Ok")
+    }
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        let n = self
+            .log
+            .lock()
+            .map(|l| l.iter().filter(|e| e.3 == to.address).count())
+            .unwrap_or(0);
+        let r = (self.rule)(self.peer, &to.address, n);
+        if let Ok(mut l) = self.log.lock() {
+            l.push((
+                self.clock.now_ms(),
+                self.peer,
+                self.local,
+                to.address.clone(),
+                r.code,
+            ));
+        }
+        Outcome::reply(r)
+    }
+    async fn message(&mut self, _: Data) -> Outcome {
+        Outcome::ok("2.0.0", "Ok")
+    }
+    fn reset(&mut self) {}
+}
+
+struct World {
+    engine: Arc<Engine>,
+    log: Log,
+    records: Arc<Mutex<Vec<Record>>>,
+}
+
+async fn world(
+    config: &str,
+    servers: &[(&str, &str)],
+    rule: Arc<dyn Fn(IpAddr, &str, usize) -> Reply + Send + Sync>,
+) -> World {
+    let cfg = Arc::new(
+        mta::config::load_str("test.conf", config)
+            .into_result()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let clock = Clock::starting_at(START_MS);
+    let net = SimNet::new();
+    let dns = StaticResolver::default();
+    let log: Log = Arc::default();
+    for (domain, ip) in servers {
+        let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
+        let host = format!("mx.{domain}");
+        dns.edit(|z| {
+            z.mx.insert(
+                domain.to_string(),
+                vec![Mx {
+                    preference: 10,
+                    host: host.clone(),
+                }],
+            );
+            z.ip.insert(host.clone(), vec![ip]);
+        });
+        let mut l = net
+            .listen(SocketAddr::new(ip, 25))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = Scripted {
+            log: log.clone(),
+            peer: ip,
+            local: ip,
+            clock,
+            rule: rule.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok(c) = l.accept().await {
+                let mut h = Scripted {
+                    peer: c.peer.ip(),
+                    ..base.clone()
+                };
+                tokio::spawn(
+                    async move { serve(c.stream, &mut h, &ServerOptions::default()).await },
+                );
+            }
+        });
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+    let engine = Engine::new(Parts {
+        config: cfg,
+        spool: Arc::new(Spool::Memory(MemorySpool::default())),
+        acct: Arc::new(Accounting::new(&[])),
+        net: Arc::new(net),
+        dns: Arc::new(dns),
+        clock,
+        tap: Some(tx),
+    });
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let r2 = records.clone();
+    tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            if let Ok(mut v) = r2.lock() {
+                v.push(r);
+            }
+        }
+    });
+    tokio::spawn(engine.clone().run(std::future::pending()));
+    World {
+        engine,
+        log,
+        records,
+    }
+}
+
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        mail_from: "bounces@sender.test".into(),
+        rcpts: rcpts
+            .iter()
+            .map(|r| Recipient {
+                address: r.to_string(),
+                orcpt: None,
+                done: false,
+            })
+            .collect(),
+        vmta: Some("v".into()),
+        pool: None,
+        job_id: None,
+        env_id: None,
+        source_ip: None,
+        received_ms: START_MS,
+        size: 100,
+        message_id: None,
+    }
+}
+
+async fn submit(w: &World, rcpts: &[&str]) {
+    let src = w
+        .engine
+        .config()
+        .source_settings(Some(IpAddr::from([127, 0, 0, 9])), None);
+    let body = b"From: a@sender.test\r\nSubject: t\r\n\r\nhi\r\n".to_vec();
+    w.engine
+        .accept(envelope(rcpts), body, &src, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn count(w: &World, ty: RecordType) -> usize {
+    w.records
+        .lock()
+        .map(|v| v.iter().filter(|r| r.ty == Some(ty)).count())
+        .unwrap_or(0)
+}
+
+const TSS04: &str = "[TSS04] Messages from 127.0.0.2 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes";
+
+#[tokio::test(start_paused = true)]
+async fn disable_source_ip_takes_the_address_out_until_reenable_after() {
+    let cfg = "
+<smtp-pattern-list yahoo-errors>
+    reply /TSS04/ mode=backoff, disable-source-ip, reenable-after=30m
+</smtp-pattern-list>
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+    smtp-source-host 127.0.0.3 b.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    retry-after 1m
+    backoff-retry-after 1m
+    smtp-pattern-list yahoo-errors
+    max-smtp-out 1
+</domain>
+";
+    // 127.0.0.2 is in trouble with this provider for the whole test; 127.0.0.3 is fine.
+    let w = world(
+        cfg,
+        &[("yahoo.test", "127.0.0.50")],
+        Arc::new(|ip, _, _| {
+            if ip == IpAddr::from([127, 0, 0, 2]) {
+                Reply::new(421, "4.7.0", TSS04)
+            } else {
+                Reply::new(250, "2.1.5", "Ok")
+            }
+        }),
+    )
+    .await;
+    for i in 0..4 {
+        submit(&w, &[&format!("u{i}@yahoo.test")]).await;
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let from_a: Vec<i64> = log
+        .iter()
+        .filter(|e| e.1 == IpAddr::from([127, 0, 0, 2]))
+        .map(|e| e.0 - START_MS)
+        .collect();
+    assert!(
+        !from_a.is_empty(),
+        "the first connection uses 127.0.0.2: {log:?}"
+    );
+    // After each TSS04, 127.0.0.2 is not used again for 30 minutes.
+    for pair in from_a.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 30 * 60_000,
+            "127.0.0.2 used again {} s after it was disabled: {from_a:?}",
+            (pair[1] - pair[0]) / 1000
+        );
+    }
+    assert!(
+        from_a.len() >= 2,
+        "127.0.0.2 comes back after reenable-after: {from_a:?}"
+    );
+    assert_eq!(
+        count(&w, RecordType::Delivered),
+        4,
+        "127.0.0.3 delivered all"
+    );
+    let ip = w
+        .engine
+        .vmta_views()
+        .into_iter()
+        .find(|v| v.name == "v")
+        .map(|v| v.source_ips)
+        .unwrap_or_default();
+    assert_eq!(ip.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_to_puts_a_domain_into_another_queue() {
+    let cfg = "
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+</domain>
+<domain aol.test>
+    queue-to yahoo.test
+</domain>
+";
+    let w = world(
+        cfg,
+        &[("yahoo.test", "127.0.0.50"), ("aol.test", "127.0.0.60")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+    )
+    .await;
+    submit(&w, &["x@aol.test", "y@yahoo.test"]).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log.iter().all(|e| e.2 == IpAddr::from([127, 0, 0, 50])),
+        "aol.test mail goes to yahoo.test's MX: {log:?}"
+    );
+    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
+    let queues: Vec<&str> = recs
+        .iter()
+        .filter(|r| r.ty == Some(RecordType::Delivered))
+        .map(|r| r.queue.as_str())
+        .collect();
+    assert_eq!(queues, vec!["yahoo.test/v", "yahoo.test/v"], "{recs:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn recipients_deferred_beside_accepted_ones_wait_retry_recipients_after() {
+    let cfg = "
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    retry-after 20m
+    retry-recipients-after 3m
+</domain>
+";
+    // "busy@" is deferred on its first try; everyone else is taken.
+    let w = world(
+        cfg,
+        &[("gmail.test", "127.0.0.50")],
+        Arc::new(|_, rcpt, n| {
+            if rcpt.starts_with("busy") && n == 0 {
+                Reply::new(
+                    450,
+                    "4.2.1",
+                    "The user you are trying to contact is receiving mail too quickly. Please resend your message at a later time.",
+                )
+            } else {
+                Reply::new(250, "2.1.5", "Ok")
+            }
+        }),
+    )
+    .await;
+    submit(&w, &["busy@gmail.test", "ok@gmail.test"]).await;
+    // A message whose only recipient is deferred follows retry-after instead.
+    submit(&w, &["busy2@gmail.test"]).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let times = |who: &str| -> Vec<i64> {
+        log.iter()
+            .filter(|e| e.3 == who)
+            .map(|e| e.0 - START_MS)
+            .collect()
+    };
+    let busy = times("busy@gmail.test");
+    assert_eq!(busy.len(), 2, "{log:?}");
+    assert_eq!(
+        busy[1] - busy[0],
+        3 * 60_000,
+        "retry-recipients-after: {busy:?}"
+    );
+    let busy2 = times("busy2@gmail.test");
+    assert_eq!(busy2.len(), 2, "{log:?}");
+    assert_eq!(busy2[1] - busy2[0], 20 * 60_000, "retry-after: {busy2:?}");
+    assert_eq!(count(&w, RecordType::Delivered), 3);
+}
