@@ -20,6 +20,9 @@ const START_MS: i64 = 1_780_000_000_000;
 /// What the scripted server saw: (time ms, source IP, server IP, recipient, reply code).
 type Log = Arc<Mutex<Vec<(i64, IpAddr, IpAddr, String, u16)>>>;
 
+/// Decides the RCPT reply from (source ip, recipient, how many times it was seen before).
+type Rule = Arc<dyn Fn(IpAddr, &str, usize) -> Reply + Send + Sync>;
+
 /// A server whose RCPT reply is decided by `rule(source ip, recipient, attempt number)`.
 #[derive(Clone)]
 struct Scripted {
@@ -27,7 +30,7 @@ struct Scripted {
     peer: IpAddr,
     local: IpAddr,
     clock: Clock,
-    rule: Arc<dyn Fn(IpAddr, &str, usize) -> Reply + Send + Sync>,
+    rule: Rule,
 }
 
 impl Handler for Scripted {
@@ -70,7 +73,7 @@ struct World {
 async fn world(
     config: &str,
     servers: &[(&str, &str)],
-    rule: Arc<dyn Fn(IpAddr, &str, usize) -> Reply + Send + Sync>,
+    rule: Rule,
 ) -> World {
     let cfg = Arc::new(
         mta::config::load_str("test.conf", config)
