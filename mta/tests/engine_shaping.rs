@@ -70,11 +70,7 @@ struct World {
     records: Arc<Mutex<Vec<Record>>>,
 }
 
-async fn world(
-    config: &str,
-    servers: &[(&str, &str)],
-    rule: Rule,
-) -> World {
+async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
     let cfg = Arc::new(
         mta::config::load_str("test.conf", config)
             .into_result()
