@@ -408,6 +408,21 @@ impl Accounting {
         }
     }
 
+    /// Hands buffered file lines to the operating system (a write, no fsync), so that a record
+    /// survives the process being killed. The engine calls this before it marks a recipient
+    /// finished in the spool: a final record is never lost while the spool says "done".
+    pub fn hand_over(&self) {
+        if let Ok(mut sinks) = self.sinks.lock() {
+            for s in sinks.iter_mut() {
+                if let Out::File(FileOut { out: Some(w), .. }) = &mut s.out {
+                    if let Err(err) = w.flush() {
+                        tracing::error!(%err, "accounting write failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes buffered lines out (fsyncing files with `sync yes`) and retries failed ones.
     pub fn flush(&self, now_ms: i64) {
         if let Ok(mut sinks) = self.sinks.lock() {

@@ -422,6 +422,8 @@ impl Engine {
             self.send_dsn(key, id, &env, rcpt, &o, now).await;
         }
         if matches!(o.ty, RecordType::Delivered | RecordType::Bounced) {
+            // The record reaches the OS before the spool forgets the recipient (kill -9 safe).
+            self.parts.acct.hand_over();
             if let Err(e) = self.parts.spool.rcpt_done(id, rcpt).await {
                 tracing::error!(%id, %e, "could not record a finished recipient");
             }
