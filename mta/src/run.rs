@@ -105,7 +105,15 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    // `total-max-smtp-in`: inbound sessions over all listeners (PowerMTA's default 100); a change
+    // takes effect at the next restart.
+    let max_in = match cfg.global.get("total-max-smtp-in").map(|s| &s.value) {
+        Some(Value::Int(n)) => (*n).max(1) as usize,
+        _ => 100,
+    };
+    let sessions = Arc::new(tokio::sync::Semaphore::new(max_in));
     for l in listeners {
+        let sessions = sessions.clone();
         let mut listener = net
             .listen(l.addr)
             .await
@@ -119,7 +127,6 @@ pub async fn run(
         let host = host.clone();
         let mut stop_rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let sessions = Arc::new(tokio::sync::Semaphore::new(1000));
             loop {
                 let conn = tokio::select! {
                     c = listener.accept() => c,
@@ -128,9 +135,11 @@ pub async fn run(
                 let Ok(conn) = conn else { continue };
                 let Ok(permit) = sessions.clone().try_acquire_owned() else {
                     // Over the cap on concurrent inbound sessions: refuse politely.
-                    let mut s = crate::smtp::io::SmtpStream::new(conn.stream);
-                    s.queue(b"421 4.3.2 too many connections, try again later\r\n");
-                    let _ = s.shutdown().await;
+                    tokio::spawn(async move {
+                        let mut s = crate::smtp::io::SmtpStream::new(conn.stream);
+                        s.queue(b"421 4.3.2 too many connections, try again later\r\n");
+                        let _ = s.shutdown().await;
+                    });
                     continue;
                 };
                 // The config in force now (a reload changes source rules for new sessions).

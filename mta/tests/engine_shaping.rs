@@ -12,6 +12,7 @@ use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
 use mta::smtp::{MailFrom, RcptTo, Reply};
 use mta::spool::{Envelope, MemorySpool, Recipient, Spool};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,10 +32,24 @@ struct Scripted {
     local: IpAddr,
     clock: Clock,
     rule: Rule,
+    /// Connections open now and the most seen at once.
+    open: Arc<(AtomicUsize, AtomicUsize)>,
+    counted: bool,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        if self.counted {
+            self.open.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Handler for Scripted {
     fn connect(&mut self) -> Outcome {
+        let now = self.open.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.open.1.fetch_max(now, Ordering::SeqCst);
+        self.counted = true;
         Outcome::reply(Reply::new(220, "", "scripted ESMTP"))
     }
     fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
@@ -66,6 +81,7 @@ impl Handler for Scripted {
 
 struct World {
     engine: Arc<Engine>,
+    open: Arc<(AtomicUsize, AtomicUsize)>,
     log: Log,
     records: Arc<Mutex<Vec<Record>>>,
 }
@@ -80,6 +96,7 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
     let net = SimNet::new();
     let dns = StaticResolver::default();
     let log: Log = Arc::default();
+    let open: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
     for (domain, ip) in servers {
         let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
         let host = format!("mx.{domain}");
@@ -103,13 +120,13 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
             local: ip,
             clock,
             rule: rule.clone(),
+            open: open.clone(),
+            counted: false,
         };
         tokio::spawn(async move {
             while let Ok(c) = l.accept().await {
-                let mut h = Scripted {
-                    peer: c.peer.ip(),
-                    ..base.clone()
-                };
+                let mut h = base.clone();
+                h.peer = c.peer.ip();
                 tokio::spawn(
                     async move { serve(c.stream, &mut h, &ServerOptions::default()).await },
                 );
@@ -138,6 +155,7 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
     tokio::spawn(engine.clone().run(std::future::pending()));
     World {
         engine,
+        open,
         log,
         records,
     }
@@ -355,4 +373,39 @@ async fn recipients_deferred_beside_accepted_ones_wait_retry_recipients_after() 
     assert_eq!(busy2.len(), 2, "{log:?}");
     assert_eq!(busy2[1] - busy2[0], 20 * 60_000, "retry-after: {busy2:?}");
     assert_eq!(count(&w, RecordType::Delivered), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn total_max_smtp_out_caps_every_queue_together() {
+    let cfg = "
+total-max-smtp-out 3
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    max-smtp-out 10
+    max-msg-per-connection 1
+</domain>
+";
+    let w = world(
+        cfg,
+        &[("a.test", "127.0.0.50"), ("b.test", "127.0.0.60")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+    )
+    .await;
+    for i in 0..200 {
+        let d = if i % 2 == 0 { "a.test" } else { "b.test" };
+        submit(&w, &[&format!("u{i}@{d}")]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(count(&w, RecordType::Delivered), 200);
+    let most = w.open.1.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&most),
+        "at most 3 connections at once over both queues, saw {most}"
+    );
 }

@@ -338,3 +338,49 @@ async fn a_hard_bounce_is_accounted_and_the_sender_gets_a_dsn() {
     let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(seen.len(), 1, "only the DSN reached the sink: {seen:?}");
 }
+
+/// `total-max-smtp-in`: sessions over the cap are refused with 421 4.3.2 until one ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_sessions_are_capped_by_total_max_smtp_in() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (sink_at, _sink) = start_sink("127.0.0.47").await;
+    let listen: SocketAddr = format!("127.0.0.46:{}", free_port("127.0.0.46"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink_at);
+    let text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    std::fs::write(&cfg, format!("total-max-smtp-in 2\n{text}")).unwrap_or_else(|e| panic!("{e}"));
+    let mta = spawn_mta(&cfg);
+    wait_listening(listen).await;
+    // wait_listening's probe connection may still hold a slot for a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    async fn banner(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or(0);
+        (s, String::from_utf8_lossy(&buf[..n]).to_string())
+    }
+    let (mut a, ba) = banner(listen).await;
+    let (_b, bb) = banner(listen).await;
+    assert!(ba.starts_with("220") && bb.starts_with("220"), "{ba} {bb}");
+    let (_c, bc) = banner(listen).await;
+    assert!(
+        bc.starts_with("421 4.3.2"),
+        "the third session is refused: {bc}"
+    );
+    a.write_all(b"QUIT\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rest = Vec::new();
+    let _ = a.read_to_end(&mut rest).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_d, bd) = banner(listen).await;
+    assert!(bd.starts_with("220"), "a slot is free again: {bd}");
+    assert_eq!(stop(mta), Some(0));
+}

@@ -392,6 +392,7 @@ impl Engine {
                     q.shaper.update_settings(qs);
                 }
             }
+            s.total_gate.max = Some(super::total_max_smtp_out(&new));
             for (name, gate) in s.vmta_gates.iter_mut() {
                 gate.max = new
                     .vmtas

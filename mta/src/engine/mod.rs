@@ -66,6 +66,8 @@ struct State {
     queues: BTreeMap<QueueKey, QueueState>,
     messages: BTreeMap<MessageId, MsgState>,
     vmta_gates: BTreeMap<String, VmtaGate>,
+    /// `total-max-smtp-out`: outbound connections of the whole MTA.
+    total_gate: VmtaGate,
     /// Open connections per (vMTA, MX host set): domains that share MX hosts share the limits
     /// (MX rollup) unless `disable-mx-rollup`.
     rollup: BTreeMap<(String, String), u64>,
@@ -149,6 +151,7 @@ impl Engine {
             crate::bounce::Classifier::default()
         });
         let now = parts.clock.now_ms();
+        let total_out = total_max_smtp_out(&parts.config);
         Arc::new(Engine {
             classifier: std::sync::RwLock::new(Arc::new(classifier)),
             config: std::sync::RwLock::new(parts.config.clone()),
@@ -157,6 +160,7 @@ impl Engine {
                 queues: BTreeMap::new(),
                 messages: BTreeMap::new(),
                 vmta_gates: BTreeMap::new(),
+                total_gate: VmtaGate::new(Some(total_out)),
                 rollup: BTreeMap::new(),
                 disabled_ips: BTreeMap::new(),
             }),
@@ -677,7 +681,9 @@ impl Engine {
                 }
                 match q.shaper.open_connection(now) {
                     Ok(()) => {
-                        if gate.try_open() {
+                        // The whole MTA's limit, then the vMTA's.
+                        let total_ok = s.total_gate.try_open();
+                        if total_ok && gate.try_open() {
                             q.opened += 1;
                             let src = source_for(&cfg, key.vmta(), q.opened - 1, |ip| {
                                 manage::ip_disabled(&s.disabled_ips, ip, now)
@@ -685,6 +691,9 @@ impl Engine {
                             starts.push((key.clone(), src));
                             upd(Some(now + 1));
                         } else {
+                            if total_ok {
+                                s.total_gate.close();
+                            }
                             q.shaper.close_connection();
                             upd(Some(now + 1000));
                         }
@@ -705,6 +714,7 @@ impl Engine {
             if let Some(g) = s.vmta_gates.get_mut(&key.vmta) {
                 g.close();
             }
+            s.total_gate.close();
         });
         self.wake.notify_one();
     }
@@ -1397,6 +1407,15 @@ struct Acted {
     bounce_queue: bool,
     bounce_rcpt: bool,
     defer_queue: bool,
+}
+
+/// `total-max-smtp-out` (PowerMTA's default is 1200 for its Enterprise license, 200 for Standard;
+/// we take 1200).
+fn total_max_smtp_out(cfg: &Config) -> u64 {
+    match cfg.global.get("total-max-smtp-out").map(|s| &s.value) {
+        Some(crate::config::values::Value::Int(n)) => *n,
+        _ => 1200,
+    }
 }
 
 /// When every source address of `vmta` is disabled at `now`: the time the first comes back (a
