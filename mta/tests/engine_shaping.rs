@@ -35,6 +35,10 @@ struct Scripted {
     /// Connections open now and the most seen at once.
     open: Arc<(AtomicUsize, AtomicUsize)>,
     counted: bool,
+    /// DKIM-Signature of every message body received (empty when unsigned).
+    bodies: Arc<Mutex<Vec<String>>>,
+    /// The first this many DATA are deferred.
+    defer_data: usize,
 }
 
 impl Drop for Scripted {
@@ -73,7 +77,19 @@ impl Handler for Scripted {
         }
         Outcome::reply(r)
     }
-    async fn message(&mut self, _: Data) -> Outcome {
+    async fn message(&mut self, d: Data) -> Outcome {
+        let sig = mta::engine::header(&d.body, "DKIM-Signature").unwrap_or_default();
+        let n = self
+            .bodies
+            .lock()
+            .map(|mut b| {
+                b.push(sig);
+                b.len()
+            })
+            .unwrap_or(0);
+        if n <= self.defer_data {
+            return Outcome::reply(Reply::new(451, "4.3.0", "try again later"));
+        }
         Outcome::ok("2.0.0", "Ok")
     }
     fn reset(&mut self) {}
@@ -81,12 +97,22 @@ impl Handler for Scripted {
 
 struct World {
     engine: Arc<Engine>,
+    bodies: Arc<Mutex<Vec<String>>>,
     open: Arc<(AtomicUsize, AtomicUsize)>,
     log: Log,
     records: Arc<Mutex<Vec<Record>>>,
 }
 
 async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
+    world_with(config, servers, rule, 0).await
+}
+
+async fn world_with(
+    config: &str,
+    servers: &[(&str, &str)],
+    rule: Rule,
+    defer_data: usize,
+) -> World {
     let cfg = Arc::new(
         mta::config::load_str("test.conf", config)
             .into_result()
@@ -97,6 +123,7 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
     let dns = StaticResolver::default();
     let log: Log = Arc::default();
     let open: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
     for (domain, ip) in servers {
         let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
         let host = format!("mx.{domain}");
@@ -122,6 +149,8 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
             rule: rule.clone(),
             open: open.clone(),
             counted: false,
+            bodies: bodies.clone(),
+            defer_data,
         };
         tokio::spawn(async move {
             while let Ok(c) = l.accept().await {
@@ -155,6 +184,7 @@ async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
     tokio::spawn(engine.clone().run(std::future::pending()));
     World {
         engine,
+        bodies,
         open,
         log,
         records,
@@ -408,4 +438,55 @@ total-max-smtp-out 3
         (2..=3).contains(&most),
         "at most 3 connections at once over both queues, saw {most}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_is_signed_once_whatever_the_retries() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/keys/rsa2048-pkcs8.pem"
+    );
+    let cfg = format!(
+        "
+domain-key s1,sender.test,{key}
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    dkim-sign yes
+    retry-after 1m
+</domain>
+"
+    );
+    let w = world_with(
+        &cfg,
+        &[("gmail.test", "127.0.0.50")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+        2,
+    )
+    .await;
+    submit(&w, &["x@gmail.test"]).await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(count(&w, RecordType::Delivered), 1);
+    let sigs = w.bodies.lock().map(|b| b.clone()).unwrap_or_default();
+    assert_eq!(sigs.len(), 3, "two deferred attempts and the delivery");
+    assert!(
+        sigs[0].contains("d=sender.test") && sigs[0].contains("s=s1"),
+        "{sigs:?}"
+    );
+    assert!(
+        sigs.iter().all(|s| *s == sigs[0]),
+        "the same signature every time: {sigs:?}"
+    );
+    let made = w
+        .engine
+        .stats
+        .lock()
+        .map(|s| s.dkim_signatures)
+        .unwrap_or(0);
+    assert_eq!(made, 1, "signed once");
 }

@@ -60,6 +60,9 @@ struct MsgState {
     first_attempt_ms: Option<i64>,
     /// Pool per recipient index (for accounting).
     pools: BTreeMap<u32, String>,
+    /// DKIM-Signature headers made for this message, by (domain, selector): a message is signed
+    /// once, not again on each retry.
+    signatures: BTreeMap<(String, String), Arc<String>>,
 }
 
 struct State {
@@ -103,6 +106,8 @@ pub struct Stats {
     pub deferred: u64,
     /// Connections opened.
     pub connections: u64,
+    /// DKIM signatures made (once per message and key, whatever the retries).
+    pub dkim_signatures: u64,
 }
 
 /// A recipient's final or transient outcome, for one accounting record.
@@ -272,6 +277,7 @@ impl Engine {
                     remaining,
                     first_attempt_ms: None,
                     pools,
+                    signatures: BTreeMap::new(),
                 },
             );
             for ((key, rcpts), (_, qs)) in groups.into_iter().zip(settings) {
@@ -1201,7 +1207,7 @@ impl Engine {
                 .iter()
                 .filter_map(|i| env.rcpts.get(*i as usize).map(|r| r.address.clone()))
                 .collect();
-            let body = self.maybe_sign(key, qs, &env, body);
+            let body = self.maybe_sign(key, qs, w.id, &env, body);
             let t = match client.send(&env.mail_from, &rcpts, &body).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -1352,6 +1358,7 @@ impl Engine {
         &self,
         key: &QueueKey,
         qs: &QueueSettings,
+        id: MessageId,
         env: &Envelope,
         body: Arc<Vec<u8>>,
     ) -> Arc<Vec<u8>> {
@@ -1372,16 +1379,41 @@ impl Engine {
         } else {
             dk.domain.clone()
         };
-        match self.keys.get(&dk.path).and_then(|k| {
-            crate::dkim::sign(
-                &body,
-                &k,
-                &domain,
-                &dk.selector,
-                crate::dkim::DEFAULT_HEADERS,
-                None,
-            )
-        }) {
+        let cache_key = (domain.clone(), dk.selector.clone());
+        let cached = self.with(|s| {
+            s.messages
+                .get(&id)
+                .and_then(|m| m.signatures.get(&cache_key).cloned())
+        });
+        let signed = match cached {
+            Some(h) => Ok(h),
+            None => self
+                .keys
+                .get(&dk.path)
+                .and_then(|k| {
+                    crate::dkim::sign(
+                        &body,
+                        &k,
+                        &domain,
+                        &dk.selector,
+                        crate::dkim::DEFAULT_HEADERS,
+                        None,
+                    )
+                })
+                .map(|h| {
+                    let h = Arc::new(h);
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.dkim_signatures += 1;
+                    }
+                    self.with(|s| {
+                        if let Some(m) = s.messages.get_mut(&id) {
+                            m.signatures.insert(cache_key, h.clone());
+                        }
+                    });
+                    h
+                }),
+        };
+        match signed {
             Ok(h) => {
                 let mut out = Vec::with_capacity(h.len() + body.len());
                 out.extend_from_slice(h.as_bytes());
