@@ -219,3 +219,41 @@ fn dkimpy_verifies_our_signatures() {
         }
     }
 }
+
+/// RFC 8463 Appendix A: the example message of A.3 with the keys of A.2 (Ed25519 `brisbane`,
+/// RSA `test`) verifies through our verifying path; a changed body fails both.
+#[tokio::test]
+async fn rfc8463_test_vector_verifies() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/dkim/rfc8463-a3.eml"
+    );
+    let msg = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let v = mta::dkim::verify::Verifier::new().unwrap_or_else(|e| panic!("{e}"));
+    v.publish(
+        "brisbane",
+        "football.example.com",
+        "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    v.publish(
+        "test",
+        "football.example.com",
+        "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let results = v.verify_all(&msg).await;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(
+        results[0],
+        mail_auth::DkimResult::Pass,
+        "Ed25519: {results:?}"
+    );
+    assert_eq!(results[1], mail_auth::DkimResult::Pass, "RSA: {results:?}");
+    let tampered = String::from_utf8_lossy(&msg).replace("hungry", "thirsty");
+    let results = v.verify_all(tampered.as_bytes()).await;
+    assert!(
+        results.iter().all(|r| *r != mail_auth::DkimResult::Pass) && results.len() == 2,
+        "{results:?}"
+    );
+}

@@ -85,6 +85,20 @@ impl Verifier {
         Ok(())
     }
 
+    /// The outcome of every DKIM signature of `message`, in order (keys not published come out as
+    /// temporary errors: nothing is looked up).
+    pub async fn verify_all(&self, message: &[u8]) -> Vec<DkimResult> {
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            return Vec::new();
+        };
+        self.auth
+            .verify_dkim(Parameters::new(&parsed).with_txt_cache(self.cache.as_ref()))
+            .await
+            .iter()
+            .map(|o| o.result().clone())
+            .collect()
+    }
+
     /// The outcome for the first DKIM signature of `message`: `None` when it has none, or names a
     /// key that is not published (a real receiver would find none either).
     pub async fn verify(&self, message: &[u8]) -> Option<DkimResult> {
