@@ -21,3 +21,4 @@ pub mod run;
 pub mod shaping;
 pub mod smtp;
 pub mod spool;
+pub mod suppress;

@@ -90,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         what: SourceWord,
     },
+    /// The suppression list of the running MTA (`suppress-after`): list, export, add, remove.
+    Suppression {
+        #[command(subcommand)]
+        what: SuppressionWhat,
+    },
     /// Reload the running MTA's config file (as SIGHUP does); an invalid file changes nothing.
     Reload {
         #[command(flatten)]
@@ -173,6 +178,37 @@ enum SourceWord {
         /// (disable) Re-enable by itself after this many minutes.
         #[arg(long)]
         minutes: Option<u64>,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuppressionWhat {
+    /// Every suppressed address with its reason and since when.
+    List {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// The list as CSV (address,reason,detail,since) on standard output.
+    Export {
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Suppress an address by hand.
+    Add {
+        /// The address.
+        address: String,
+        /// Why (kept with the entry).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        mgmt: MgmtArgs,
+    },
+    /// Take an address off the list.
+    Remove {
+        /// The address.
+        address: String,
         #[command(flatten)]
         mgmt: MgmtArgs,
     },
@@ -690,6 +726,37 @@ fn main() -> ExitCode {
         Command::Reset {
             what: ResetWhat::Counters { mgmt },
         } => mgmt_call(&mgmt, true, "/api/v1/counters/reset", message),
+        Command::Suppression { what } => match what {
+            SuppressionWhat::List { mgmt } => mgmt_call(&mgmt, false, "/api/v1/suppression", |v| {
+                mta::mgmt::cli::render_suppression(v, false)
+            }),
+            SuppressionWhat::Export { mgmt } => {
+                mgmt_call(&mgmt, false, "/api/v1/suppression", |v| {
+                    mta::mgmt::cli::render_suppression(v, true)
+                })
+            }
+            SuppressionWhat::Add {
+                address,
+                note,
+                mgmt,
+            } => mgmt_call(
+                &mgmt,
+                true,
+                &format!(
+                    "/api/v1/suppression/add?address={}{}",
+                    enc(&address),
+                    note.map(|n| format!("&note={}", enc(&n)))
+                        .unwrap_or_default()
+                ),
+                message,
+            ),
+            SuppressionWhat::Remove { address, mgmt } => mgmt_call(
+                &mgmt,
+                true,
+                &format!("/api/v1/suppression/remove?address={}", enc(&address)),
+                message,
+            ),
+        },
         Command::Reload { mgmt } => mgmt_call(&mgmt, true, "/api/v1/reload", |v| {
             let mut out = message(v);
             for n in v["notes"].as_array().into_iter().flatten() {

@@ -428,6 +428,11 @@ fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
             diags.error(&s.span, format!("http-mgmt-port: {e}"));
         }
     }
+    if let Some(s) = cfg.global.get("suppress-after") {
+        if let Err(e) = crate::suppress::Policy::parse(&s.value.to_string()) {
+            diags.error(&s.span, format!("suppress-after: {e}"));
+        }
+    }
 }
 
 /// Checks that spool and accounting paths are usable and pipe programs exist.

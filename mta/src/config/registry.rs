@@ -98,6 +98,9 @@ const ACTED: &[(&str, &str, Kind)] = &[
     ("global", "http-api-key", TEXT),
     ("global", "total-max-smtp-out", INT),
     ("global", "total-max-smtp-in", INT),
+    // Extensions (new names, README "Extensions beyond PowerMTA").
+    ("global", "suppress-after", TEXT),
+    ("global", "suppression-file", TEXT),
     ("global", "relay-domain", TEXT),
     ("global", "relay-address", TEXT),
     ("global", "domain-key", TEXT),
@@ -332,8 +335,8 @@ const WRONG_NAMES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Settings we add beyond PowerMTA (documented in README): none so far are new names; the
-/// extensions are extra value forms of existing directives (see README "Configuration extensions").
+/// Settings we add beyond PowerMTA (documented in README): new value forms of existing directives
+/// and two new names, `suppress-after` and `suppression-file`.
 pub const EXTENSIONS: &[(&str, &str)] = &[
     (
         "name-server",
@@ -342,6 +345,14 @@ pub const EXTENSIONS: &[(&str, &str)] = &[
     (
         "http-mgmt-port",
         "accepts IP:PORT to choose the listening address; a bare PORT listens on 127.0.0.1 only",
+    ),
+    (
+        "suppress-after",
+        "new: hard-bounce and/or complaint put the address on a durable suppression list",
+    ),
+    (
+        "suppression-file",
+        "new: where the suppression list lives (default suppressions.log in the first spool)",
     ),
 ];
 
@@ -481,8 +492,8 @@ mod tests {
     fn table_is_read_whole() {
         let r = registry();
         // 406 rows: 345 distinct plain names, 6 more from combined cells, 14 section headings skipped;
-        // plus `reply` and three legacy names.
-        assert_eq!(r.all().count(), 351 + 4);
+        // plus `reply`, three legacy names and our two extensions.
+        assert_eq!(r.all().count(), 351 + 4 + 2);
         for line in TSV.lines().skip(2) {
             for name in names_in_cell(line.split('\t').nth(2).unwrap_or("")) {
                 assert!(r.get(name).is_some(), "{name}");

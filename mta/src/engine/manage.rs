@@ -409,6 +409,51 @@ impl Engine {
         notes
     }
 
+    /// The suppression list (empty and unused unless `suppress-after` is set).
+    pub fn suppression(&self) -> &crate::suppress::List {
+        &self.suppression.1
+    }
+
+    /// The suppression entry of `address` when `suppress-after` is in force and it is listed.
+    pub fn suppressed(&self, address: &str) -> Option<crate::suppress::Entry> {
+        if !self.suppression.0.any() && self.suppression.1.is_empty() {
+            return None;
+        }
+        self.suppression.1.get(address)
+    }
+
+    /// Adds the recipient of a hard bounce or a complaint to the list, as `suppress-after` says.
+    pub(super) fn maybe_suppress(&self, rec: &crate::acct::Record) {
+        let policy = self.suppression.0;
+        if !policy.any() {
+            return;
+        }
+        let (reason, detail) = match rec.ty {
+            Some(RecordType::Bounced | RecordType::RemoteBounce)
+                if policy.hard_bounce
+                    && crate::suppress::HARD_CATEGORIES.contains(&rec.bounce_cat.as_str()) =>
+            {
+                (
+                    "hard-bounce",
+                    format!("{} {}", rec.bounce_cat, rec.dsn_status),
+                )
+            }
+            Some(RecordType::Feedback) if policy.complaint => {
+                ("complaint", format!("feedback {}", rec.feedback_type))
+            }
+            _ => return,
+        };
+        match self
+            .suppression
+            .1
+            .add(&rec.rcpt, reason, detail.trim(), rec.time_logged)
+        {
+            Ok(true) => tracing::info!(address = %rec.rcpt, reason, "address suppressed"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(%e, "could not record a suppression"),
+        }
+    }
+
     /// The monitor (traffic, recent events).
     pub fn monitor(&self) -> &crate::mgmt::Monitor {
         &self.monitor

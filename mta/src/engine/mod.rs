@@ -91,6 +91,8 @@ pub struct Engine {
     /// Counters for status output.
     pub stats: Mutex<Stats>,
     monitor: crate::mgmt::Monitor,
+    /// `suppress-after` and the list it feeds.
+    suppression: (crate::suppress::Policy, Arc<crate::suppress::List>),
 }
 
 /// Running totals.
@@ -157,6 +159,7 @@ impl Engine {
         });
         let now = parts.clock.now_ms();
         let total_out = total_max_smtp_out(&parts.config);
+        let suppression = open_suppression(&parts.config);
         Arc::new(Engine {
             classifier: std::sync::RwLock::new(Arc::new(classifier)),
             config: std::sync::RwLock::new(parts.config.clone()),
@@ -174,6 +177,7 @@ impl Engine {
             keys: crate::dkim::KeyCache::default(),
             stats: Mutex::new(Stats::default()),
             monitor: crate::mgmt::Monitor::new(now),
+            suppression,
         })
     }
 
@@ -213,6 +217,7 @@ impl Engine {
     fn log(&self, rec: Record) {
         self.parts.acct.log(&rec);
         self.monitor.observe(&rec);
+        self.maybe_suppress(&rec);
         if let Some(tap) = &self.parts.tap {
             let _ = tap.send(rec);
         }
@@ -1439,6 +1444,29 @@ struct Acted {
     bounce_queue: bool,
     bounce_rcpt: bool,
     defer_queue: bool,
+}
+
+/// The suppression policy and list of a config; an unusable list file is logged and the list is
+/// kept in memory (the MTA still runs; check-config reports the file).
+fn open_suppression(cfg: &Config) -> (crate::suppress::Policy, Arc<crate::suppress::List>) {
+    let (policy, file) = match crate::suppress::from_config(cfg) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(%e, "suppression disabled");
+            return (
+                crate::suppress::Policy::default(),
+                Arc::new(crate::suppress::List::in_memory()),
+            );
+        }
+    };
+    let list = match file {
+        Some(p) => crate::suppress::List::open(&p).unwrap_or_else(|e| {
+            tracing::error!(%e, "suppression list unusable; keeping it in memory");
+            crate::suppress::List::in_memory()
+        }),
+        None => crate::suppress::List::in_memory(),
+    };
+    (policy, Arc::new(list))
 }
 
 /// `total-max-smtp-out` (PowerMTA's default is 1200 for its Enterprise license, 200 for Standard;

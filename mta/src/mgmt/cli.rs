@@ -318,6 +318,59 @@ pub fn render_vmtas(v: &Value) -> String {
     tidy(o)
 }
 
+/// The suppression list as a table (`list`) or CSV (`export`: address,reason,detail,since).
+pub fn render_suppression(v: &Value, csv: bool) -> String {
+    let empty = Vec::new();
+    let es = v["entries"].as_array().unwrap_or(&empty);
+    let mut o = String::new();
+    if csv {
+        o.push_str("address,reason,detail,since\n");
+        for e in es {
+            let q = |s: &str| {
+                if s.contains([',', '"']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_string()
+                }
+            };
+            let since = e["sinceMs"]
+                .as_i64()
+                .map(crate::acct::record::iso_time)
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "{},{},{},{}",
+                q(e["address"].as_str().unwrap_or("")),
+                q(e["reason"].as_str().unwrap_or("")),
+                q(e["detail"].as_str().unwrap_or("")),
+                since
+            );
+        }
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:<40} {:<12} {:<26} detail",
+        "address", "reason", "since"
+    );
+    for e in es {
+        let since = e["sinceMs"]
+            .as_i64()
+            .map(crate::acct::record::iso_time)
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{:<40} {:<12} {:<26} {}",
+            e["address"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or(""),
+            since,
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(o, "{} addresses suppressed.", es.len());
+    tidy(o)
+}
+
 /// `show settings QUEUE` from the running MTA's queue detail.
 pub fn render_settings(v: &Value) -> String {
     let mut o = String::new();

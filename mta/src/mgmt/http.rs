@@ -83,7 +83,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/bounces", get(bounces))
         .route("/feedback", get(feedback))
         .route("/rates", get(rates))
-        .route("/chart", get(chart));
+        .route("/chart", get(chart))
+        .route("/suppression", get(suppression));
     let actions = Router::new()
         .route("/queues/pause", post(pause))
         .route("/queues/resume", post(resume))
@@ -93,7 +94,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/source-ips/disable", post(disable_ip))
         .route("/source-ips/enable", post(enable_ip))
         .route("/counters/reset", post(reset_counters))
-        .route("/reload", post(reload));
+        .route("/reload", post(reload))
+        .route("/suppression/add", post(suppression_add))
+        .route("/suppression/remove", post(suppression_remove));
     Router::new()
         .merge(data.clone())
         .nest("/api/v1", data.merge(actions))
@@ -415,6 +418,51 @@ async fn enable_ip(State(c): State<Ctx>, Query(p): Params) -> Response {
     let was = c.engine.enable_source_ip(ip);
     Json(json!({ "ok": true, "wasDisabled": was, "message": format!("source {ip} enabled.") }))
         .into_response()
+}
+
+async fn suppression(State(c): State<Ctx>) -> Json<Value> {
+    let entries = c.engine.suppression().entries();
+    Json(json!({ "total": entries.len(), "entries": entries }))
+}
+
+async fn suppression_add(State(c): State<Ctx>, Query(p): Params) -> Response {
+    let Some(a) = p.get("address").filter(|a| a.contains('@')) else {
+        return bad("address=USER@DOMAIN is required");
+    };
+    let note = p
+        .get("note")
+        .map(String::as_str)
+        .unwrap_or("added by an operator");
+    match c
+        .engine
+        .suppression()
+        .add(a, "manual", note, c.engine.now_ms())
+    {
+        Ok(added) => Json(json!({
+            "ok": true,
+            "added": added,
+            "message": if added { format!("{a} suppressed.") } else { format!("{a} was already suppressed.") },
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() })))
+            .into_response(),
+    }
+}
+
+async fn suppression_remove(State(c): State<Ctx>, Query(p): Params) -> Response {
+    let Some(a) = p.get("address") else {
+        return bad("address=USER@DOMAIN is required");
+    };
+    match c.engine.suppression().remove(a, c.engine.now_ms()) {
+        Ok(removed) => Json(json!({
+            "ok": true,
+            "removed": removed,
+            "message": if removed { format!("{a} removed from the suppression list.") } else { format!("{a} was not suppressed.") },
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() })))
+            .into_response(),
+    }
 }
 
 async fn reload(State(c): State<Ctx>) -> Response {

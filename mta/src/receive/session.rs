@@ -104,6 +104,16 @@ impl Handler for InboundSession {
         if let Err(r) = p.rcpt(&to.address, self.rcpts.len(), self.authenticated) {
             return Outcome::reply(Reply::new(r.code, r.enhanced, r.text));
         }
+        if let Some(e) = self.engine.suppressed(&to.address) {
+            return Outcome::reply(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "<{}>: recipient suppressed ({}: {})",
+                    to.address, e.reason, e.detail
+                ),
+            ));
+        }
         self.rcpts.push(Recipient {
             address: to.address.clone(),
             orcpt: to.orcpt.clone(),
