@@ -196,14 +196,20 @@ impl SmtpStream {
     /// Queues a message body dot-stuffed, ending with CRLF.CRLF. A body without a final CRLF gets one.
     pub fn queue_data(&mut self, body: &[u8]) {
         self.out.reserve(body.len() + body.len() / 64 + 8);
-        let mut at_line_start = true;
-        for &b in body {
-            if at_line_start && b == b'.' {
-                self.out.push(b'.');
-            }
-            self.out.push(b);
-            at_line_start = b == b'\n';
+        // Dot-stuffing: a '.' at the start of a line gets another in front. Copy whole runs between
+        // line starts that begin with '.', found with memchr (this is the hot path of every DATA).
+        let mut start = 0;
+        if body.first() == Some(&b'.') {
+            self.out.push(b'.');
         }
+        for nl in memchr::memchr_iter(b'\n', body) {
+            if body.get(nl + 1) == Some(&b'.') {
+                self.out.extend_from_slice(&body[start..=nl]);
+                self.out.push(b'.');
+                start = nl + 1;
+            }
+        }
+        self.out.extend_from_slice(&body[start..]);
         if !body.is_empty() && !body.ends_with(b"\r\n") {
             self.out.extend_from_slice(b"\r\n");
         }
@@ -227,7 +233,7 @@ impl SmtpStream {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+    memchr::memchr(needle, hay)
 }
 
 #[cfg(test)]
@@ -321,5 +327,14 @@ mod tests {
         let mut rx = SmtpStream::new(Box::new(b));
         let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.body, b"Subject: dots\r\n\r\n.one\r\n..two\r\nend\r\n");
+        // A body starting with a dot, a lone dot line and dots at both ends.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut tx = SmtpStream::new(Box::new(a));
+        let msg = b".first\r\n.\r\nmid.dle\r\n.\r\n";
+        tx.queue_data(msg);
+        tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut rx = SmtpStream::new(Box::new(b));
+        let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.body, msg.to_vec());
     }
 }
