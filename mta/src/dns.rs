@@ -58,6 +58,8 @@ fn norm(name: &str) -> String {
 /// hickory-resolver behind the seam.
 pub struct HickoryResolver {
     inner: hickory_resolver::TokioResolver,
+    /// The configured name servers (empty for the system resolver).
+    servers: Vec<SocketAddr>,
 }
 
 impl HickoryResolver {
@@ -66,6 +68,7 @@ impl HickoryResolver {
         let b = hickory_resolver::TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
         Ok(HickoryResolver {
             inner: b.build().map_err(|e| e.to_string())?,
+            servers: Vec::new(),
         })
     }
 
@@ -97,8 +100,73 @@ impl HickoryResolver {
         .with_options(opts)
         .build()
         .map_err(|e| e.to_string())?;
-        Ok(HickoryResolver { inner })
+        Ok(HickoryResolver {
+            inner,
+            servers: servers.to_vec(),
+        })
     }
+}
+
+/// A PTR query for a loopback address sent straight to `server` over UDP: hickory-resolver
+/// answers `127.in-addr.arpa` itself (`localhost`, RFC 6761) and has no option to ask a server,
+/// but a test world gives its loopback sending addresses real PTR records. The message is built
+/// and parsed by hickory-proto.
+async fn loopback_ptr(server: SocketAddr, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let owner = Name::from(ip);
+    let name = owner.to_utf8();
+    let id = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7)
+        & 0xffff) as u16;
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(owner, RecordType::PTR));
+    let bytes = m.to_vec().map_err(|_| DnsError::ServFail(name.clone()))?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    };
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|_| DnsError::ServFail(name.clone()))?;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        sock.send_to(&bytes, server)
+            .await
+            .map_err(|_| DnsError::ServFail(name.clone()))?;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv(&mut buf)).await;
+        let Ok(Ok(n)) = got else { continue };
+        let Ok(resp) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        if resp.metadata.id != id {
+            continue;
+        }
+        return match resp.metadata.response_code {
+            ResponseCode::NoError => {
+                let v: Vec<String> = resp
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::PTR(p) => Some(norm(&p.0.to_utf8())),
+                        _ => None,
+                    })
+                    .collect();
+                if v.is_empty() {
+                    Err(DnsError::NoRecords(name))
+                } else {
+                    Ok(v)
+                }
+            }
+            ResponseCode::NXDomain => Err(DnsError::NxDomain(name)),
+            _ => Err(DnsError::ServFail(name)),
+        };
+    }
+    Err(DnsError::Timeout(name))
 }
 
 fn map_err(name: &str, e: hickory_resolver::net::NetError) -> DnsError {
@@ -177,6 +245,11 @@ impl Resolver for HickoryResolver {
 
     fn ptr<'a>(&'a self, ip: IpAddr) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
         Box::pin(async move {
+            if ip.is_loopback() {
+                if let Some(server) = self.servers.first() {
+                    return loopback_ptr(*server, ip).await;
+                }
+            }
             let r = self
                 .inner
                 .reverse_lookup(ip)
@@ -268,6 +341,7 @@ impl Resolver for StaticResolver {
         Box::pin(async move { self.answer(name, |z| z.txt.get(&norm(name)).cloned()) })
     }
     fn ptr<'a>(&'a self, ip: IpAddr) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
-        Box::pin(async move { self.answer(&ip.to_string(), |z| z.ptr.get(&ip).cloned()) })
+        Box::pin(async move {
+self.answer(&ip.to_string(), |z| z.ptr.get(&ip).cloned()) })
     }
 }
