@@ -138,7 +138,8 @@ async fn loopback_ptr(server: SocketAddr, ip: IpAddr) -> Result<Vec<String>, Dns
         sock.send_to(&bytes, server)
             .await
             .map_err(|_| DnsError::ServFail(name.clone()))?;
-        let got = tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv(&mut buf)).await;
+        let got =
+            tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv(&mut buf)).await;
         let Ok(Ok(n)) = got else { continue };
         let Ok(resp) = Message::from_vec(&buf[..n]) else {
             continue;
@@ -341,7 +342,6 @@ impl Resolver for StaticResolver {
         Box::pin(async move { self.answer(name, |z| z.txt.get(&norm(name)).cloned()) })
     }
     fn ptr<'a>(&'a self, ip: IpAddr) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
-        Box::pin(async move {
-self.answer(&ip.to_string(), |z| z.ptr.get(&ip).cloned()) })
+        Box::pin(async move { self.answer(&ip.to_string(), |z| z.ptr.get(&ip).cloned()) })
     }
 }

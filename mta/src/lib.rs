@@ -13,6 +13,7 @@ pub mod config;
 pub mod dkim;
 pub mod dns;
 pub mod engine;
+pub mod fbl;
 pub mod mgmt;
 pub mod net;
 pub mod queue;
