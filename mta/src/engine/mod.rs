@@ -189,7 +189,8 @@ impl Engine {
         }
     }
 
-    fn classifier(&self) -> Arc<crate::bounce::Classifier> {
+    /// The bounce classifier in force (built-in rules behind the config's patterns).
+    pub fn classifier(&self) -> Arc<crate::bounce::Classifier> {
         match self.classifier.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
@@ -212,6 +213,11 @@ impl Engine {
     /// Now, Unix ms.
     pub fn now_ms(&self) -> i64 {
         self.parts.clock.now_ms()
+    }
+
+    /// Writes a record made outside the delivery path (the bounce and feedback processors).
+    pub fn record(&self, rec: Record) {
+        self.log(rec);
     }
 
     fn log(&self, rec: Record) {

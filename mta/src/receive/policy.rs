@@ -46,6 +46,21 @@ pub fn local_domains(cfg: &Config) -> BTreeSet<String> {
             .values()
             .flat_map(|v| v.source_hosts.iter().filter_map(|h| h.host_name.clone())),
     );
+    // The processors' addresses are taken in here too.
+    for p in cfg
+        .bounce_processors
+        .iter()
+        .chain(&cfg.feedback_loop_processors)
+    {
+        out.extend(p.addresses.domains.iter().map(|d| d.to_ascii_lowercase()));
+        for a in &p.addresses.addresses {
+            if let crate::config::model::AddressMatch::Literal(l) = a {
+                if let Some((_, d)) = l.rsplit_once('@') {
+                    out.insert(d.to_ascii_lowercase());
+                }
+            }
+        }
+    }
     out
 }
 

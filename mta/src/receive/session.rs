@@ -131,7 +131,13 @@ impl Handler for InboundSession {
             .into_iter()
             .partition(|r| p.is_local(r.address.rsplit_once('@').map_or("", |(_, d)| d)));
         if !local.is_empty() {
-            // Bounce and feedback-loop processing of these comes with the processors.
+            let addrs: Vec<String> = local.iter().map(|r| r.address.clone()).collect();
+            crate::receive::processors::process(
+                &self.engine,
+                self.from.as_deref().unwrap_or(""),
+                &addrs,
+                &data.body,
+            );
             self.local_rcpts += local.len();
             tracing::info!(
                 count = local.len(),
