@@ -66,8 +66,10 @@ pub struct Traffic {
     /// When the stream starts, after the scenario start (`0s`).
     #[serde(default = "zero")]
     pub start: String,
-    /// Envelope sender and From.
+    /// From (and the envelope sender unless `mail_from` is given).
     pub sender: String,
+    /// Envelope sender (a bounce address such as `b@bounces.example.com`), if not `sender`.
+    pub mail_from: Option<String>,
     /// `X-Virtual-MTA` header (a vMTA or pool), if any.
     pub vmta: Option<String>,
     /// Job id (`X-Job` header).
@@ -311,6 +313,9 @@ pub struct Scenario {
     pub duration: String,
     /// Live runs multiply every duration by this (e.g. 0.01).
     pub live_scale: Option<f64>,
+    /// Where providers that send ARF reports send them (the address registered with their
+    /// feedback loops); default `fbl@fbl.<From domain>`.
+    pub fbl_address: Option<String>,
     /// Traffic streams.
     #[serde(default)]
     pub traffic: Vec<Traffic>,

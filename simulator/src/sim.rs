@@ -40,9 +40,76 @@ pub struct RunOptions {
     pub report_dir: PathBuf,
 }
 
+/// A listener address in the simulated network: an unspecified address (`0/0:25`) listens on
+/// 127.0.0.1.
+fn sim_addr(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
+    } else {
+        a
+    }
+}
+
 /// The address of MX host `i` of provider `p` (loopback, so live runs can use the same plan).
 pub fn mx_addr(p: usize, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 100 + p as u8, i as u8 + 1, 1)
+}
+
+/// What providers send back later: late DSNs to the envelope sender and ARF complaints to the
+/// sender's feedback-loop address, over SMTP, to the MTA when the address's domain is one it takes
+/// mail for (else to the senders' sink).
+struct Backchannel {
+    net: SimNet,
+    seed: u64,
+    /// The MTA's listener and its local domains.
+    mta_addr: SocketAddr,
+    mta_domains: std::collections::BTreeSet<String>,
+    /// The senders' sink (other domains).
+    sink_addr: SocketAddr,
+    /// `fbl_address` of the scenario.
+    fbl_address: Option<String>,
+    /// Complaint-rate incidents: (provider, from ms, until ms, share).
+    complaint_rates: Mutex<Vec<(String, i64, i64, f64)>>,
+}
+
+impl Backchannel {
+    fn complaint_share(&self, provider: &str, base: f64, now: i64) -> f64 {
+        self.complaint_rates
+            .lock()
+            .ok()
+            .and_then(|v| {
+                v.iter()
+                    .rev()
+                    .find(|(p, a, b, _)| p == provider && *a <= now && now < *b)
+                    .map(|x| x.3)
+            })
+            .unwrap_or(base)
+    }
+
+    /// Sends `body` from `from` (`""` = null sender) to `rcpt` from the provider host `src`.
+    async fn send(&self, src: IpAddr, helo: &str, from: &str, rcpt: &str, body: &[u8]) {
+        let domain = rcpt
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let to = if self.mta_domains.contains(&domain) {
+            self.mta_addr
+        } else {
+            self.sink_addr
+        };
+        tracing::debug!(%rcpt, %to, "provider sends a report");
+        let Ok(conn) = self.net.connect(Some(src), to).await else {
+            tracing::warn!(%rcpt, "provider could not connect to send a report");
+            return;
+        };
+        let Ok(Ok(mut c)) = Client::connect(conn.stream, Timeouts::default()).await else {
+            return;
+        };
+        if c.ehlo(helo).await.is_ok() {
+            let _ = c.send(from, &[rcpt.to_string()], body).await;
+        }
+        c.quit().await;
+    }
 }
 
 struct IspHandler {
@@ -53,6 +120,119 @@ struct IspHandler {
     peer: IpAddr,
     from: String,
     rcpts: u32,
+    /// Recipients accepted in this transaction.
+    accepted: Vec<String>,
+    /// This MX host's address and name (reports are sent from here).
+    local: IpAddr,
+    host: String,
+    back: Arc<Backchannel>,
+}
+
+impl IspHandler {
+    /// Decides, per accepted recipient, whether a late DSN or a complaint comes back, and
+    /// schedules it on the simulated clock.
+    fn schedule_feedback(&self, body: &[u8]) {
+        let fb = &self.isp.profile.feedback;
+        let now = self.clock.now_ms();
+        let mid = mta::engine::header(body, "Message-ID").unwrap_or_default();
+        let end = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(body.len(), |p| p + 4);
+        let headers = String::from_utf8_lossy(&body[..end]).to_string();
+        let author = mta::engine::header(body, "From")
+            .and_then(|f| mta::bounce::parse::find_address(&f))
+            .unwrap_or_default();
+        let seed = self.back.seed.to_le_bytes();
+        tracing::debug!(provider = %self.isp.profile.name, accepted = self.accepted.len(), "feedback draw");
+        for rcpt in &self.accepted {
+            let late = crate::isp::engine::draw(&[&seed, b"late", rcpt.as_bytes(), mid.as_bytes()]);
+            if late < fb.late_bounce_share && !self.from.is_empty() {
+                let delay =
+                    parse_interval(&fb.late_bounce_delay).unwrap_or(Duration::from_secs(600));
+                let diag = fb.late_bounce_diagnostic.replace("{rcpt}", rcpt);
+                let status = mta::bounce::classify::find_enhanced_status(&diag)
+                    .unwrap_or("5.0.0")
+                    .to_string();
+                let recipients = [mta::bounce::DsnRecipient {
+                    recipient: rcpt.clone(),
+                    original_recipient: None,
+                    action: mta::bounce::DsnAction::Failed,
+                    status,
+                    remote_mta: Some(self.host.clone()),
+                    diagnostic: diag,
+                    category: mta::bounce::Category::BadMailbox,
+                    last_attempt: None,
+                    will_retry_until: None,
+                }];
+                let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+                let dsn = mta::bounce::build_dsn(&mta::bounce::DsnRequest {
+                    reporting_host: &self.host,
+                    virtual_mta: None,
+                    envelope_sender: &self.from,
+                    envelope_id: None,
+                    arrival: at(now),
+                    now: at(now + delay.as_millis() as i64),
+                    seed: &format!("{now:x}{}", rcpt.len()),
+                    original: headers.as_bytes(),
+                    recipients: &recipients,
+                });
+                if let Some(d) = dsn {
+                    let back = self.back.clone();
+                    let (src, host) = (self.local, self.host.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        back.send(src, &host, "", &d.envelope_to, &d.bytes).await;
+                    });
+                }
+                continue;
+            }
+            if !fb.sends_arf {
+                continue;
+            }
+            let share = self
+                .back
+                .complaint_share(&self.isp.profile.name, fb.complaint_share, now);
+            let c =
+                crate::isp::engine::draw(&[&seed, b"complaint", rcpt.as_bytes(), mid.as_bytes()]);
+            if c >= share {
+                continue;
+            }
+            self.isp.complaint(self.peer, now);
+            let fbl_to = self.back.fbl_address.clone().unwrap_or_else(|| {
+                format!("fbl@fbl.{}", author.rsplit_once('@').map_or("", |(_, d)| d))
+            });
+            let report_from = fb.report_from.clone();
+            let arf = mta::fbl::build_arf(&mta::fbl::ArfInput {
+                feedback_type: "abuse",
+                user_agent: fb
+                    .arf_user_agent
+                    .as_deref()
+                    .unwrap_or("mtasim-provider/1.0"),
+                reporting_mta: &self.host,
+                original_mail_from: &self.from,
+                original_rcpt_to: rcpt,
+                source_ip: Some(self.peer),
+                arrival_date: now / 1000,
+                original: &headers,
+                from: &report_from,
+                to: &fbl_to,
+            });
+            match arf {
+                Ok(arf) => {
+                    let delay =
+                        parse_interval(&fb.complaint_delay).unwrap_or(Duration::from_secs(600));
+                    let back = self.back.clone();
+                    let (src, host) = (self.local, self.host.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        back.send(src, &host, "", &fbl_to, arf.as_bytes()).await;
+                    });
+                }
+                Err(e) => tracing::warn!(%e, "could not build an ARF report"),
+            }
+        }
+    }
 }
 
 impl Handler for IspHandler {
@@ -72,6 +252,7 @@ impl Handler for IspHandler {
     fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
         self.from = from.address.clone();
         self.rcpts = 0;
+        self.accepted.clear();
         let Some(s) = &self.session else {
             return Outcome::close(Reply::new(421, "4.3.0", "no session"));
         };
@@ -90,6 +271,7 @@ impl Handler for IspHandler {
         {
             Ok(()) => {
                 self.rcpts += 1;
+                self.accepted.push(to.address.clone());
                 Outcome::ok("2.1.5", "OK")
             }
             Err(a) => answer(a),
@@ -113,14 +295,18 @@ impl Handler for IspHandler {
             return Outcome::close(Reply::new(421, "4.3.0", "no session"));
         };
         match self.isp.end_of_data(s, &facts, now) {
-            Ok(r) => Outcome::reply(
-                Reply::parse_line(&r).unwrap_or_else(|| Reply::new(250, "2.0.0", "OK")),
-            ),
+            Ok(r) => {
+                self.schedule_feedback(&data.body);
+                Outcome::reply(
+                    Reply::parse_line(&r).unwrap_or_else(|| Reply::new(250, "2.0.0", "OK")),
+                )
+            }
             Err(a) => answer(a),
         }
     }
     fn reset(&mut self) {
         self.rcpts = 0;
+        self.accepted.clear();
     }
 }
 
@@ -207,6 +393,29 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         })
         .collect();
     let dkim = crate::dkim_check::DkimChecker::from_config(&config, &senders)?;
+    let mta_addr = config
+        .listeners
+        .first()
+        .map(|l| l.addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 25)));
+    let mta_addr = sim_addr(mta_addr);
+    // Where the internet reaches the MTA (its MX): the port-25 listener if there is one.
+    let inbound_addr = config
+        .listeners
+        .iter()
+        .map(|l| sim_addr(l.addr))
+        .find(|a| a.port() == 25)
+        .unwrap_or(mta_addr);
+    let sink_ip = IpAddr::V4(Ipv4Addr::new(127, 99, 0, 1));
+    let back = Arc::new(Backchannel {
+        net: net.clone(),
+        seed,
+        mta_addr: inbound_addr,
+        mta_domains: mta::receive::local_domains(&config),
+        sink_addr: SocketAddr::new(sink_ip, 25),
+        fbl_address: s.fbl_address.clone(),
+        complaint_rates: Mutex::new(Vec::new()),
+    });
     // The world: every provider's MX hosts on their own addresses, with DNS for them.
     let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
     let mut addr_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
@@ -226,9 +435,10 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             let isp2 = isp.clone();
             let dkim2 = dkim.clone();
             let host = mx.host.clone();
+            let back2 = back.clone();
             tokio::spawn(async move {
                 let opts = ServerOptions {
-                    host_name: host,
+                    host_name: host.clone(),
                     max_message_size: None,
                     ..ServerOptions::default()
                 };
@@ -241,6 +451,10 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                         peer: c.peer.ip(),
                         from: String::new(),
                         rcpts: 0,
+                        accepted: Vec::new(),
+                        local: ip,
+                        host: host.clone(),
+                        back: back2.clone(),
                     };
                     let o = opts.clone();
                     tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
@@ -263,7 +477,6 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         isps.insert(p.name.clone(), isp);
     }
     // The senders' own domains (where DSNs go) are hosted by a sink that takes everything.
-    let sink_ip = IpAddr::V4(Ipv4Addr::new(127, 99, 0, 1));
     {
         let mut listener = net
             .listen(SocketAddr::new(sink_ip, 25))
@@ -321,18 +534,17 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             }
         });
     }
-    let mta_addr = config
+    // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
+    let mut listeners: Vec<(SocketAddr, Option<String>)> = config
         .listeners
-        .first()
-        .map(|l| l.addr)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 25)));
-    let mta_addr = if mta_addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), mta_addr.port())
-    } else {
-        mta_addr
-    };
-    {
-        let mut listener = net.listen(mta_addr).await.map_err(|e| e.to_string())?;
+        .iter()
+        .map(|l| (sim_addr(l.addr), l.source.clone()))
+        .collect();
+    if listeners.is_empty() {
+        listeners.push((mta_addr, None));
+    }
+    for (addr, source) in listeners {
+        let mut listener = net.listen(addr).await.map_err(|e| e.to_string())?;
         let engine = engine.clone();
         tokio::spawn(async move {
             while let Ok(c) = listener.accept().await {
@@ -340,7 +552,7 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                     engine.clone(),
                     c.peer,
                     c.local,
-                    None,
+                    source.clone(),
                 );
                 tokio::spawn(
                     async move { serve(c.stream, &mut h, &ServerOptions::default()).await },
@@ -429,6 +641,11 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                     });
                 });
             }
+            IncidentKind::ComplaintRate { share } => {
+                if let Ok(mut v) = back.complaint_rates.lock() {
+                    v.push((inc.provider.clone(), from, until, *share));
+                }
+            }
             _ => tracing::warn!(provider = %inc.provider, "incident kind not simulated yet"),
         }
     }
@@ -487,7 +704,7 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                     body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n");
                 }
                 let sent = match client.as_mut() {
-                    Some(c) => c.send(&t.sender, std::slice::from_ref(&rcpt), body.as_bytes()).await.is_ok(),
+                    Some(c) => c.send(t.mail_from.as_deref().unwrap_or(&t.sender), std::slice::from_ref(&rcpt), body.as_bytes()).await.is_ok(),
                     None => false,
                 };
                 if !sent {

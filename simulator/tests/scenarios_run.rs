@@ -37,15 +37,10 @@ fn every_scenario_holds_in_simulated_mode() {
                 && dir.path().join(&name).join("report.json").is_file()
         );
         for v in &r.verdicts {
-            // ARF complaints need the feedback-loop processor (the DKIM/FBL issue): known to fail.
-            let known_gap = name == "fbl-complaints" && v.expectation.starts_with("ARF complaints");
             assert!(
-                v.passed || known_gap,
+                v.passed,
                 "{name}: {} expected {}, observed {} ({})",
-                v.expectation,
-                v.expected,
-                v.observed,
-                v.location
+                v.expectation, v.expected, v.observed, v.location
             );
         }
         summary.push_str(&format!(

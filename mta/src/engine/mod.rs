@@ -479,6 +479,17 @@ impl Engine {
         o: &Outcome<'_>,
         now: i64,
     ) {
+        // A sender in one of our own domains (a bounce domain our bounce processor reads): the `b`
+        // record already says everything a DSN to ourselves would.
+        let sender_domain = env
+            .mail_from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        if crate::receive::local_domains(&self.config()).contains(&sender_domain) {
+            tracing::debug!(sender = %env.mail_from, "no DSN to a local bounce address");
+            return;
+        }
         let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
         let original = self
             .parts

@@ -46,20 +46,14 @@ pub fn local_domains(cfg: &Config) -> BTreeSet<String> {
             .values()
             .flat_map(|v| v.source_hosts.iter().filter_map(|h| h.host_name.clone())),
     );
-    // The processors' addresses are taken in here too.
+    // The processors' `domain` lines are taken in here too; their single addresses are matched
+    // one by one ([`SessionPolicy::takes`]).
     for p in cfg
         .bounce_processors
         .iter()
         .chain(&cfg.feedback_loop_processors)
     {
         out.extend(p.addresses.domains.iter().map(|d| d.to_ascii_lowercase()));
-        for a in &p.addresses.addresses {
-            if let crate::config::model::AddressMatch::Literal(l) = a {
-                if let Some((_, d)) = l.rsplit_once('@') {
-                    out.insert(d.to_ascii_lowercase());
-                }
-            }
-        }
     }
     out
 }
@@ -70,6 +64,8 @@ pub struct SessionPolicy {
     /// Effective `<source>` settings for the connection (re-evaluated after AUTH).
     pub source: EffectiveSettings,
     local: BTreeSet<String>,
+    /// The address lists of the bounce and feedback-loop processors.
+    processors: Vec<crate::config::model::AddressList>,
 }
 
 impl SessionPolicy {
@@ -87,6 +83,12 @@ impl SessionPolicy {
         Ok(SessionPolicy {
             source,
             local: local_domains(cfg),
+            processors: cfg
+                .bounce_processors
+                .iter()
+                .chain(&cfg.feedback_loop_processors)
+                .map(|p| p.addresses.clone())
+                .collect(),
         })
     }
 
@@ -144,7 +146,7 @@ impl SessionPolicy {
                 ));
             }
         }
-        if self.local.contains(&domain) {
+        if self.local.contains(&domain) || self.processors.iter().any(|l| l.matches(rcpt)) {
             return Ok(());
         }
         if self.source.bool("require-auth") && !authenticated {
@@ -160,6 +162,13 @@ impl SessionPolicy {
     pub fn is_local(&self, domain: &str) -> bool {
         self.local
             .contains(&domain.trim_end_matches('.').to_ascii_lowercase())
+    }
+
+    /// True if the MTA takes mail for `addr` itself: a local domain, or an address of a bounce or
+    /// feedback-loop processor.
+    pub fn takes(&self, addr: &str) -> bool {
+        self.is_local(addr.rsplit_once('@').map_or("", |(_, d)| d))
+            || self.processors.iter().any(|l| l.matches(addr))
     }
 }
 

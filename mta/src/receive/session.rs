@@ -129,7 +129,7 @@ impl Handler for InboundSession {
         let now = self.engine.now_ms();
         let (local, remote): (Vec<Recipient>, Vec<Recipient>) = std::mem::take(&mut self.rcpts)
             .into_iter()
-            .partition(|r| p.is_local(r.address.rsplit_once('@').map_or("", |(_, d)| d)));
+            .partition(|r| p.takes(&r.address));
         if !local.is_empty() {
             let addrs: Vec<String> = local.iter().map(|r| r.address.clone()).collect();
             crate::receive::processors::process(
