@@ -8,3 +8,4 @@ pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod world;

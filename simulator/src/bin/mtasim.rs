@@ -40,6 +40,98 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         volume: f64,
     },
+    /// The simulated internet, live: DNS server and fake providers on loopback for any MTA.
+    World {
+        #[command(subcommand)]
+        what: WorldWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorldWhat {
+    /// Start the DNS server and every provider; print their addresses; serve until Ctrl-C or
+    /// SIGTERM, then print per-provider totals.
+    Up {
+        /// Provider profiles.
+        #[arg(long, default_value = "isp-profiles")]
+        profiles: PathBuf,
+        /// An MTA config whose sending addresses (A, PTR, SPF) and DKIM keys go into DNS.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// DNS server address.
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        dns: std::net::SocketAddr,
+        /// Port of every MX host (default: 25 if it can be bound, else 2525).
+        #[arg(long)]
+        smtp_port: Option<u16>,
+        /// The MTA's inbound listener, where providers send late DSNs and ARF complaints.
+        #[arg(long)]
+        mta: Option<std::net::SocketAddr>,
+        /// Output format of the addresses.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+fn world_up(opts: simulator::world::WorldOptions, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mtasim: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let world = match simulator::world::World::start(&opts).await {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("mtasim: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if json {
+            println!("{}", world.to_json());
+        } else {
+            print!("{}", world.describe());
+            println!("Serving until Ctrl-C or SIGTERM.");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        let totals = world.totals();
+        if json {
+            println!("{}", serde_json::json!({ "totals": totals }));
+        } else {
+            println!(
+                "\n{:<10} {:>11} {:>9} {:>10} {:>9} {:>9}",
+                "provider", "connections", "messages", "recipients", "deferred", "rejected"
+            );
+            for (name, t) in &totals {
+                println!(
+                    "{:<10} {:>11} {:>9} {:>10} {:>9} {:>9}",
+                    name, t.connections, t.messages, t.recipients, t.deferred, t.rejected
+                );
+            }
+        }
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {
@@ -51,6 +143,33 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::World {
+        what:
+            WorldWhat::Up {
+                profiles,
+                config,
+                dns,
+                smtp_port,
+                mta,
+                format,
+            },
+    }) = cli.command
+    {
+        if format != "text" && format != "json" {
+            eprintln!("mtasim: --format is text or json");
+            return ExitCode::from(2);
+        }
+        return world_up(
+            simulator::world::WorldOptions {
+                profiles,
+                config,
+                dns,
+                smtp_port: smtp_port.unwrap_or(0),
+                mta,
+            },
+            format == "json",
+        );
+    }
     let (scenarios, seed, live, config, report, volume) = match cli.command {
         Some(Command::Run {
             scenarios,
@@ -60,7 +179,9 @@ fn main() -> ExitCode {
             report,
             volume,
         }) => (scenarios, seed, live, config, report, volume),
-        None => (Vec::new(), None, false, None, PathBuf::from("reports"), 1.0),
+        Some(Command::World { .. }) | None => {
+            (Vec::new(), None, false, None, PathBuf::from("reports"), 1.0)
+        }
     };
     if live {
         eprintln!("mtasim: --live is not available yet; run without it for the simulated mode");

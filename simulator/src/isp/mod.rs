@@ -2,5 +2,6 @@
 //! around it comes with the SMTP codec.
 
 pub mod engine;
+pub mod server;
 
 pub use engine::{Answer, DataFacts, Engine, Event, EventKind, Mailbox, Override, Session};

@@ -1,0 +1,311 @@
+//! The fake provider's SMTP server: a `mta::smtp::server::Handler` over the provider engine
+//! (limits, mailboxes, authentication checks, reputation), the same in simulated runs (SimNet) and
+//! live (`mtasim world up`, real TCP); plus what providers send back later (late DSNs, ARF
+//! complaints) and the senders' sink.
+
+use super::{DataFacts, Engine as Isp, Session};
+use mta::clock::Clock;
+use mta::config::values::parse_interval;
+use mta::net::Net;
+use mta::smtp::client::{Client, Timeouts};
+use mta::smtp::io::Data;
+use mta::smtp::server::{Handler, Outcome};
+use mta::smtp::{MailFrom, RcptTo, Reply};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What providers send back later: late DSNs to the envelope sender and ARF complaints to the
+/// sender's feedback-loop address, over SMTP, to the MTA when the address's domain is one it takes
+/// mail for (else to the senders' sink).
+pub struct Backchannel {
+    pub net: Arc<dyn Net>,
+    pub seed: u64,
+    /// The MTA's listener and its local domains.
+    pub mta_addr: SocketAddr,
+    pub mta_domains: std::collections::BTreeSet<String>,
+    /// The senders' sink (other domains).
+    pub sink_addr: SocketAddr,
+    /// `fbl_address` of the scenario.
+    pub fbl_address: Option<String>,
+    /// Complaint-rate incidents: (provider, from ms, until ms, share).
+    pub complaint_rates: Mutex<Vec<(String, i64, i64, f64)>>,
+}
+
+impl Backchannel {
+    fn complaint_share(&self, provider: &str, base: f64, now: i64) -> f64 {
+        self.complaint_rates
+            .lock()
+            .ok()
+            .and_then(|v| {
+                v.iter()
+                    .rev()
+                    .find(|(p, a, b, _)| p == provider && *a <= now && now < *b)
+                    .map(|x| x.3)
+            })
+            .unwrap_or(base)
+    }
+
+    /// Sends `body` from `from` (`""` = null sender) to `rcpt` from the provider host `src`.
+    async fn send(&self, src: IpAddr, helo: &str, from: &str, rcpt: &str, body: &[u8]) {
+        let domain = rcpt
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let to = if self.mta_domains.contains(&domain) {
+            self.mta_addr
+        } else {
+            self.sink_addr
+        };
+        if to.port() == 0 {
+            tracing::debug!(%rcpt, "no address to send this report to");
+            return;
+        }
+        tracing::debug!(%rcpt, %to, "provider sends a report");
+        let Ok(conn) = self.net.connect(Some(src), to).await else {
+            tracing::warn!(%rcpt, "provider could not connect to send a report");
+            return;
+        };
+        let Ok(Ok(mut c)) = Client::connect(conn.stream, Timeouts::default()).await else {
+            return;
+        };
+        if c.ehlo(helo).await.is_ok() {
+            let _ = c.send(from, &[rcpt.to_string()], body).await;
+        }
+        c.quit().await;
+    }
+}
+
+pub struct IspHandler {
+    pub isp: Isp,
+    pub dkim: crate::dkim_check::DkimChecker,
+    pub clock: Clock,
+    pub session: Option<Session>,
+    pub peer: IpAddr,
+    pub from: String,
+    pub rcpts: u32,
+    /// Recipients accepted in this transaction.
+    pub accepted: Vec<String>,
+    /// This MX host's address and name (reports are sent from here).
+    pub local: IpAddr,
+    pub host: String,
+    pub back: Arc<Backchannel>,
+}
+
+impl IspHandler {
+    /// Decides, per accepted recipient, whether a late DSN or a complaint comes back, and
+    /// schedules it on the simulated clock.
+    fn schedule_feedback(&self, body: &[u8]) {
+        let fb = &self.isp.profile.feedback;
+        let now = self.clock.now_ms();
+        let mid = mta::engine::header(body, "Message-ID").unwrap_or_default();
+        let end = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(body.len(), |p| p + 4);
+        let headers = String::from_utf8_lossy(&body[..end]).to_string();
+        let author = mta::engine::header(body, "From")
+            .and_then(|f| mta::bounce::parse::find_address(&f))
+            .unwrap_or_default();
+        let seed = self.back.seed.to_le_bytes();
+        tracing::debug!(provider = %self.isp.profile.name, accepted = self.accepted.len(), "feedback draw");
+        for rcpt in &self.accepted {
+            let late = crate::isp::engine::draw(&[&seed, b"late", rcpt.as_bytes(), mid.as_bytes()]);
+            if late < fb.late_bounce_share && !self.from.is_empty() {
+                let delay =
+                    parse_interval(&fb.late_bounce_delay).unwrap_or(Duration::from_secs(600));
+                let diag = fb.late_bounce_diagnostic.replace("{rcpt}", rcpt);
+                let status = mta::bounce::classify::find_enhanced_status(&diag)
+                    .unwrap_or("5.0.0")
+                    .to_string();
+                let recipients = [mta::bounce::DsnRecipient {
+                    recipient: rcpt.clone(),
+                    original_recipient: None,
+                    action: mta::bounce::DsnAction::Failed,
+                    status,
+                    remote_mta: Some(self.host.clone()),
+                    diagnostic: diag,
+                    category: mta::bounce::Category::BadMailbox,
+                    last_attempt: None,
+                    will_retry_until: None,
+                }];
+                let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+                let dsn = mta::bounce::build_dsn(&mta::bounce::DsnRequest {
+                    reporting_host: &self.host,
+                    virtual_mta: None,
+                    envelope_sender: &self.from,
+                    envelope_id: None,
+                    arrival: at(now),
+                    now: at(now + delay.as_millis() as i64),
+                    seed: &format!("{now:x}{}", rcpt.len()),
+                    original: headers.as_bytes(),
+                    recipients: &recipients,
+                });
+                if let Some(d) = dsn {
+                    let back = self.back.clone();
+                    let (src, host) = (self.local, self.host.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        back.send(src, &host, "", &d.envelope_to, &d.bytes).await;
+                    });
+                }
+                continue;
+            }
+            if !fb.sends_arf {
+                continue;
+            }
+            let share = self
+                .back
+                .complaint_share(&self.isp.profile.name, fb.complaint_share, now);
+            let c =
+                crate::isp::engine::draw(&[&seed, b"complaint", rcpt.as_bytes(), mid.as_bytes()]);
+            if c >= share {
+                continue;
+            }
+            self.isp.complaint(self.peer, now);
+            let fbl_to = self.back.fbl_address.clone().unwrap_or_else(|| {
+                format!("fbl@fbl.{}", author.rsplit_once('@').map_or("", |(_, d)| d))
+            });
+            let report_from = fb.report_from.clone();
+            let arf = mta::fbl::build_arf(&mta::fbl::ArfInput {
+                feedback_type: "abuse",
+                user_agent: fb
+                    .arf_user_agent
+                    .as_deref()
+                    .unwrap_or("mtasim-provider/1.0"),
+                reporting_mta: &self.host,
+                original_mail_from: &self.from,
+                original_rcpt_to: rcpt,
+                source_ip: Some(self.peer),
+                arrival_date: now / 1000,
+                original: &headers,
+                from: &report_from,
+                to: &fbl_to,
+            });
+            match arf {
+                Ok(arf) => {
+                    let delay =
+                        parse_interval(&fb.complaint_delay).unwrap_or(Duration::from_secs(600));
+                    let back = self.back.clone();
+                    let (src, host) = (self.local, self.host.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        back.send(src, &host, "", &fbl_to, arf.as_bytes()).await;
+                    });
+                }
+                Err(e) => tracing::warn!(%e, "could not build an ARF report"),
+            }
+        }
+    }
+}
+
+impl Handler for IspHandler {
+    fn connect(&mut self) -> Outcome {
+        let (s, greet) = self.isp.connect(self.peer, self.clock.now_ms());
+        self.session = Some(s);
+        match greet {
+            Ok(g) => Outcome::reply(
+                Reply::parse_line(&g).unwrap_or_else(|| Reply::new(220, "", "ready")),
+            ),
+            Err(a) => Outcome::close(
+                Reply::parse_line(&a.reply)
+                    .unwrap_or_else(|| Reply::new(421, "4.7.0", a.reply.clone())),
+            ),
+        }
+    }
+    fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
+        self.from = from.address.clone();
+        self.rcpts = 0;
+        self.accepted.clear();
+        let Some(s) = &self.session else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self.isp.mail(s, self.clock.now_ms()) {
+            Ok(()) => Outcome::ok("2.1.0", "OK"),
+            Err(a) => answer(a),
+        }
+    }
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        let Some(s) = &self.session else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self
+            .isp
+            .rcpt(s, &self.from, &to.address, self.clock.now_ms())
+        {
+            Ok(()) => {
+                self.rcpts += 1;
+                self.accepted.push(to.address.clone());
+                Outcome::ok("2.1.5", "OK")
+            }
+            Err(a) => answer(a),
+        }
+    }
+    async fn message(&mut self, data: Data) -> Outcome {
+        let dkim = self.dkim.verify(&data.body).await;
+        let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
+            .is_some_and(|v| v.contains("One-Click"));
+        let facts = DataFacts {
+            mail_from: &self.from,
+            rcpts: self.rcpts,
+            size: data.size,
+            spf_pass: true,
+            dkim_pass: dkim,
+            dmarc_pass: dkim,
+            one_click_unsubscribe: one_click,
+        };
+        let now = self.clock.now_ms();
+        let Some(s) = self.session.as_mut() else {
+            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+        };
+        match self.isp.end_of_data(s, &facts, now) {
+            Ok(r) => {
+                self.schedule_feedback(&data.body);
+                Outcome::reply(
+                    Reply::parse_line(&r).unwrap_or_else(|| Reply::new(250, "2.0.0", "OK")),
+                )
+            }
+            Err(a) => answer(a),
+        }
+    }
+    fn reset(&mut self) {
+        self.rcpts = 0;
+        self.accepted.clear();
+    }
+}
+
+impl Drop for IspHandler {
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            self.isp.disconnect(s, self.clock.now_ms());
+        }
+    }
+}
+
+/// The senders' mailboxes: accepts every DSN.
+pub struct SenderSink;
+
+impl Handler for SenderSink {
+    fn connect(&mut self) -> Outcome {
+        Outcome::reply(Reply::new(220, "", "mx.senders.sim ESMTP"))
+    }
+    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
+        Outcome::ok("2.1.0", "OK")
+    }
+    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
+        Outcome::ok("2.1.5", "OK")
+    }
+    async fn message(&mut self, _: Data) -> Outcome {
+        Outcome::ok("2.0.0", "OK")
+    }
+    fn reset(&mut self) {}
+}
+
+pub fn answer(a: crate::isp::Answer) -> Outcome {
+    let r =
+        Reply::parse_line(&a.reply).unwrap_or_else(|| Reply::new(451, "4.3.0", a.reply.clone()));
+    Outcome {
+        reply: r,
+        close: a.disconnect,
+    }
+}

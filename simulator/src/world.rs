@@ -1,0 +1,333 @@
+//! The live world: every provider of the profiles on its own loopback MX addresses over real TCP,
+//! and the DNS server with their zones plus what an MTA config publishes (A and PTR for its sending
+//! addresses, SPF, DKIM keys from its `domain-key` files, DMARC). `mtasim world up` runs it so any
+//! MTA can be pointed at it.
+
+use crate::dkim_check::DkimChecker;
+use crate::dns::{DnsServer, Zones};
+use crate::isp::server::{Backchannel, IspHandler};
+use crate::isp::{Engine as Isp, EventKind};
+use crate::profile::Profile;
+use mta::clock::Clock;
+use mta::net::{LiveNet, Net};
+use mta::smtp::server::{serve, ServerOptions};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// How to build the world.
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// The provider profiles directory.
+    pub profiles: PathBuf,
+    /// An MTA config whose sending addresses and DKIM keys go into DNS.
+    pub config: Option<PathBuf>,
+    /// Where the DNS server listens (port 0 picks one).
+    pub dns: SocketAddr,
+    /// The port every MX host listens on (0: try 25, then 2525).
+    pub smtp_port: u16,
+    /// Where providers send late DSNs and complaints (the MTA's inbound listener), if anywhere.
+    pub mta: Option<SocketAddr>,
+}
+
+/// One provider as the world runs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderInfo {
+    /// Short name.
+    pub name: String,
+    /// Its domains.
+    pub domains: Vec<String>,
+    /// MX hosts: name, preference, address.
+    pub mx: Vec<MxInfo>,
+}
+
+/// One MX host.
+#[derive(Debug, Clone, Serialize)]
+pub struct MxInfo {
+    /// Host name.
+    pub host: String,
+    /// MX preference.
+    pub preference: u16,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Totals of one provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderTotals {
+    /// Connections opened.
+    pub connections: u64,
+    /// Messages accepted.
+    pub messages: u64,
+    /// Recipients accepted.
+    pub recipients: u64,
+    /// 4xx replies.
+    pub deferred: u64,
+    /// 5xx replies.
+    pub rejected: u64,
+}
+
+/// The running world.
+pub struct World {
+    /// The DNS server.
+    pub dns: DnsServer,
+    /// The providers.
+    pub providers: Vec<ProviderInfo>,
+    isps: BTreeMap<String, Isp>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The loopback address of MX host `i` of provider `p` (as in simulated runs).
+pub fn mx_ip(p: usize, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 100 + p as u8, i as u8 + 1, 1)
+}
+
+/// The zones of `profiles` and of an MTA config.
+pub fn zones(profiles: &[Profile], cfg: Option<&mta::config::Config>) -> Result<Zones, String> {
+    let mut z = Zones::default();
+    for (pi, p) in profiles.iter().enumerate() {
+        for (i, mx) in p.mx.iter().enumerate() {
+            z.add_a(&mx.host, mx_ip(pi, i));
+            for d in &p.domains {
+                z.add_mx(d, mx.preference, &mx.host);
+            }
+        }
+    }
+    let Some(cfg) = cfg else { return Ok(z) };
+    // Forward-confirmed reverse DNS for every sending address with a host name.
+    let mut ips: Vec<Ipv4Addr> = Vec::new();
+    let hosts = cfg
+        .source_hosts
+        .iter()
+        .chain(cfg.vmtas.values().flat_map(|v| v.source_hosts.iter()));
+    for h in hosts {
+        if let IpAddr::V4(ip) = h.net.addr() {
+            ips.push(ip);
+            if let Some(name) = &h.host_name {
+                z.add_a(name, ip);
+                z.add_ptr(ip, name);
+            }
+        }
+    }
+    // SPF, DKIM and DMARC for every signing domain.
+    let keys = cfg
+        .domain_keys
+        .iter()
+        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
+        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+    let mut domains = BTreeSet::new();
+    for k in keys {
+        if k.domain == "*" {
+            continue;
+        }
+        let txt = mta::dkim::keys::public_txt(&k.path).map_err(|e| e.to_string())?;
+        z.add_txt(&format!("{}._domainkey.{}", k.selector, k.domain), &txt);
+        domains.insert(k.domain.to_ascii_lowercase());
+    }
+    let spf = std::iter::once("v=spf1".to_string())
+        .chain(ips.iter().map(|i| format!("ip4:{i}")))
+        .chain(std::iter::once("-all".to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for d in &domains {
+        z.add_txt(d, &spf);
+        z.add_txt(&format!("_dmarc.{d}"), "v=DMARC1; p=none");
+    }
+    Ok(z)
+}
+
+async fn bind_all(ips: &[IpAddr], port: u16) -> std::io::Result<Vec<Box<dyn mta::net::Listener>>> {
+    let mut out = Vec::new();
+    let mut port = port;
+    for ip in ips {
+        let l = LiveNet.listen(SocketAddr::new(*ip, port)).await?;
+        port = l.local_addr().port();
+        out.push(l);
+    }
+    Ok(out)
+}
+
+impl World {
+    /// Builds and starts the world.
+    pub async fn start(opts: &WorldOptions) -> Result<World, String> {
+        let profiles = crate::profile::load_dir(&opts.profiles).map_err(|e| e.to_string())?;
+        let cfg = match &opts.config {
+            Some(p) => Some(
+                mta::config::load(p)
+                    .into_result()
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let zones = zones(&profiles, cfg.as_ref())?;
+        let dns = DnsServer::start(opts.dns, &zones)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dkim = match &cfg {
+            Some(c) => DkimChecker::from_config(c, &[])?,
+            None => DkimChecker::from_config(&mta::config::Config::default(), &[])?,
+        };
+        let clock = Clock::live();
+        let back = Arc::new(Backchannel {
+            net: Arc::new(LiveNet),
+            seed: 1,
+            mta_addr: opts
+                .mta
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            mta_domains: match (&cfg, opts.mta) {
+                (Some(c), Some(_)) => mta::receive::local_domains(c),
+                _ => BTreeSet::new(),
+            },
+            sink_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            fbl_address: None,
+            complaint_rates: Mutex::new(Vec::new()),
+        });
+        let mut providers = Vec::new();
+        let mut isps = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (pi, p) in profiles.iter().enumerate() {
+            let isp = Isp::new(p.clone());
+            let ips: Vec<IpAddr> = (0..p.mx.len()).map(|i| IpAddr::V4(mx_ip(pi, i))).collect();
+            let listeners = if opts.smtp_port == 0 {
+                match bind_all(&ips, 25).await {
+                    Ok(l) => l,
+                    Err(_) => bind_all(&ips, 2525)
+                        .await
+                        .map_err(|e| format!("cannot listen for {} on 25 or 2525: {e}", p.name))?,
+                }
+            } else {
+                bind_all(&ips, opts.smtp_port).await.map_err(|e| {
+                    format!(
+                        "cannot listen for {} on port {}: {e}",
+                        p.name, opts.smtp_port
+                    )
+                })?
+            };
+            let mut mx = Vec::new();
+            for (i, mut listener) in listeners.into_iter().enumerate() {
+                let host = p.mx[i].host.clone();
+                let addr = listener.local_addr();
+                mx.push(MxInfo {
+                    host: host.clone(),
+                    preference: p.mx[i].preference,
+                    addr,
+                });
+                let isp2 = isp.clone();
+                let dkim2 = dkim.clone();
+                let back2 = back.clone();
+                tasks.push(tokio::spawn(async move {
+                    let o = ServerOptions {
+                        host_name: host.clone(),
+                        ..ServerOptions::default()
+                    };
+                    while let Ok(c) = listener.accept().await {
+                        let mut h = IspHandler {
+                            isp: isp2.clone(),
+                            dkim: dkim2.clone(),
+                            clock,
+                            session: None,
+                            peer: c.peer.ip(),
+                            from: String::new(),
+                            rcpts: 0,
+                            accepted: Vec::new(),
+                            local: addr.ip(),
+                            host: host.clone(),
+                            back: back2.clone(),
+                        };
+                        let o = o.clone();
+                        tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
+                    }
+                }));
+            }
+            providers.push(ProviderInfo {
+                name: p.name.clone(),
+                domains: p.domains.clone(),
+                mx,
+            });
+            isps.insert(p.name.clone(), isp);
+        }
+        Ok(World {
+            dns,
+            providers,
+            isps,
+            tasks,
+        })
+    }
+
+    /// Per-provider totals so far.
+    pub fn totals(&self) -> BTreeMap<String, ProviderTotals> {
+        self.isps
+            .iter()
+            .map(|(name, isp)| {
+                let mut t = ProviderTotals::default();
+                for e in isp.events() {
+                    match e.kind {
+                        EventKind::Connect { .. } => t.connections += 1,
+                        EventKind::Accepted { rcpts, .. } => {
+                            t.messages += 1;
+                            t.recipients += rcpts as u64;
+                        }
+                        EventKind::Refused { reply, .. } => {
+                            if reply.starts_with('4') {
+                                t.deferred += 1
+                            } else {
+                                t.rejected += 1
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (name.clone(), t)
+            })
+            .collect()
+    }
+
+    /// The world as one JSON object: the DNS address and every provider's domains and MX hosts.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dns": self.dns.addr().to_string(),
+            "providers": self.providers,
+        })
+    }
+
+    /// How to point an MTA at the world, for people.
+    pub fn describe(&self) -> String {
+        let mut o = format!("DNS server: {} (UDP and TCP)\n\n", self.dns.addr());
+        let mut ports = BTreeSet::new();
+        for p in &self.providers {
+            o.push_str(&format!("{} ({})\n", p.name, p.domains.join(", ")));
+            for m in &p.mx {
+                o.push_str(&format!(
+                    "    MX {:>3} {:<40} {}\n",
+                    m.preference, m.host, m.addr
+                ));
+                ports.insert(m.addr.port());
+            }
+        }
+        o.push_str(&format!(
+            "\nPoint an MTA at it: resolve through {} (our config: `name-server {}`)",
+            self.dns.addr(),
+            self.dns.addr()
+        ));
+        if !ports.contains(&25) {
+            let p: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+            o.push_str(&format!(
+                " and deliver to port {} (our config: `default-smtp-port {}` in <domain *>)",
+                p.join("/"),
+                p.join("/")
+            ));
+        }
+        o.push_str(".\n");
+        o
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
