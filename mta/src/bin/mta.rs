@@ -403,11 +403,79 @@ enum DkimWhat {
         #[arg(default_value = "-")]
         file: String,
     },
+    /// Look every configured domain-key up in DNS and say whether the published public key
+    /// matches the private key (exit 0 when all match, 1 otherwise).
+    Check {
+        /// The config file (its `name-server`, else the system resolver, is asked).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
 }
 
 fn dkim(what: DkimWhat) -> ExitCode {
     use std::io::{Read, Write};
     match what {
+        DkimWhat::Check {
+            config: path,
+            format,
+        } => {
+            let loaded = config::load(&path);
+            if !loaded.is_valid() {
+                eprint!("{}", config::render::check_report(&loaded, Format::Text));
+                return ExitCode::from(1);
+            }
+            let cfg = loaded.config;
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("mta: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let checks = rt.block_on(async {
+                let dns: Result<mta::dns::HickoryResolver, String> = if cfg.name_servers.is_empty()
+                {
+                    mta::dns::HickoryResolver::system()
+                } else {
+                    mta::dns::HickoryResolver::with_nameservers(&cfg.name_servers)
+                };
+                dns.map(|d| async move { mta::dkim::check::check_config(&cfg, &d).await })
+            });
+            let checks = match checks {
+                Ok(f) => rt.block_on(f),
+                Err(e) => {
+                    eprintln!("mta: resolver: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&checks).unwrap_or_default()
+                );
+            } else if checks.is_empty() {
+                println!("no domain-key in {}", path.display());
+            } else {
+                print!("{}", mta::dkim::check::render(&checks));
+            }
+            let ok = checks.iter().all(|c| {
+                matches!(
+                    c.status,
+                    mta::dkim::check::KeyStatus::Match | mta::dkim::check::KeyStatus::Wildcard
+                )
+            });
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         DkimWhat::Keygen {
             domain,
             selector,

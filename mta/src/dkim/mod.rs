@@ -2,6 +2,7 @@
 //! (and again when the file changes), choosing the key for a message, signing with a sensible header
 //! set (From over-signed), generating keys and their DNS records.
 
+pub mod check;
 pub mod keys;
 pub mod verify;
 
