@@ -83,7 +83,7 @@ pub async fn check_config(cfg: &Config, dns: &dyn Resolver) -> Vec<KeyCheck> {
         check.status = match dns.txt(&name).await {
             Ok(records) => {
                 let published: Vec<String> = records.iter().filter_map(|r| p_tag(r)).collect();
-                if published.iter().any(|p| *p == expected) {
+                if published.contains(&expected) {
                     KeyStatus::Match
                 } else if published.is_empty() {
                     KeyStatus::Missing(format!("{name}: TXT records but no p= tag"))
