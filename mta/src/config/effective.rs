@@ -381,6 +381,8 @@ pub struct QueueSettings {
     pub require_starttls: bool,
     /// `dkim-sign` is `yes`.
     pub dkim_sign: bool,
+    /// `dkim-identity`: `sender-or-from` (default) or an address / `@domain` for `i=`.
+    pub dkim_identity: Option<String>,
     /// `smtp-hosts` override as written.
     pub smtp_hosts: Option<String>,
     /// `default-smtp-port`.
@@ -426,6 +428,7 @@ impl QueueSettings {
             use_starttls: e.bool("use-starttls"),
             require_starttls: e.bool("require-starttls"),
             dkim_sign: e.bool("dkim-sign"),
+            dkim_identity: e.text("dkim-identity").map(str::to_string),
             smtp_hosts: e.text("smtp-hosts").map(str::to_string),
             default_smtp_port: e
                 .int("default-smtp-port")

@@ -1419,7 +1419,7 @@ impl Engine {
                         &domain,
                         &dk.selector,
                         crate::dkim::DEFAULT_HEADERS,
-                        None,
+                        identity(qs.dkim_identity.as_deref(), &body, &domain).as_deref(),
                     )
                 })
                 .map(|h| {
@@ -1461,6 +1461,24 @@ struct Acted {
     bounce_queue: bool,
     bounce_rcpt: bool,
     defer_queue: bool,
+}
+
+/// The DKIM `i=` for a message (`dkim-identity`): `sender-or-from` (the default) takes the Sender,
+/// else the From address, when its domain is the signing domain or under it; an explicit address
+/// or `@domain` is used as given when it is under the signing domain. `None` leaves `i=` out.
+fn identity(setting: Option<&str>, body: &[u8], d: &str) -> Option<String> {
+    let d = d.to_ascii_lowercase();
+    let under = |a: &str| {
+        let dom = a.rsplit_once('@').map(|(_, x)| x.to_ascii_lowercase()).unwrap_or_default();
+        dom == d || dom.ends_with(&format!(".{d}"))
+    };
+    let candidate = match setting.map(str::trim) {
+        None | Some("") | Some("sender-or-from") => header(body, "Sender")
+            .or_else(|| header(body, "From"))
+            .and_then(|h| crate::bounce::parse::find_address(&h)),
+        Some(explicit) => Some(explicit.to_string()),
+    }?;
+    under(&candidate).then_some(candidate)
 }
 
 /// The suppression policy and list of a config; an unusable list file is logged and the list is
@@ -1544,4 +1562,28 @@ fn source_for(
         usable[(n as usize) % usable.len()]
     };
     Some((h.net.addr(), h.host_name.clone().or(vm_name)))
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::identity;
+
+    #[test]
+    fn dkim_identity_follows_sender_or_from_under_the_signing_domain() {
+        let m = b"From: News <news@mail.example.com>\r\nSubject: x\r\n\r\nhi\r\n";
+        assert_eq!(
+            identity(None, m, "example.com").as_deref(),
+            Some("news@mail.example.com")
+        );
+        let s = b"Sender: list@example.com\r\nFrom: a@other.test\r\n\r\nhi\r\n";
+        assert_eq!(
+            identity(Some("sender-or-from"), s, "example.com").as_deref(),
+            Some("list@example.com")
+        );
+        assert_eq!(identity(None, m, "other.test"), None, "not under d=: no i=");
+        assert_eq!(
+            identity(Some("@example.com"), m, "example.com").as_deref(),
+            Some("@example.com")
+        );
+    }
 }
