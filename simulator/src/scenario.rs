@@ -130,6 +130,13 @@ pub enum IncidentKind {
         /// New share of delivered messages reported.
         share: f64,
     },
+    /// Slow replies (tarpitting): a share of connections gets every reply after `delay`.
+    Slow {
+        /// Share of connections affected.
+        share: f64,
+        /// Delay before each reply (`30s`).
+        delay: String,
+    },
     /// An IP is blocklisted: every connection from it gets the reply.
     Blocklist {
         /// The source IP.
@@ -172,6 +179,7 @@ struct RawIncident {
     disconnect: Option<bool>,
     failure: Option<String>,
     ip: Option<String>,
+    delay: Option<String>,
 }
 
 impl TryFrom<RawIncident> for Incident {
@@ -189,6 +197,7 @@ impl TryFrom<RawIncident> for Incident {
             ("disconnect", r.disconnect.is_some()),
             ("failure", r.failure.is_some()),
             ("ip", r.ip.is_some()),
+            ("delay", r.delay.is_some()),
         ]
         .into_iter()
         .filter(|(_, p)| *p)
@@ -205,7 +214,8 @@ impl TryFrom<RawIncident> for Incident {
             "dns-failure" => (&["failure"], IncidentKind::DnsFailure { failure: need(r.failure, "failure")? }),
             "complaint-rate" => (&["share"], IncidentKind::ComplaintRate { share: r.share.ok_or("incident kind `complaint-rate` needs `share`")? }),
             "blocklist" => (&["ip", "reply"], IncidentKind::Blocklist { ip: need(r.ip, "ip")?, reply: need(r.reply, "reply")? }),
-            other => return Err(format!("unknown incident kind `{other}` (reply, drop, unreachable, refused, dns-failure, complaint-rate, blocklist)")),
+            "slow" => (&["share", "delay"], IncidentKind::Slow { share: r.share.unwrap_or(1.0), delay: need(r.delay, "delay")? }),
+            other => return Err(format!("unknown incident kind `{other}` (reply, drop, unreachable, refused, dns-failure, complaint-rate, blocklist, slow)")),
         };
         if let Some(extra) = present.iter().find(|k| !allowed.contains(k)) {
             return Err(format!(
@@ -542,6 +552,10 @@ impl Loaded {
                 }
                 IncidentKind::Drop { share: sh } | IncidentKind::ComplaintRate { share: sh } => {
                     share(f, &k("share"), *sh)?
+                }
+                IncidentKind::Slow { share: sh, delay } => {
+                    share(f, &k("share"), *sh)?;
+                    interval(f, &k("delay"), delay)?;
                 }
                 IncidentKind::DnsFailure { failure }
                     if !["servfail", "timeout", "nxdomain"].contains(&failure.as_str()) =>

@@ -4,7 +4,7 @@
 //! same scenario and seed give the same accounting log.
 
 use crate::expect::{check, Observed};
-use crate::isp::server::{Backchannel, IspHandler, SenderSink};
+use crate::isp::server::{Backchannel, ChaosKind, ChaosRule, IspHandler, SenderSink};
 use crate::isp::{Engine as Isp, Override};
 use crate::report::{BackoffPeriod, ProviderTotals, Report, Timeline, Totals};
 use crate::scenario::{IncidentKind, Loaded};
@@ -123,6 +123,7 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         sink_addr: SocketAddr::new(sink_ip, 25),
         fbl_address: s.fbl_address.clone(),
         complaint_rates: Mutex::new(Vec::new()),
+        chaos: Mutex::new(Vec::new()),
     });
     // The world: every provider's MX hosts on their own addresses, with DNS for them.
     let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
@@ -163,6 +164,8 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                         local: ip,
                         host: host.clone(),
                         back: back2.clone(),
+                        slow: Duration::ZERO,
+                        drop_at_data: false,
                     };
                     let o = opts.clone();
                     tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
@@ -278,6 +281,16 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         let lasts = parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
         let (from, until) = (l.start_ms + at, l.start_ms + at + lasts);
         let ips = addr_of.get(&inc.provider).cloned().unwrap_or_default();
+        let chaos = |kind: ChaosKind| {
+            if let Ok(mut v) = back.chaos.lock() {
+                v.push(ChaosRule {
+                    provider: inc.provider.clone(),
+                    from_ms: from,
+                    until_ms: until,
+                    kind,
+                });
+            }
+        };
         match &inc.kind {
             IncidentKind::Reply {
                 reply,
@@ -349,12 +362,23 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                     });
                 });
             }
+            IncidentKind::Drop { share } => chaos(ChaosKind::Drop { share: *share }),
+            IncidentKind::Slow { share, delay } => chaos(ChaosKind::Slow {
+                share: *share,
+                delay: parse_interval(delay).unwrap_or(Duration::from_secs(30)),
+            }),
+            IncidentKind::Blocklist { ip, reply } => match ip.parse() {
+                Ok(ip) => chaos(ChaosKind::Blocklist {
+                    ip,
+                    reply: reply.clone(),
+                }),
+                Err(_) => tracing::warn!(%ip, "blocklist incident: not an address"),
+            },
             IncidentKind::ComplaintRate { share } => {
                 if let Ok(mut v) = back.complaint_rates.lock() {
                     v.push((inc.provider.clone(), from, until, *share));
                 }
             }
-            _ => tracing::warn!(provider = %inc.provider, "incident kind not simulated yet"),
         }
     }
     // Traffic.

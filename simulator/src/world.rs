@@ -183,6 +183,7 @@ impl World {
             sink_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             fbl_address: None,
             complaint_rates: Mutex::new(Vec::new()),
+            chaos: Mutex::new(Vec::new()),
         });
         let mut providers = Vec::new();
         let mut isps = BTreeMap::new();
@@ -235,6 +236,8 @@ impl World {
                             local: addr.ip(),
                             host: host.clone(),
                             back: back2.clone(),
+                            slow: std::time::Duration::ZERO,
+                            drop_at_data: false,
                         };
                         let o = o.clone();
                         tokio::spawn(async move { serve(c.stream, &mut h, &o).await });

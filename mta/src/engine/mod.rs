@@ -969,7 +969,9 @@ impl Engine {
                 Ok(Err(greeting)) => {
                     // A refusal at the banner: it may carry a pattern-list action.
                     let acted = self.apply_patterns(&key, &greeting, dlv_ip);
-                    if greeting.is_permanent() && !acted.skip_mx {
+                    // A rule that defers (backoff, defer-queue, disable-source-ip) makes even a
+                    // 5xx banner a reason to wait, not to bounce the queue.
+                    if greeting.is_permanent() && !acted.skip_mx && !acted.defer_queue {
                         self.fail_queue(&key, &greeting, true, dlv_ip, Some(dest))
                             .await;
                         return;
@@ -1469,7 +1471,10 @@ struct Acted {
 fn identity(setting: Option<&str>, body: &[u8], d: &str) -> Option<String> {
     let d = d.to_ascii_lowercase();
     let under = |a: &str| {
-        let dom = a.rsplit_once('@').map(|(_, x)| x.to_ascii_lowercase()).unwrap_or_default();
+        let dom = a
+            .rsplit_once('@')
+            .map(|(_, x)| x.to_ascii_lowercase())
+            .unwrap_or_default();
         dom == d || dom.ends_with(&format!(".{d}"))
     };
     let candidate = match setting.map(str::trim) {

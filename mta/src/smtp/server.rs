@@ -17,6 +17,10 @@ pub struct Outcome {
     pub reply: Reply,
     /// Close after sending it.
     pub close: bool,
+    /// Wait this long before answering (tarpitting, slow servers).
+    pub delay: Duration,
+    /// Hang up without answering (a dropped connection).
+    pub drop: bool,
 }
 
 impl Outcome {
@@ -25,12 +29,32 @@ impl Outcome {
         Outcome {
             reply,
             close: false,
+            delay: Duration::ZERO,
+            drop: false,
         }
     }
 
     /// A reply after which the connection is closed.
     pub fn close(reply: Reply) -> Outcome {
-        Outcome { reply, close: true }
+        Outcome {
+            close: true,
+            ..Outcome::reply(reply)
+        }
+    }
+
+    /// The connection is cut without a reply.
+    pub fn dropped() -> Outcome {
+        Outcome {
+            drop: true,
+            close: true,
+            ..Outcome::reply(Reply::new(421, "4.4.2", "connection dropped"))
+        }
+    }
+
+    /// The same outcome, answered after `delay`.
+    pub fn after(mut self, delay: Duration) -> Outcome {
+        self.delay = delay;
+        self
     }
 
     /// `250 2.0.0 ok`-style success.
@@ -135,6 +159,13 @@ pub async fn serve<H: Handler>(
     let mut s = SmtpStream::new(stream);
     let mut stats = SessionStats::default();
     let greet = handler.connect();
+    if greet.drop {
+        let _ = s.shutdown().await;
+        return stats;
+    }
+    if !greet.delay.is_zero() {
+        tokio::time::sleep(greet.delay).await;
+    }
     s.queue(greet.reply.to_wire().as_bytes());
     if s.flush().await.is_err() || greet.close {
         let _ = s.shutdown().await;
@@ -431,6 +462,17 @@ pub async fn serve<H: Handler>(
             }
             _ => Outcome::reply(Reply::new(502, "5.5.1", "Error: command not implemented")),
         };
+        if out.drop {
+            let _ = s.shutdown().await;
+            return stats;
+        }
+        if !out.delay.is_zero() {
+            // Replies already due go out first; this one waits (a tarpit).
+            if s.flush().await.is_err() {
+                return stats;
+            }
+            tokio::time::sleep(out.delay).await;
+        }
         s.queue(out.reply.to_wire().as_bytes());
         if out.close {
             let _ = s.shutdown().await;

@@ -30,6 +30,45 @@ pub struct Backchannel {
     pub fbl_address: Option<String>,
     /// Complaint-rate incidents: (provider, from ms, until ms, share).
     pub complaint_rates: Mutex<Vec<(String, i64, i64, f64)>>,
+    /// Chaos incidents in force (drops, slow replies, blocklisted IPs).
+    pub chaos: Mutex<Vec<ChaosRule>>,
+}
+
+/// A chaos incident at one provider for a window.
+#[derive(Debug, Clone)]
+pub struct ChaosRule {
+    /// The provider.
+    pub provider: String,
+    /// From (Unix ms).
+    pub from_ms: i64,
+    /// Until (Unix ms).
+    pub until_ms: i64,
+    /// What.
+    pub kind: ChaosKind,
+}
+
+/// What a chaos incident does to a connection.
+#[derive(Debug, Clone)]
+pub enum ChaosKind {
+    /// A share of connections is cut at the end of DATA, without a reply.
+    Drop {
+        /// Share of connections.
+        share: f64,
+    },
+    /// A share of connections gets every reply late (tarpitting).
+    Slow {
+        /// Share of connections.
+        share: f64,
+        /// Delay before each reply.
+        delay: Duration,
+    },
+    /// Every connection from `ip` gets `reply` at the banner and is closed.
+    Blocklist {
+        /// The source address.
+        ip: IpAddr,
+        /// The reply (`{ip}` is replaced).
+        reply: String,
+    },
 }
 
 impl Backchannel {
@@ -90,6 +129,10 @@ pub struct IspHandler {
     pub local: IpAddr,
     pub host: String,
     pub back: Arc<Backchannel>,
+    /// Chaos drawn for this connection: the delay before every reply, and a drop at DATA.
+    pub slow: Duration,
+    /// Cut the connection at the end of DATA.
+    pub drop_at_data: bool,
 }
 
 impl IspHandler {
@@ -201,9 +244,46 @@ impl IspHandler {
 
 impl Handler for IspHandler {
     fn connect(&mut self) -> Outcome {
-        let (s, greet) = self.isp.connect(self.peer, self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let (s, greet) = self.isp.connect(self.peer, now);
+        let conn = s.conn;
         self.session = Some(s);
-        match greet {
+        let rules: Vec<ChaosRule> = self
+            .back
+            .chaos
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|r| {
+                        r.provider == self.isp.profile.name && r.from_ms <= now && now < r.until_ms
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let draw = |what: &[u8]| {
+            crate::isp::engine::draw(&[
+                &self.back.seed.to_le_bytes(),
+                what,
+                self.isp.profile.name.as_bytes(),
+                &conn.to_le_bytes(),
+            ])
+        };
+        for r in &rules {
+            match &r.kind {
+                ChaosKind::Blocklist { ip, reply } if *ip == self.peer => {
+                    let text = reply.replace("{ip}", &self.peer.to_string());
+                    return Outcome::close(
+                        Reply::parse_line(&text).unwrap_or_else(|| Reply::new(554, "5.7.1", text)),
+                    );
+                }
+                ChaosKind::Drop { share } if draw(b"drop") < *share => self.drop_at_data = true,
+                ChaosKind::Slow { share, delay } if draw(b"slow") < *share => self.slow = *delay,
+                _ => {}
+            }
+        }
+        let slow = self.slow;
+        let out = match greet {
             Ok(g) => Outcome::reply(
                 Reply::parse_line(&g).unwrap_or_else(|| Reply::new(220, "", "ready")),
             ),
@@ -211,9 +291,32 @@ impl Handler for IspHandler {
                 Reply::parse_line(&a.reply)
                     .unwrap_or_else(|| Reply::new(421, "4.7.0", a.reply.clone())),
             ),
-        }
+        };
+        out.after(slow)
     }
     fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
+        let slow = self.slow;
+        self.mail_inner(from).after(slow)
+    }
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        let slow = self.slow;
+        self.rcpt_inner(to).after(slow)
+    }
+    async fn message(&mut self, data: Data) -> Outcome {
+        if self.drop_at_data {
+            return Outcome::dropped();
+        }
+        let slow = self.slow;
+        self.message_inner(data).await.after(slow)
+    }
+    fn reset(&mut self) {
+        self.rcpts = 0;
+        self.accepted.clear();
+    }
+}
+
+impl IspHandler {
+    fn mail_inner(&mut self, from: &MailFrom<String>) -> Outcome {
         self.from = from.address.clone();
         self.rcpts = 0;
         self.accepted.clear();
@@ -225,7 +328,7 @@ impl Handler for IspHandler {
             Err(a) => answer(a),
         }
     }
-    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+    fn rcpt_inner(&mut self, to: &RcptTo<String>) -> Outcome {
         let Some(s) = &self.session else {
             return Outcome::close(Reply::new(421, "4.3.0", "no session"));
         };
@@ -241,7 +344,7 @@ impl Handler for IspHandler {
             Err(a) => answer(a),
         }
     }
-    async fn message(&mut self, data: Data) -> Outcome {
+    async fn message_inner(&mut self, data: Data) -> Outcome {
         let dkim = self.dkim.verify(&data.body).await;
         let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
             .is_some_and(|v| v.contains("One-Click"));
@@ -267,10 +370,6 @@ impl Handler for IspHandler {
             }
             Err(a) => answer(a),
         }
-    }
-    fn reset(&mut self) {
-        self.rcpts = 0;
-        self.accepted.clear();
     }
 }
 
@@ -301,11 +400,13 @@ impl Handler for SenderSink {
     fn reset(&mut self) {}
 }
 
+/// The SMTP outcome of a provider's answer.
 pub fn answer(a: crate::isp::Answer) -> Outcome {
     let r =
         Reply::parse_line(&a.reply).unwrap_or_else(|| Reply::new(451, "4.3.0", a.reply.clone()));
-    Outcome {
-        reply: r,
-        close: a.disconnect,
+    if a.disconnect {
+        Outcome::close(r)
+    } else {
+        Outcome::reply(r)
     }
 }
