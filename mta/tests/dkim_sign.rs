@@ -257,3 +257,51 @@ async fn rfc8463_test_vector_verifies() {
         "{results:?}"
     );
 }
+
+/// SPF, DKIM and DMARC as a receiver evaluates them from published records (the providers' check).
+#[tokio::test]
+async fn spf_dkim_and_dmarc_from_published_records() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/keys");
+    let key = LoadedKey::load(&keys.join("rsa2048-pkcs8.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let v = mta::dkim::verify::Verifier::new().unwrap_or_else(|e| panic!("{e}"));
+    v.publish(
+        "s1",
+        "sender.test",
+        &mta::dkim::keys::public_txt(&keys.join("rsa2048-pkcs8.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    v.publish_txt("sender.test", "v=spf1 ip4:127.0.0.2 -all")
+        .unwrap_or_else(|e| panic!("{e}"));
+    v.publish_txt("_dmarc.sender.test", "v=DMARC1; p=reject")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let msg = b"From: News <news@sender.test>\r\nTo: x@gmail.test\r\nSubject: s\r\nMessage-ID: <a1@sender.test>\r\n\r\nhello\r\n";
+    let sig = mta::dkim::sign(
+        msg,
+        &key,
+        "sender.test",
+        "s1",
+        mta::dkim::DEFAULT_HEADERS,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let signed = [sig.as_bytes(), msg].concat();
+    let good: std::net::IpAddr = [127, 0, 0, 2].into();
+    let bad: std::net::IpAddr = [127, 0, 0, 9].into();
+    let a = v
+        .authenticate(&signed, good, "mta.sender.test", "b@sender.test")
+        .await;
+    assert!(a.spf && a.dkim && a.dmarc, "{a:?}");
+    let a = v
+        .authenticate(&signed, bad, "mta.sender.test", "b@sender.test")
+        .await;
+    assert!(!a.spf && a.dkim && a.dmarc, "DKIM alone aligns: {a:?}");
+    let a = v
+        .authenticate(msg, bad, "mta.sender.test", "b@sender.test")
+        .await;
+    assert!(!a.spf && !a.dkim && !a.dmarc, "{a:?}");
+    let a = v
+        .authenticate(msg, good, "mta.sender.test", "b@sender.test")
+        .await;
+    assert!(a.spf && !a.dkim && a.dmarc, "SPF alone aligns: {a:?}");
+}

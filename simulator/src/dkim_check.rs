@@ -1,5 +1,6 @@
-//! The providers' DKIM check: signatures verified with mail-auth against the world's DKIM records,
-//! made from the MTA config's `domain-key` files, without leaving the process.
+//! The providers' authentication checks: DKIM signatures, SPF and DMARC evaluated with mail-auth
+//! against the world's records (DKIM keys from the MTA config's `domain-key` files, SPF and DMARC
+//! as `simulator::world::zones` publishes them), without leaving the process.
 
 use mail_auth::DkimResult;
 use mta::dkim::verify::Verifier;
@@ -32,7 +33,25 @@ impl DkimChecker {
                 v.publish(&k.selector, &d, &txt)?;
             }
         }
+        // SPF and DMARC records as the world's DNS publishes them.
+        let zones = crate::world::zones(&[], Some(cfg))?;
+        for (name, values) in &zones.txt {
+            for t in values {
+                v.publish_txt(name, t)?;
+            }
+        }
         Ok(DkimChecker(v))
+    }
+
+    /// SPF, DKIM and DMARC of a message from `ip` (EHLO `helo`, MAIL FROM `mail_from`).
+    pub async fn authenticate(
+        &self,
+        message: &[u8],
+        ip: std::net::IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> mta::dkim::verify::AuthVerdict {
+        self.0.authenticate(message, ip, helo, mail_from).await
     }
 
     /// True if the message carries a DKIM signature that verifies with a published key.

@@ -166,6 +166,7 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                         back: back2.clone(),
                         slow: Duration::ZERO,
                         drop_at_data: false,
+                        helo: String::new(),
                     };
                     let o = opts.clone();
                     tokio::spawn(async move { serve(c.stream, &mut h, &o).await });

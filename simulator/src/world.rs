@@ -238,6 +238,7 @@ impl World {
                             back: back2.clone(),
                             slow: std::time::Duration::ZERO,
                             drop_at_data: false,
+                            helo: String::new(),
                         };
                         let o = o.clone();
                         tokio::spawn(async move { serve(c.stream, &mut h, &o).await });

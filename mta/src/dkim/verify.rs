@@ -21,7 +21,13 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.0.lock().ok()?.get(name).cloned()
+        // The published records are the whole world: any other name does not exist (so nothing
+        // is ever asked of a real DNS server, and simulated time never waits for one).
+        Some(self.0.lock().ok()?.get(name).cloned().unwrap_or_else(|| {
+            Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+                mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
+            )))
+        }))
     }
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
     where
@@ -35,6 +41,17 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
             m.insert(key, value);
         }
     }
+}
+
+/// What a receiver concludes about a message's authentication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthVerdict {
+    /// SPF passed for the MAIL FROM identity.
+    pub spf: bool,
+    /// A DKIM signature verified.
+    pub dkim: bool,
+    /// DMARC passed (an aligned SPF or DKIM pass under a published policy).
+    pub dmarc: bool,
 }
 
 /// Verifies DKIM signatures against published `selector._domainkey.domain` records.
@@ -85,8 +102,81 @@ impl Verifier {
         Ok(())
     }
 
-    /// The outcome of every DKIM signature of `message`, in order (keys not published come out as
-    /// temporary errors: nothing is looked up).
+    /// Publishes a TXT record at `name`: an SPF (`v=spf1`) or DMARC (`v=DMARC1`) record for
+    /// [`Verifier::authenticate`]; other records are ignored.
+    pub fn publish_txt(&self, name: &str, txt: &str) -> Result<(), String> {
+        let name = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
+        let record = if txt.starts_with("v=spf1") {
+            Txt::from(mail_auth::spf::Spf::parse(txt.as_bytes()).map_err(|e| e.to_string())?)
+        } else if txt.starts_with("v=DMARC1") {
+            Txt::from(mail_auth::dmarc::Dmarc::parse(txt.as_bytes()).map_err(|e| e.to_string())?)
+        } else {
+            return Ok(());
+        };
+        self.cache.insert(
+            name.into_boxed_str(),
+            record,
+            std::time::Instant::now() + std::time::Duration::from_secs(86_400 * 3650),
+        );
+        Ok(())
+    }
+
+    /// SPF (MAIL FROM identity, `ip` and `helo`), DKIM and DMARC for one message, as a receiving
+    /// provider evaluates them, answered from the published records.
+    pub async fn authenticate(
+        &self,
+        message: &[u8],
+        ip: std::net::IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> AuthVerdict {
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            return AuthVerdict::default();
+        };
+        let dkim = self
+            .auth
+            .verify_dkim(Parameters::new(&parsed).with_txt_cache(self.cache.as_ref()))
+            .await;
+        let sender = if mail_from.is_empty() {
+            format!("postmaster@{helo}")
+        } else {
+            mail_from.to_string()
+        };
+        let spf = self
+            .auth
+            .verify_spf(
+                Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
+                    ip,
+                    helo,
+                    "mx.receiver",
+                    &sender,
+                ))
+                .with_txt_cache(self.cache.as_ref()),
+            )
+            .await;
+        let mail_from_domain = sender.rsplit_once('@').map_or(helo, |(_, d)| d);
+        let dmarc = self
+            .auth
+            .verify_dmarc(
+                Parameters::new(mail_auth::dmarc::verify::DmarcParameters::new(
+                    &parsed,
+                    &dkim,
+                    mail_from_domain,
+                    &spf,
+                ))
+                .with_txt_cache(self.cache.as_ref()),
+            )
+            .await;
+        AuthVerdict {
+            spf: spf.result() == mail_auth::SpfResult::Pass,
+            dkim: dkim.iter().any(|o| o.result() == &DkimResult::Pass),
+            dmarc: dmarc.dkim_result() == &mail_auth::DmarcResult::Pass
+                || dmarc.spf_result() == &mail_auth::DmarcResult::Pass,
+        }
+    }
+
+    /// The outcome of every DKIM signature of `message`, in order (keys not published do not
+    /// exist: nothing is looked up).
     pub async fn verify_all(&self, message: &[u8]) -> Vec<DkimResult> {
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             return Vec::new();

@@ -133,6 +133,8 @@ pub struct IspHandler {
     pub slow: Duration,
     /// Cut the connection at the end of DATA.
     pub drop_at_data: bool,
+    /// The client's EHLO name.
+    pub helo: String,
 }
 
 impl IspHandler {
@@ -294,6 +296,10 @@ impl Handler for IspHandler {
         };
         out.after(slow)
     }
+    fn hello(&mut self, host: &str) -> Option<Outcome> {
+        self.helo = host.to_string();
+        None
+    }
     fn mail(&mut self, from: &MailFrom<String>) -> Outcome {
         let slow = self.slow;
         self.mail_inner(from).after(slow)
@@ -345,16 +351,20 @@ impl IspHandler {
         }
     }
     async fn message_inner(&mut self, data: Data) -> Outcome {
-        let dkim = self.dkim.verify(&data.body).await;
+        let auth = self
+            .dkim
+            .authenticate(&data.body, self.peer, &self.helo, &self.from)
+            .await;
+        let dkim = auth.dkim;
         let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
             .is_some_and(|v| v.contains("One-Click"));
         let facts = DataFacts {
             mail_from: &self.from,
             rcpts: self.rcpts,
             size: data.size,
-            spf_pass: true,
+            spf_pass: auth.spf,
             dkim_pass: dkim,
-            dmarc_pass: dkim,
+            dmarc_pass: auth.dmarc,
             one_click_unsubscribe: one_click,
         };
         let now = self.clock.now_ms();
