@@ -43,6 +43,11 @@ impl DkimChecker {
         Ok(DkimChecker(v))
     }
 
+    /// A checker that fetches keys and policies from the DNS server at `dns` (live worlds).
+    pub fn live(dns: std::net::SocketAddr) -> Result<DkimChecker, String> {
+        Ok(DkimChecker(Verifier::with_dns(dns)?))
+    }
+
     /// SPF, DKIM and DMARC of a message from `ip` (EHLO `helo`, MAIL FROM `mail_from`).
     pub async fn authenticate(
         &self,

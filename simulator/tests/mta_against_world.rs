@@ -43,15 +43,6 @@ async fn wait_port(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mta_delivers_through_the_worlds_dns() {
     let port = free_port("127.100.1.1");
-    let world = World::start(&WorldOptions {
-        profiles: root().join("isp-profiles"),
-        config: None,
-        dns: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        smtp_port: port,
-        mta: None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
     // One DNS server for both: the world's zones plus sink.test, served by aiosmtpd if present.
     let profiles = simulator::profile::load_dir(&root().join("isp-profiles"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -118,10 +109,12 @@ name-server {}
 <virtual-mta v>
     smtp-source-host 127.0.0.151 mta1.sender.test
 </virtual-mta>
+domain-key s1, sender.test, {key}
 <domain *>
     default-smtp-port {port}
     use-starttls no
     retry-after 1m
+    dkim-sign yes
 </domain>
 <domain sink.test>
     default-smtp-port {sink_port}
@@ -134,10 +127,21 @@ name-server {}
 ",
         dns.addr(),
         dir.path().join("spool").display(),
-        acct.display()
+        acct.display(),
+        key = root().join("fixtures/keys/rsa2048-pkcs8.pem").display(),
     );
     let path = dir.path().join("mta.conf");
     std::fs::write(&path, cfg).unwrap_or_else(|e| panic!("{e}"));
+    // The world publishes this config's key and sending address (the providers check DKIM).
+    let world = World::start(&WorldOptions {
+        profiles: root().join("isp-profiles"),
+        config: Some(path.clone()),
+        dns: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        smtp_port: port,
+        mta: None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let p2 = path.clone();
     let mta = tokio::spawn(async move {

@@ -112,7 +112,20 @@ async fn real_clients_get_the_profiles_replies() {
     c.ehlo("mkt-1.news.example.com")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let body = b"From: news@news.example.com\r\nTo: x@gmail.com\r\nSubject: hi\r\nMessage-ID: <w1@news.example.com>\r\n\r\nhello\r\n";
+    // Signed with the config's key (the world publishes it): Gmail wants SPF or DKIM.
+    let msg = b"From: news@news.example.com\r\nTo: x@gmail.com\r\nSubject: hi\r\nMessage-ID: <w1@news.example.com>\r\n\r\nhello\r\n";
+    let key = mta::dkim::LoadedKey::load(&root().join("fixtures/keys/rsa2048-pkcs1.pem"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sig = mta::dkim::sign(
+        msg,
+        &key,
+        "news.example.com",
+        "s2048",
+        mta::dkim::DEFAULT_HEADERS,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let body = &[sig.as_bytes(), msg].concat();
     let t = c
         .send(
             "b@bounces.news.example.com",
@@ -255,4 +268,53 @@ fn world_up_prints_json_and_totals() {
         totals["totals"]["gmail"]["connections"].is_number(),
         "{totals}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_verify_dkim_with_keys_from_the_worlds_dns() {
+    let w = world().await;
+    let mx = gmail_mx(&w);
+    let key = mta::dkim::LoadedKey::load(&root().join("fixtures/keys/rsa2048-pkcs1.pem"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let msg = b"From: News <news@news.example.com>\r\nTo: reader@gmail.com\r\nSubject: signed\r\nDate: Tue, 24 Nov 2026 06:00:00 +0000\r\nMessage-ID: <sig1@news.example.com>\r\n\r\nhello\r\n";
+    let sig = mta::dkim::sign(
+        msg,
+        &key,
+        "news.example.com",
+        "s2048",
+        mta::dkim::DEFAULT_HEADERS,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let signed = [sig.as_bytes(), msg].concat();
+    let tampered = String::from_utf8_lossy(&signed)
+        .replace("hello", "hullo")
+        .into_bytes();
+    for body in [&signed, &tampered] {
+        let conn = LiveNet
+            .connect(Some(IpAddr::from([127, 0, 0, 135])), mx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Client::connect(conn.stream, Timeouts::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|r| panic!("{r}"));
+        c.ehlo("mkt-1.news.example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = c
+            .send(
+                "b@bounces.news.example.com",
+                &["reader@gmail.com".to_string()],
+                body,
+            )
+            .await;
+        c.quit().await;
+    }
+    let t = &w.totals()["gmail"];
+    assert_eq!(
+        t.dkim_verified, 1,
+        "the signed copy verifies, the tampered one not: {t:?}"
+    );
+    assert!(w.dns.queries() >= 1, "the key came from the world's DNS");
 }

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-/// TXT records by name, as mail-auth's cache.
+/// TXT records by name, as mail-auth's cache. When `authoritative`, a name not held does not
+/// exist; otherwise it is looked up in DNS.
 #[derive(Default)]
-struct TxtCache(Mutex<HashMap<Box<str>, Txt>>);
+struct TxtCache(Mutex<HashMap<Box<str>, Txt>>, bool);
 
 impl ResolverCache<Box<str>, Txt> for TxtCache {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
@@ -23,11 +24,15 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
     {
         // The published records are the whole world: any other name does not exist (so nothing
         // is ever asked of a real DNS server, and simulated time never waits for one).
-        Some(self.0.lock().ok()?.get(name).cloned().unwrap_or_else(|| {
-            Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+        let held = self.0.lock().ok()?.get(name).cloned();
+        if held.is_some() || !self.1 {
+            return held;
+        }
+        Some(Txt::Error(mail_auth::Error::Dns(
+            mail_auth::DnsError::RecordNotFound(
                 mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
-            )))
-        }))
+            ),
+        )))
     }
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
     where
@@ -79,7 +84,32 @@ impl Verifier {
         let auth = MessageAuthenticator::new(rc, Default::default()).map_err(|e| e.to_string())?;
         Ok(Verifier {
             auth: Arc::new(auth),
-            cache: Arc::default(),
+            cache: Arc::new(TxtCache(Mutex::default(), true)),
+            names: Arc::default(),
+        })
+    }
+
+    /// A verifier that looks every record up in DNS at `server` (UDP and TCP), as a receiving
+    /// provider does: keys and policies come from what that server publishes.
+    pub fn with_dns(server: std::net::SocketAddr) -> Result<Verifier, String> {
+        use mail_auth::hickory_resolver::config::{
+            ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+        };
+        let mut udp = ConnectionConfig::udp();
+        udp.port = server.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = server.port();
+        let rc = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            server.ip(),
+            true,
+            vec![udp, tcp],
+        )]);
+        let mut opts = ResolverOpts::default();
+        opts.timeout = std::time::Duration::from_secs(2);
+        let auth = MessageAuthenticator::new(rc, opts).map_err(|e| e.to_string())?;
+        Ok(Verifier {
+            auth: Arc::new(auth),
+            cache: Arc::new(TxtCache(Mutex::default(), false)),
             names: Arc::default(),
         })
     }
@@ -201,7 +231,7 @@ impl Verifier {
             })
         };
         let name = format!("{}._domainkey.{}.", tag("s=")?, tag("d=")?);
-        if !self.names.lock().ok()?.contains(&name) {
+        if self.cache.1 && !self.names.lock().ok()?.contains(&name) {
             return None;
         }
         let parsed = AuthenticatedMessage::parse(message)?;
