@@ -490,3 +490,63 @@ domain-key s1,sender.test,{key}
         .unwrap_or(0);
     assert_eq!(made, 1, "signed once");
 }
+
+#[tokio::test(start_paused = true)]
+async fn expiry_against_a_host_that_always_defers_bounces_with_a_dsn() {
+    let cfg = "
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    retry-after 30s
+    bounce-after 2m
+</domain>
+";
+    // gmail.test always says 451; sender.test (the envelope sender's domain) takes the DSN.
+    let w = world(
+        cfg,
+        &[("gmail.test", "127.0.0.50"), ("sender.test", "127.0.0.60")],
+        Arc::new(|_, rcpt, _| {
+            if rcpt.ends_with("@gmail.test") {
+                Reply::new(451, "4.3.0", "try again later")
+            } else {
+                Reply::new(250, "2.1.5", "Ok")
+            }
+        }),
+    )
+    .await;
+    submit(&w, &["x@gmail.test"]).await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
+    let bounce = recs
+        .iter()
+        .find(|r| r.ty == Some(RecordType::Bounced))
+        .unwrap_or_else(|| panic!("no bounce: {recs:?}"));
+    assert_eq!(bounce.bounce_cat, "message-expired");
+    assert!(
+        bounce.dsn_diag.contains("try again later"),
+        "{}",
+        bounce.dsn_diag
+    );
+    assert!(
+        bounce.time_logged - START_MS >= 120_000,
+        "not before bounce-after"
+    );
+    assert!(
+        bounce.time_logged - START_MS < 200_000,
+        "soon after bounce-after"
+    );
+    let dsn = recs
+        .iter()
+        .find(|r| r.ty == Some(RecordType::Delivered) && r.rcpt == "bounces@sender.test")
+        .unwrap_or_else(|| panic!("no DSN delivered to the sender: {recs:?}"));
+    assert_eq!(dsn.orig, "", "DSNs go out with the null sender");
+    assert!(
+        count(&w, RecordType::Transient) >= 3,
+        "retried every 30 s until then"
+    );
+}
