@@ -384,3 +384,70 @@ async fn inbound_sessions_are_capped_by_total_max_smtp_in() {
     assert!(bd.starts_with("220"), "a slot is free again: {bd}");
     assert_eq!(stop(mta), Some(0));
 }
+
+/// Password guessing across sessions: after 10 failed AUTH attempts from one address within 10
+/// minutes, even the right password is refused from it; another address still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_lock_out_the_address_across_sessions() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let listen: SocketAddr = format!("127.0.0.48:{}", free_port("127.0.0.48"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = format!(
+        "host-name mta.test\nsmtp-listener {listen}\n<smtp-user alice>\n    password s3cret\n</smtp-user>\n<source 127.0.0.0/8>\n    allow-auth yes\n    allow-unencrypted-plain-auth yes\n</source>\n<spool {}>\n</spool>\n",
+        dir.path().join("spool").display()
+    );
+    let path = dir.path().join("mta.conf");
+    std::fs::write(&path, cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mta = spawn_mta(&path);
+    wait_listening(listen).await;
+    // AUTH PLAIN alice / wrong and alice / s3cret.
+    let wrong = "AUTH PLAIN AGFsaWNlAHdyb25n\r\n";
+    let right = "AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n";
+    async fn session(src: [u8; 4], listen: SocketAddr, auths: &[&str]) -> String {
+        let conn = LiveNet
+            .connect(Some(src.into()), listen)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut s = conn.stream;
+        let mut script = String::from("EHLO c\r\n");
+        for a in auths {
+            script.push_str(a);
+        }
+        script.push_str("QUIT\r\n");
+        let mut out = Vec::new();
+        // One command at a time (AUTH is not pipelined).
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        out.extend_from_slice(&buf[..n]);
+        for line in script.split_inclusive("\r\n") {
+            if s.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).to_string()
+    }
+    for _ in 0..5 {
+        let t = session([127, 0, 0, 49], listen, &[wrong, wrong]).await;
+        assert!(t.contains("535 5.7.8"), "{t}");
+    }
+    let locked = session([127, 0, 0, 49], listen, &[right]).await;
+    assert!(!locked.contains("235"), "locked out: {locked}");
+    assert!(locked.contains("535 5.7.8"), "{locked}");
+    let other = session([127, 0, 0, 50], listen, &[right]).await;
+    assert!(
+        other.contains("235 2.7.0"),
+        "another address is not affected: {other}"
+    );
+    assert_eq!(stop(mta), Some(0));
+}

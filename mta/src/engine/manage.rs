@@ -454,11 +454,43 @@ impl Engine {
         }
     }
 
+    /// True while `ip` may not try AUTH: [`AUTH_FAILURES_PER_IP`] failures within
+    /// [`AUTH_WINDOW_MS`], across sessions (a password-guessing client opening new connections).
+    pub fn auth_locked(&self, ip: IpAddr, now_ms: i64) -> bool {
+        self.auth_failures
+            .lock()
+            .map(|m| {
+                m.get(&ip).is_some_and(|v| {
+                    v.iter().filter(|t| now_ms - **t < AUTH_WINDOW_MS).count()
+                        >= AUTH_FAILURES_PER_IP
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Records a failed AUTH from `ip`.
+    pub fn auth_failed(&self, ip: IpAddr, now_ms: i64) {
+        if let Ok(mut m) = self.auth_failures.lock() {
+            if m.len() > 10_000 {
+                // Bounded: forget addresses whose failures are all old.
+                m.retain(|_, v| v.iter().any(|t| now_ms - *t < AUTH_WINDOW_MS));
+            }
+            let v = m.entry(ip).or_default();
+            v.retain(|t| now_ms - *t < AUTH_WINDOW_MS);
+            v.push(now_ms);
+        }
+    }
+
     /// The monitor (traffic, recent events).
     pub fn monitor(&self) -> &crate::mgmt::Monitor {
         &self.monitor
     }
 }
+
+/// Failed AUTH attempts from one address that lock it out of AUTH for the rest of the window.
+pub const AUTH_FAILURES_PER_IP: usize = 10;
+/// The window of [`AUTH_FAILURES_PER_IP`] (10 minutes).
+pub const AUTH_WINDOW_MS: i64 = 600_000;
 
 /// True if `ip` is disabled at `now_ms` in `map`.
 pub(super) fn ip_disabled(

@@ -22,7 +22,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 mod manage;
-pub use manage::{mode_name, QueueSelector, QueueView, SourceIpView, VmtaView};
+pub use manage::{
+    mode_name, QueueSelector, QueueView, SourceIpView, VmtaView, AUTH_FAILURES_PER_IP,
+    AUTH_WINDOW_MS,
+};
 
 /// What the engine needs from the outside world.
 pub struct Parts {
@@ -93,6 +96,8 @@ pub struct Engine {
     monitor: crate::mgmt::Monitor,
     /// `suppress-after` and the list it feeds.
     suppression: (crate::suppress::Policy, Arc<crate::suppress::List>),
+    /// Recent AUTH failures per client address.
+    auth_failures: Mutex<std::collections::HashMap<IpAddr, Vec<i64>>>,
 }
 
 /// Running totals.
@@ -178,6 +183,7 @@ impl Engine {
             stats: Mutex::new(Stats::default()),
             monitor: crate::mgmt::Monitor::new(now),
             suppression,
+            auth_failures: Mutex::default(),
         })
     }
 

@@ -194,6 +194,11 @@ impl Handler for InboundSession {
     }
 
     fn authenticate(&mut self, user: &str, password: &str) -> bool {
+        let now = self.engine.now_ms();
+        if self.engine.auth_locked(self.peer.ip(), now) {
+            tracing::warn!(peer = %self.peer, %user, "AUTH refused: too many failures from this address");
+            return false;
+        }
         let cfg = &self.engine.config();
         let ok = cfg
             .smtp_users
@@ -205,6 +210,8 @@ impl Handler for InboundSession {
             if let Some(p) = self.policy.as_mut() {
                 p.authenticated(cfg, self.peer.ip(), self.listener_source.as_deref());
             }
+        } else {
+            self.engine.auth_failed(self.peer.ip(), now);
         }
         ok
     }
