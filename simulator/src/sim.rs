@@ -235,13 +235,13 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         clock,
         tap: Some(tap_tx),
     });
-    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let records: Arc<Mutex<Vec<crate::expect::Rec>>> = Arc::default();
     {
         let records = records.clone();
         tokio::spawn(async move {
             while let Some(r) = tap_rx.recv().await {
                 if let Ok(mut v) = records.lock() {
-                    v.push(r);
+                    v.push(crate::expect::Rec::from(&r));
                 }
             }
         });
@@ -506,7 +506,10 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     let _ = stop_tx.send(());
     let _ = sched.await;
     acct.flush(clock.now_ms());
-    let records = records.lock().map(|r| r.clone()).unwrap_or_default();
+    let records = records
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
     let modes = engine.mode_history();
     let events: BTreeMap<String, Vec<crate::isp::Event>> =
         isps.iter().map(|(n, i)| (n.clone(), i.events())).collect();

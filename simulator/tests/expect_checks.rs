@@ -54,7 +54,10 @@ fn observed(
     r.headers.push(("Message-ID".into(), "<1@x>".into()));
     let mut d = r.clone();
     d.ty = Some(RecordType::Delivered);
-    o.records = vec![r, d];
+    o.records = vec![
+        simulator::expect::Rec::from(&r),
+        simulator::expect::Rec::from(&d),
+    ];
     o
 }
 
