@@ -60,25 +60,7 @@ fn addr(s: &str) -> String {
 
 /// Header `name` of a header block or message (unfolded).
 fn header_of(text: &str, name: &str) -> Option<String> {
-    let text = text.replace("\r\n", "\n");
-    let head = text.split("\n\n").next().unwrap_or("");
-    let mut value: Option<String> = None;
-    for line in head.lines() {
-        if let Some(v) = value.as_mut() {
-            if line.starts_with([' ', '\t']) {
-                v.push(' ');
-                v.push_str(line.trim());
-                continue;
-            }
-            break;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.trim().eq_ignore_ascii_case(name) {
-                value = Some(v.trim().to_string());
-            }
-        }
-    }
-    value
+    crate::engine::header(text.as_bytes(), name)
 }
 
 /// A redacted or placeholder recipient (AOL and others) counts as unknown.

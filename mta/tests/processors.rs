@@ -5,23 +5,11 @@
 mod common;
 
 use common::{count, free_port, spawn_mta, start_sink, stop, wait_for, wait_listening};
-use mta::net::{LiveNet, Net};
-use mta::smtp::client::{Client, Timeouts};
 use std::net::SocketAddr;
 use std::path::Path;
 
 async fn send(at: SocketAddr, from: &str, rcpt: &str, body: &[u8]) -> u16 {
-    let conn = LiveNet
-        .connect(Some([127, 0, 0, 122].into()), at)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = Client::connect(conn.stream, Timeouts::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|r| panic!("{r}"));
-    c.ehlo("isp.example")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = common::client(at, [127, 0, 0, 122], "isp.example").await;
     let t = c
         .send(from, &[rcpt.to_string()], body)
         .await

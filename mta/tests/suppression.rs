@@ -4,24 +4,12 @@
 mod common;
 
 use common::{count, free_port, spawn_mta, start_sink, stop, wait_for, wait_listening};
-use mta::net::{LiveNet, Net};
-use mta::smtp::client::{Client, Timeouts};
 use std::net::SocketAddr;
 use std::process::Command;
 
 /// Sends one message to `rcpt`; returns the RCPT reply code and text.
 async fn send(at: SocketAddr, rcpt: &str) -> (u16, String) {
-    let conn = LiveNet
-        .connect(Some([127, 0, 0, 112].into()), at)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = Client::connect(conn.stream, Timeouts::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|r| panic!("{r}"));
-    c.ehlo("injector.test")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = common::client(at, [127, 0, 0, 112], "injector.test").await;
     let body = format!("From: a@sender.test\r\nTo: {rcpt}\r\nSubject: s\r\n\r\nhi\r\n");
     let t = c
         .send("bounces@sender.test", &[rcpt.to_string()], body.as_bytes())

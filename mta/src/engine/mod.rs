@@ -129,15 +129,27 @@ struct Outcome<'a> {
     notify: bool,
 }
 
-/// Header values of a message (name matched case-insensitively), unfolded.
+/// The first header field `name` of a message (matched case-insensitively), unfolded; CRLF or LF
+/// line ends; the header section ends at the first empty line.
 pub fn header(body: &[u8], name: &str) -> Option<String> {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(body.len());
-    let text = std::str::from_utf8(&body[..end]).ok()?;
     let mut value: Option<String> = None;
-    for line in text.split("\r\n") {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Ok(line) = std::str::from_utf8(line) else {
+            if value.is_some() {
+                break;
+            }
+            continue;
+        };
         if let Some(v) = value.as_mut() {
             if line.starts_with([' ', '\t']) {
                 v.push(' ');

@@ -187,3 +187,17 @@ pub fn stop(mut mta: Mta) -> Option<i32> {
         .status();
     child.wait().ok().and_then(|s| s.code())
 }
+
+/// An SMTP client connected from `src` to `at`, past the banner and EHLO.
+pub async fn client(at: SocketAddr, src: [u8; 4], helo: &str) -> Client {
+    let conn = LiveNet
+        .connect(Some(src.into()), at)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Client::connect(conn.stream, Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("banner {r}"));
+    c.ehlo(helo).await.unwrap_or_else(|e| panic!("{e}"));
+    c
+}
