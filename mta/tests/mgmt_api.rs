@@ -252,13 +252,14 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
     let refs: Vec<(&str, &str)> = rcpts.iter().map(|(r, j)| (r.as_str(), *j)).collect();
     send(s.smtp, &refs).await;
     // Every recipient has been tried and deferred at least once.
+    // Every recipient deferred once (retries are an hour away), nothing in flight.
     for _ in 0..400 {
-        let q = json(op, "GET", s.mgmt, "/api/v1/queues").await;
-        // (Recipients on a connection in flight are not in the queue for that moment.)
-        let all = q["queues"].as_array().cloned().unwrap_or_default();
-        let errs = all.iter().filter(|x| x["lastError"].is_string()).count();
-        let waiting: u64 = all.iter().filter_map(|x| x["rcpt"].as_u64()).sum();
-        if errs == 2 && waiting == 8 {
+        let st = json(op, "GET", s.mgmt, "/api/v1/status").await;
+        let st = &st["status"];
+        if st["totals"]["deferred"].as_u64() >= Some(8)
+            && st["conn"]["smtpOut"]["cur"] == 0
+            && st["queue"]["smtp"]["rcp"] == 8
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
