@@ -39,12 +39,20 @@ struct Scripted {
     bodies: Arc<Mutex<Vec<String>>>,
     /// The first this many DATA are deferred.
     defer_data: usize,
+    /// Messages taken on this connection; pushed to `per_conn` when it closes.
+    msgs: usize,
+    per_conn: Arc<Mutex<Vec<usize>>>,
+    /// Connections open at each RCPT: (time ms, open).
+    rcpt_open: Arc<Mutex<Vec<(i64, usize)>>>,
 }
 
 impl Drop for Scripted {
     fn drop(&mut self) {
         if self.counted {
             self.open.0.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(mut v) = self.per_conn.lock() {
+                v.push(self.msgs);
+            }
         }
     }
 }
@@ -66,6 +74,9 @@ impl Handler for Scripted {
             .map(|l| l.iter().filter(|e| e.3 == to.address).count())
             .unwrap_or(0);
         let r = (self.rule)(self.peer, &to.address, n);
+        if let Ok(mut v) = self.rcpt_open.lock() {
+            v.push((self.clock.now_ms(), self.open.0.load(Ordering::SeqCst)));
+        }
         if let Ok(mut l) = self.log.lock() {
             l.push((
                 self.clock.now_ms(),
@@ -90,6 +101,7 @@ impl Handler for Scripted {
         if n <= self.defer_data {
             return Outcome::reply(Reply::new(451, "4.3.0", "try again later"));
         }
+        self.msgs += 1;
         Outcome::ok("2.0.0", "Ok")
     }
     fn reset(&mut self) {}
@@ -101,6 +113,8 @@ struct World {
     open: Arc<(AtomicUsize, AtomicUsize)>,
     log: Log,
     records: Arc<Mutex<Vec<Record>>>,
+    per_conn: Arc<Mutex<Vec<usize>>>,
+    rcpt_open: Arc<Mutex<Vec<(i64, usize)>>>,
 }
 
 async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
@@ -124,6 +138,8 @@ async fn world_with(
     let log: Log = Arc::default();
     let open: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
     let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let per_conn: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let rcpt_open: Arc<Mutex<Vec<(i64, usize)>>> = Arc::default();
     for (domain, ip) in servers {
         let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
         let host = format!("mx.{domain}");
@@ -151,6 +167,9 @@ async fn world_with(
             counted: false,
             bodies: bodies.clone(),
             defer_data,
+            msgs: 0,
+            per_conn: per_conn.clone(),
+            rcpt_open: rcpt_open.clone(),
         };
         tokio::spawn(async move {
             while let Ok(c) = l.accept().await {
@@ -188,6 +207,8 @@ async fn world_with(
         open,
         log,
         records,
+        per_conn,
+        rcpt_open,
     }
 }
 
@@ -549,4 +570,201 @@ async fn expiry_against_a_host_that_always_defers_bounces_with_a_dsn() {
         count(&w, RecordType::Transient) >= 3,
         "retried every 30 s until then"
     );
+}
+
+/// The most events in any window of `window_ms` (half-open) over sorted times.
+fn max_in_window(times: &[i64], window_ms: i64) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= window_ms {
+            lo += 1;
+        }
+        best = best.max(hi + 1 - lo);
+    }
+    best
+}
+
+fn rcpt_times(w: &World) -> Vec<i64> {
+    let mut t: Vec<i64> = w
+        .log
+        .lock()
+        .map(|l| l.iter().map(|e| e.0 - START_MS).collect())
+        .unwrap_or_default();
+    t.sort_unstable();
+    t
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_messages_per_connection_and_rate_hold_against_a_sink() {
+    let cfg = "
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    max-smtp-out 3
+    max-msg-per-connection 7
+    max-msg-rate 120/m
+</domain>
+";
+    let w = world(
+        cfg,
+        &[("sink.test", "127.0.0.60")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+    )
+    .await;
+    for i in 0..3000 {
+        submit(&w, &[&format!("r{i}@sink.test")]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+    let times = rcpt_times(&w);
+    assert!(
+        w.open.1.load(Ordering::SeqCst) <= 3,
+        "never more than max-smtp-out connections: {}",
+        w.open.1.load(Ordering::SeqCst)
+    );
+    assert!(
+        w.open.1.load(Ordering::SeqCst) == 3,
+        "the queue uses the connections it may"
+    );
+    let per_conn = w.per_conn.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(
+        per_conn.len() > 100,
+        "connections closed: {}",
+        per_conn.len()
+    );
+    assert!(
+        per_conn.iter().all(|&n| n <= 7),
+        "max-msg-per-connection: {:?}",
+        per_conn.iter().max()
+    );
+    // The rate: never more than 120 in any minute, and over 18 minutes of steady sending within
+    // 5% of 120/m.
+    assert!(
+        max_in_window(&times, 60_000) <= 120,
+        "burst over max-msg-rate: {} in a minute",
+        max_in_window(&times, 60_000)
+    );
+    let steady = times
+        .iter()
+        .filter(|&&t| (60_000..19 * 60_000).contains(&t))
+        .count() as f64;
+    let want = 120.0 * 18.0;
+    assert!(
+        (steady - want).abs() <= want * 0.05,
+        "{steady} recipients in 18 minutes, want {want} +- 5%"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
+    let cfg = r"
+<smtp-pattern-list y>
+    reply /\[TSS04\]/ mode=backoff
+</smtp-pattern-list>
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    max-smtp-out 4
+    max-msg-rate 600/m
+    retry-after 1m
+    backoff-max-smtp-out 1
+    backoff-max-msg-rate 30/m
+    backoff-retry-after 1m
+    backoff-to-normal-after 10m
+    smtp-pattern-list y
+</domain>
+";
+    // The sink answers TSS04 from minute 2 to minute 4.
+    let start = tokio::time::Instant::now();
+    let w = world(
+        cfg,
+        &[("yahoo.test", "127.0.0.61")],
+        Arc::new(move |_, _, _| {
+            let m = start.elapsed().as_secs() / 60;
+            if (2..4).contains(&m) {
+                Reply::new(421, "4.7.0", TSS04)
+            } else {
+                Reply::new(250, "2.1.5", "Ok")
+            }
+        }),
+    )
+    .await;
+    for i in 0..4000 {
+        submit(&w, &[&format!("r{i}@yahoo.test")]).await;
+    }
+    let mode = |w: &World| {
+        w.engine
+            .queue_views()
+            .into_iter()
+            .find(|q| q.domain == "yahoo.test")
+            .map(|q| (q.mode, q.mode_reply.unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(Duration::from_secs(3 * 60)).await;
+    let (m, reply) = mode(&w);
+    assert_eq!(m, "backoff");
+    assert!(reply.contains("[TSS04]"), "{reply}");
+    // backoff-to-normal-after 10m, jittered by up to 10%: still in backoff at 2m + 8.9m ...
+    tokio::time::sleep(Duration::from_secs(7 * 60 + 54)).await;
+    assert_eq!(mode(&w).0, "backoff");
+    // ... and back to normal by 2m + 11m.
+    tokio::time::sleep(Duration::from_secs(2 * 60 + 6)).await;
+    assert_eq!(mode(&w).0, "normal");
+    tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let first_tss = log
+        .iter()
+        .filter(|e| e.4 == 421)
+        .map(|e| e.0 - START_MS)
+        .min()
+        .unwrap_or_else(|| panic!("no TSS04 given"));
+    assert!((120_000..121_000).contains(&first_tss), "{first_tss}");
+    let tss_count = log.iter().filter(|e| e.4 == 421).count();
+    let times = rcpt_times(&w);
+    let before = times.iter().filter(|&&t| t < first_tss).count();
+    assert!(
+        before >= 1140,
+        "600/m for two minutes before the incident: {before}"
+    );
+    // From the first TSS04 on, the backoff limits hold: one connection, 30 a minute.
+    let open = w.rcpt_open.lock().map(|v| v.clone()).unwrap_or_default();
+    let in_backoff: Vec<i64> = times
+        .iter()
+        .copied()
+        .filter(|&t| t > first_tss && t < 2 * 60_000 + 9 * 60_000)
+        .collect();
+    assert!(
+        max_in_window(&in_backoff, 60_000) <= 30,
+        "backoff-max-msg-rate 30/m: {} in a minute ({tss_count} TSS04 replies)",
+        max_in_window(&in_backoff, 60_000)
+    );
+    assert!(
+        in_backoff.len() >= 200,
+        "the queue keeps sending slowly in backoff: {}",
+        in_backoff.len()
+    );
+    let over: Vec<&(i64, usize)> = open
+        .iter()
+        .filter(|(t, n)| *t - START_MS > first_tss && *t - START_MS < 11 * 60_000 && *n > 1)
+        .collect();
+    assert!(
+        over.is_empty(),
+        "backoff-max-smtp-out 1: {:?}",
+        &over[..over.len().min(5)]
+    );
+    // Back at full speed afterwards, and nothing lost.
+    let after = times.iter().filter(|&&t| t >= 13 * 60_000).count();
+    assert!(after >= 500, "normal rate again: {after}");
+    assert_eq!(count(&w, RecordType::Delivered), 4000);
 }
