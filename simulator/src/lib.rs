@@ -4,6 +4,7 @@ pub mod dkim_check;
 pub mod dns;
 pub mod expect;
 pub mod isp;
+pub mod live;
 pub mod profile;
 pub mod report;
 pub mod scenario;

@@ -301,6 +301,24 @@ pub enum Expectation {
     },
 }
 
+impl Expectation {
+    /// Rewrites the time windows of the expectation with `f` (live runs scale them).
+    pub fn scale_windows(&mut self, f: &dyn Fn(&str) -> String) {
+        match self {
+            Expectation::Backoff {
+                enter_within,
+                leave_within,
+                ..
+            } => {
+                *enter_within = f(enter_within);
+                *leave_within = f(leave_within);
+            }
+            Expectation::DeliveryTime { under, .. } => *under = f(under),
+            _ => {}
+        }
+    }
+}
+
 /// A scenario.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

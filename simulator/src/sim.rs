@@ -1,11 +1,16 @@
-//! Simulated runs: the world (providers on their MX addresses, DNS zones), the MTA engine from the
-//! scenario's config, the traffic streams and the incident timeline, all on one current-thread
-//! tokio runtime with the clock paused, over the in-memory network. Hours pass in seconds and the
-//! same scenario and seed give the same accounting log.
+//! Scenario runs: the world (providers on their MX addresses, DNS zones), the MTA from the
+//! scenario's config, the traffic streams and the incident timeline.
+//!
+//! - Simulated (default): the MTA engine in-process, everything on one current-thread tokio runtime
+//!   with the clock paused, over the in-memory network. Hours pass in seconds and the same scenario
+//!   and seed give the same accounting log.
+//! - Live: the same world over real TCP on loopback with a real hickory DNS server, on the real
+//!   clock, and the MTA as its own process (see [`crate::live`]).
 
 use crate::expect::{check, Observed};
 use crate::isp::server::{Backchannel, ChaosKind, ChaosRule, IspHandler, SenderSink};
 use crate::isp::{Engine as Isp, Override};
+use crate::live::{LiveOptions, LivePlan, MtaProcess};
 use crate::report::{BackoffPeriod, ProviderTotals, Report, Timeline, Totals};
 use crate::scenario::{IncidentKind, Loaded};
 use mta::acct::{Accounting, Record, RecordType};
@@ -13,7 +18,7 @@ use mta::clock::Clock;
 use mta::config::values::{parse_interval, parse_rate, parse_size};
 use mta::dns::{Mx, StaticResolver};
 use mta::engine::{Engine, Parts};
-use mta::net::{Net, SimNet};
+use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
 use mta::spool::{MemorySpool, Spool};
@@ -78,17 +83,86 @@ pub fn run(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         .start_paused(true)
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(run_async(l, opts))
+    rt.block_on(run_async(l, opts, None))
 }
 
-async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
+/// Runs a scenario in live mode (see [`crate::live`]) and writes its report; returns the report.
+pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Report, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let scaled = crate::live::scaled(l, Clock::live().now_ms());
+    rt.block_on(run_async(&scaled, opts, Some(live)))
+}
+
+/// The MTA of a run: the engine in this process, or an `mta run` process.
+enum Mta {
+    InProcess {
+        acct: Arc<Accounting>,
+        engine: Arc<Engine>,
+        stop_tx: tokio::sync::oneshot::Sender<()>,
+        sched: tokio::task::JoinHandle<()>,
+    },
+    Process {
+        process: MtaProcess,
+        mgmt: SocketAddr,
+    },
+}
+
+async fn run_async(
+    l: &Loaded,
+    opts: &RunOptions,
+    live: Option<&LiveOptions>,
+) -> Result<Report, String> {
     let s = &l.scenario;
     let seed = opts.seed.unwrap_or(s.seed);
     let cfg_path = opts.config.clone().unwrap_or_else(|| l.config_path.clone());
     let loaded = mta::config::load(&cfg_path);
-    let config = Arc::new(loaded.into_result().map_err(|e| e.to_string())?);
-    let clock = Clock::starting_at(l.start_ms);
-    let net = SimNet::new();
+    let mut config = Arc::new(loaded.into_result().map_err(|e| e.to_string())?);
+    let dir = opts.report_dir.join(&s.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let acct_path = dir.join("acct.csv");
+    let _ = std::fs::remove_file(&acct_path);
+    // Live: a derived config for the MTA process, on loopback ports of its own.
+    let plan = match live {
+        Some(_) => {
+            let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let run_dir = dir.join("live");
+            let _ = std::fs::remove_dir_all(&run_dir);
+            std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+            let plan = LivePlan {
+                dir: run_dir,
+                acct: acct_path.clone(),
+                dns: SocketAddr::new(lo, crate::live::free_udp_tcp_port(lo)?),
+                smtp_port: crate::live::free_port(IpAddr::V4(crate::world::mx_ip(0, 0)))?,
+                mgmt: SocketAddr::new(lo, crate::live::free_port(lo)?),
+            };
+            let derived = crate::live::derive_config(&cfg_path, &config, &plan)?;
+            let path = plan.dir.join("mta.conf");
+            std::fs::write(&path, &derived.text).map_err(|e| format!("{}: {e}", path.display()))?;
+            config = Arc::new(
+                mta::config::load(&path)
+                    .into_result()
+                    .map_err(|e| format!("the derived live config: {e}"))?,
+            );
+            Some((plan, path))
+        }
+        None => None,
+    };
+    let smtp_port = plan.as_ref().map_or(25, |(p, _)| p.smtp_port);
+    let clock = if live.is_some() {
+        Clock::live()
+    } else {
+        Clock::starting_at(l.start_ms)
+    };
+    let sim_net = SimNet::new();
+    let net: Arc<dyn Net> = if live.is_some() {
+        Arc::new(LiveNet)
+    } else {
+        Arc::new(sim_net.clone())
+    };
     let dns = StaticResolver::default();
     // The providers verify DKIM against the keys the config publishes.
     let senders: Vec<String> = s
@@ -100,7 +174,10 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                 .map(|(_, d)| d.to_ascii_lowercase())
         })
         .collect();
-    let dkim = crate::dkim_check::DkimChecker::from_config(&config, &senders)?;
+    let dkim = match &plan {
+        Some((p, _)) => crate::dkim_check::DkimChecker::live(p.dns)?,
+        None => crate::dkim_check::DkimChecker::from_config(&config, &senders)?,
+    };
     let mta_addr = config
         .listeners
         .first()
@@ -116,11 +193,11 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
         .unwrap_or(mta_addr);
     let sink_ip = IpAddr::V4(Ipv4Addr::new(127, 99, 0, 1));
     let back = Arc::new(Backchannel {
-        net: Arc::new(net.clone()),
+        net: net.clone(),
         seed,
         mta_addr: inbound_addr,
         mta_domains: mta::receive::local_domains(&config),
-        sink_addr: SocketAddr::new(sink_ip, 25),
+        sink_addr: SocketAddr::new(sink_ip, smtp_port),
         fbl_address: s.fbl_address.clone(),
         complaint_rates: Mutex::new(Vec::new()),
         chaos: Mutex::new(Vec::new()),
@@ -138,9 +215,9 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                 z.ip.insert(mx.host.clone(), vec![ip]);
             });
             let mut listener = net
-                .listen(SocketAddr::new(ip, 25))
+                .listen(SocketAddr::new(ip, smtp_port))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{ip}:{smtp_port}: {e}"))?;
             let isp2 = isp.clone();
             let dkim2 = dkim.clone();
             let host = mx.host.clone();
@@ -191,9 +268,9 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     // The senders' own domains (where DSNs go) are hosted by a sink that takes everything.
     {
         let mut listener = net
-            .listen(SocketAddr::new(sink_ip, 25))
+            .listen(SocketAddr::new(sink_ip, smtp_port))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{sink_ip}:{smtp_port}: {e}"))?;
         tokio::spawn(async move {
             while let Ok(c) = listener.accept().await {
                 tokio::spawn(async move {
@@ -218,66 +295,122 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             }
         }
     }
-    // The MTA, with its accounting going to the report directory and to the expectations.
-    let dir = opts.report_dir.join(&s.name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let acct_path = dir.join("acct.csv");
-    let _ = std::fs::remove_file(&acct_path);
-    let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
-    let acct = Arc::new(Accounting::new(&acct_cfg.config.acct_files));
-    let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
-    let engine = Engine::new(Parts {
-        config: config.clone(),
-        spool: Arc::new(Spool::Memory(MemorySpool::default())),
-        acct: acct.clone(),
-        net: Arc::new(net.clone()),
-        dns: Arc::new(dns.clone()),
-        clock,
-        tap: Some(tap_tx),
-    });
-    let records: Arc<Mutex<Vec<crate::expect::Rec>>> = Arc::default();
-    {
-        let records = records.clone();
-        tokio::spawn(async move {
-            while let Some(r) = tap_rx.recv().await {
-                if let Ok(mut v) = records.lock() {
-                    v.push(crate::expect::Rec::from(&r));
+    // Live: the world's zones served by a real DNS server (the MTA process resolves through it).
+    let dns_server = match &plan {
+        Some((p, _)) => {
+            let mut zones = crate::world::zones(&l.profiles, Some(&config))?;
+            for t in &s.traffic {
+                if let Some((_, d)) = t.sender.rsplit_once('@') {
+                    if l.provider_of(d).is_none() {
+                        zones.add_mx(&d.to_ascii_lowercase(), 10, "mx.senders.sim");
+                    }
                 }
             }
-        });
-    }
-    // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
-    let mut listeners: Vec<(SocketAddr, Option<String>)> = config
-        .listeners
-        .iter()
-        .map(|l| (sim_addr(l.addr), l.source.clone()))
-        .collect();
-    if listeners.is_empty() {
-        listeners.push((mta_addr, None));
-    }
-    for (addr, source) in listeners {
-        let mut listener = net.listen(addr).await.map_err(|e| e.to_string())?;
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            while let Ok(c) = listener.accept().await {
-                let mut h = mta::receive::session::InboundSession::new(
-                    engine.clone(),
-                    c.peer,
-                    c.local,
-                    source.clone(),
-                );
-                tokio::spawn(
-                    async move { serve(c.stream, &mut h, &ServerOptions::default()).await },
-                );
+            zones.add_a("mx.senders.sim", Ipv4Addr::new(127, 99, 0, 1));
+            Some(Arc::new(
+                crate::dns::DnsServer::start(p.dns, &zones)
+                    .await
+                    .map_err(|e| format!("DNS server on {}: {e}", p.dns))?,
+            ))
+        }
+        None => None,
+    };
+    // The MTA, with its accounting going to the report directory and to the expectations.
+    let records: Arc<Mutex<Vec<crate::expect::Rec>>> = Arc::default();
+    let mta = match (&plan, live) {
+        (Some((p, path)), Some(lo)) => {
+            let mut process = MtaProcess::start(&lo.mta_bin, path, &p.dir.join("mta.log"))?;
+            // Ready when the management port and the submission listener answer.
+            let mut ready = false;
+            for _ in 0..400 {
+                if let Some(st) = process.exited() {
+                    let log = std::fs::read_to_string(p.dir.join("mta.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                    return Err(format!(
+                        "the MTA exited at start ({st}); its log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+                if tokio::net::TcpStream::connect(mta_addr).await.is_ok()
+                    && tokio::net::TcpStream::connect(p.mgmt).await.is_ok()
+                {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        });
-    }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sched = tokio::spawn(engine.clone().run(async move {
-        let _ = stop_rx.await;
-    }));
+            if !ready {
+                return Err(format!("the MTA did not listen on {mta_addr} within 20 s"));
+            }
+            Mta::Process {
+                process,
+                mgmt: p.mgmt,
+            }
+        }
+        _ => {
+            let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
+            let acct2 = Arc::new(Accounting::new(&acct_cfg.config.acct_files));
+            let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+            let engine = Engine::new(Parts {
+                config: config.clone(),
+                spool: Arc::new(Spool::Memory(MemorySpool::default())),
+                acct: acct2.clone(),
+                net: net.clone(),
+                dns: Arc::new(dns.clone()),
+                clock,
+                tap: Some(tap_tx),
+            });
+            {
+                let records = records.clone();
+                tokio::spawn(async move {
+                    while let Some(r) = tap_rx.recv().await {
+                        if let Ok(mut v) = records.lock() {
+                            v.push(crate::expect::Rec::from(&r));
+                        }
+                    }
+                });
+            }
+            // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
+            let mut listeners: Vec<(SocketAddr, Option<String>)> = config
+                .listeners
+                .iter()
+                .map(|l| (sim_addr(l.addr), l.source.clone()))
+                .collect();
+            if listeners.is_empty() {
+                listeners.push((mta_addr, None));
+            }
+            for (addr, source) in listeners {
+                let mut listener = net.listen(addr).await.map_err(|e| e.to_string())?;
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    while let Ok(c) = listener.accept().await {
+                        let mut h = mta::receive::session::InboundSession::new(
+                            engine.clone(),
+                            c.peer,
+                            c.local,
+                            source.clone(),
+                        );
+                        tokio::spawn(async move {
+                            serve(c.stream, &mut h, &ServerOptions::default()).await
+                        });
+                    }
+                });
+            }
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let sched = tokio::spawn(engine.clone().run(async move {
+                let _ = stop_rx.await;
+            }));
+            Mta::InProcess {
+                acct: acct2,
+                engine,
+                stop_tx,
+                sched,
+            }
+        }
+    };
     // Incidents.
-    for inc in &s.incidents {
+    let mut notes: Vec<String> = Vec::new();
+    for (inc_no, inc) in s.incidents.iter().enumerate() {
         let at = parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
         let lasts = parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
         let (from, until) = (l.start_ms + at, l.start_ms + at + lasts);
@@ -312,8 +445,36 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
                     });
                 }
             }
+            IncidentKind::Unreachable | IncidentKind::Refused if live.is_some() => {
+                notes.push(format!(
+                    "incident {} ({} at {}): unreachable/refused providers exist only in simulated runs; ignored live",
+                    inc_no, inc.provider, inc.at
+                ));
+            }
+            IncidentKind::DnsFailure { failure } if dns_server.is_some() => {
+                let server = dns_server.clone();
+                let domains = l
+                    .profiles
+                    .iter()
+                    .find(|p| p.name == inc.provider)
+                    .map(|p| p.domains.clone())
+                    .unwrap_or_default();
+                let f = match failure.as_str() {
+                    "nxdomain" => crate::dns::Failure::NxDomain,
+                    "timeout" => crate::dns::Failure::Timeout,
+                    _ => crate::dns::Failure::ServFail,
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
+                    if let Some(server) = server {
+                        for d in &domains {
+                            server.inject(d, f, Some(Duration::from_millis(lasts as u64)));
+                        }
+                    }
+                });
+            }
             IncidentKind::Unreachable | IncidentKind::Refused => {
-                let net = net.clone();
+                let net = sim_net.clone();
                 let unreachable = matches!(inc.kind, IncidentKind::Unreachable);
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(at as u64)).await;
@@ -384,8 +545,18 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     }
     // Traffic.
     let mut injectors = Vec::new();
+    let inject_errors: Arc<Mutex<Vec<String>>> = Arc::default();
     for t in &s.traffic {
         let t = t.clone();
+        let errors = inject_errors.clone();
+        let stream = t.name.clone();
+        let fail = move |what: String| {
+            if let Ok(mut e) = errors.lock() {
+                if e.len() < 10 {
+                    e.push(format!("traffic `{stream}`: {what}"));
+                }
+            }
+        };
         let net = net.clone();
         let n = ((t.messages as f64) * opts.volume).round().max(1.0) as u64;
         let start = parse_interval(&t.start).map_or(0, |d| d.as_millis() as u64);
@@ -410,10 +581,17 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             let total = n + t.special.len() as u64;
             for i in 0..total {
                 if client.is_none() {
-                    let Ok(conn) = net.connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr).await else { return };
-                    let Ok(Ok(mut c)) = Client::connect(conn.stream, Timeouts::default()).await else { return };
-                    if c.ehlo("injector.sim").await.is_err() {
-                        return;
+                    let conn = match net.connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr).await {
+                        Ok(c) => c,
+                        Err(e) => return fail(format!("cannot connect to the MTA at {mta_addr}: {e}")),
+                    };
+                    let mut c = match Client::connect(conn.stream, Timeouts::default()).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(r)) => return fail(format!("the MTA at {mta_addr} refused the session: {r}")),
+                        Err(e) => return fail(format!("no banner from the MTA at {mta_addr}: {e}")),
+                    };
+                    if let Err(e) = c.ehlo("injector.sim").await {
+                        return fail(format!("EHLO to the MTA at {mta_addr}: {e}"));
                     }
                     client = Some(c);
                 }
@@ -456,7 +634,31 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     let depth: Arc<Mutex<Vec<DepthSample>>> = Arc::default();
     {
         let depth = depth.clone();
-        let engine = engine.clone();
+        // What the progress bar and the depth chart read: the engine, or the MTA's HTTP API.
+        let probe: Box<dyn Fn() -> (BTreeMap<String, usize>, String) + Send> = match &mta {
+            Mta::InProcess { engine, .. } => {
+                let engine = engine.clone();
+                Box::new(move || {
+                    let d = engine.queue_depths();
+                    let st = engine.stats.lock().map(|s| *s).unwrap_or_default();
+                    let msg = format!(
+                        "received {} delivered {} queued {}",
+                        st.received,
+                        st.delivered,
+                        d.values().sum::<usize>()
+                    );
+                    (d, msg)
+                })
+            }
+            Mta::Process { mgmt, .. } => {
+                let mgmt = *mgmt;
+                Box::new(move || {
+                    let d = tokio::task::block_in_place(|| crate::live::queue_depths(mgmt));
+                    let msg = format!("queued {} (live)", d.values().sum::<usize>());
+                    (d, msg)
+                })
+            }
+        };
         let step = (l.duration.as_millis() as u64 / 300).max(1000);
         let total_ms = l.duration.as_millis() as u64;
         let bar = indicatif::ProgressBar::new(total_ms / 1000);
@@ -466,24 +668,20 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} simulated s {msg}",
-            )
+            indicatif::ProgressStyle::with_template(if live.is_some() {
+                "{prefix} [{bar:30}] {pos}/{len} s (live) {msg}"
+            } else {
+                "{prefix} [{bar:30}] {pos}/{len} simulated s {msg}"
+            })
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_prefix(s.name.clone());
         tokio::spawn(async move {
             let mut t = 0;
             while t <= total_ms {
-                let d = engine.queue_depths();
-                let st = engine.stats.lock().map(|s| *s).unwrap_or_default();
+                let (d, msg) = probe();
                 bar.set_position(t / 1000);
-                bar.set_message(format!(
-                    "received {} delivered {} queued {}",
-                    st.received,
-                    st.delivered,
-                    d.values().sum::<usize>()
-                ));
+                bar.set_message(msg);
                 if let Ok(mut v) = depth.lock() {
                     v.push((clock.now_ms(), d));
                 }
@@ -499,18 +697,50 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     }
     // Let the queues drain (retries, expiry) so that every accepted message reaches its end; the
     // charts cover the scenario's duration, the verdicts the whole run.
-    let cap = clock.now_ms() + 5 * 86_400_000;
-    while engine.pending_messages() > 0 && clock.now_ms() < cap {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    }
-    let _ = stop_tx.send(());
-    let _ = sched.await;
-    acct.flush(clock.now_ms());
-    let records = records
-        .lock()
-        .map(|mut r| std::mem::take(&mut *r))
-        .unwrap_or_default();
-    let modes = engine.mode_history();
+    let (records, modes) = match mta {
+        Mta::InProcess {
+            acct,
+            engine,
+            stop_tx,
+            sched,
+        } => {
+            let cap = clock.now_ms() + 5 * 86_400_000;
+            while engine.pending_messages() > 0 && clock.now_ms() < cap {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            let _ = stop_tx.send(());
+            let _ = sched.await;
+            acct.flush(clock.now_ms());
+            let records = records
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            (records, engine.mode_history())
+        }
+        Mta::Process { process, mgmt } => {
+            // Real time: wait for the spool to empty, at most the scenario's length again
+            // (and at least two minutes).
+            let cap = clock.now_ms() + (l.duration.as_millis() as i64).max(120_000);
+            loop {
+                let left = tokio::task::block_in_place(|| crate::live::pending(mgmt));
+                if left == Some(0) || clock.now_ms() >= cap {
+                    if let Some(n) = left.filter(|n| *n > 0) {
+                        notes.push(format!(
+                            "{n} message(s) still queued when the live run ended"
+                        ));
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let modes = tokio::task::block_in_place(|| crate::live::mode_history(mgmt));
+            let status = tokio::task::block_in_place(|| process.stop(Duration::from_secs(20)));
+            if !status.is_some_and(|s| s.success()) {
+                notes.push(format!("the MTA process ended with {status:?}"));
+            }
+            (crate::live::read_acct(&acct_path)?, modes)
+        }
+    };
     let events: BTreeMap<String, Vec<crate::isp::Event>> =
         isps.iter().map(|(n, i)| (n.clone(), i.events())).collect();
     let observed = Observed {
@@ -520,7 +750,22 @@ async fn run_async(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
     };
     let verdicts = check(l, &observed);
     let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
-    Ok(build_report(l, seed, &observed, verdicts, &depth, &dir))
+    if let Ok(e) = inject_errors.lock() {
+        notes.extend(e.iter().cloned());
+    }
+    let mode = if live.is_some() { "live" } else { "simulated" };
+    Ok(build_report(
+        l,
+        seed,
+        &observed,
+        verdicts,
+        &depth,
+        RunInfo {
+            dir: &dir,
+            mode,
+            notes,
+        },
+    ))
 }
 
 fn provider_of_rcpt<'a>(l: &'a Loaded, rcpt: &str) -> Option<&'a str> {
@@ -529,14 +774,26 @@ fn provider_of_rcpt<'a>(l: &'a Loaded, rcpt: &str) -> Option<&'a str> {
         .map(|p| p.name.as_str())
 }
 
+/// Where a run's report goes, how it ran, and what it noted on the way.
+struct RunInfo<'a> {
+    dir: &'a Path,
+    mode: &'a str,
+    notes: Vec<String>,
+}
+
 fn build_report(
     l: &Loaded,
     seed: u64,
     o: &Observed,
     verdicts: Vec<crate::report::Verdict>,
     depth: &[DepthSample],
-    dir: &Path,
+    run: RunInfo<'_>,
 ) -> Report {
+    let RunInfo {
+        dir,
+        mode,
+        mut notes,
+    } = run;
     let mut tl = Timeline::new(l.start_ms, l.duration.as_millis() as i64);
     for (t, per_domain) in depth {
         let mut per_provider: BTreeMap<&str, usize> = BTreeMap::new();
@@ -621,7 +878,7 @@ fn build_report(
     let report = Report {
         scenario: l.scenario.name.clone(),
         description: l.scenario.description.clone(),
-        mode: "simulated".into(),
+        mode: mode.into(),
         seed,
         start: l.scenario.start.clone(),
         duration_s: l.duration.as_secs_f64(),
@@ -632,10 +889,13 @@ fn build_report(
         bucket_s,
         series,
         backoff,
-        notes: vec![format!(
-            "accounting log: {}",
-            dir.join("acct.csv").display()
-        )],
+        notes: {
+            notes.insert(
+                0,
+                format!("accounting log: {}", dir.join("acct.csv").display()),
+            );
+            notes
+        },
     };
     if let Err(e) = report.write(dir) {
         tracing::error!(%e, "could not write the report");

@@ -27,7 +27,9 @@ enum Command {
         /// Seed (overrides the scenario's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Run the MTA as its own process over real sockets (not available yet).
+        /// Live mode: the MTA (`mta run`, found beside mtasim or at $MTASIM_MTA_BIN) as its own
+        /// process, the providers and a DNS server on loopback, real TCP, real time; the
+        /// scenario's `live_scale` shortens its durations.
         #[arg(long)]
         live: bool,
         /// Use this MTA config instead of the scenario's.
@@ -183,10 +185,17 @@ fn main() -> ExitCode {
             (Vec::new(), None, false, None, PathBuf::from("reports"), 1.0)
         }
     };
-    if live {
-        eprintln!("mtasim: --live is not available yet; run without it for the simulated mode");
-        return ExitCode::from(2);
-    }
+    let live = if live {
+        match simulator::live::LiveOptions::find_mta() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("mtasim: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     if volume.is_nan() || volume <= 0.0 {
         eprintln!("mtasim: --volume must be above 0");
         return ExitCode::from(2);
@@ -216,7 +225,11 @@ fn main() -> ExitCode {
             }
         };
         let started = std::time::Instant::now();
-        match run(&loaded, &opts) {
+        let result = match &live {
+            Some(lo) => simulator::sim::run_live(&loaded, &opts, lo),
+            None => run(&loaded, &opts),
+        };
+        match result {
             Ok(r) => {
                 let t = &r.totals;
                 println!(
@@ -232,6 +245,9 @@ fn main() -> ExitCode {
                     r.verdicts.len(),
                     started.elapsed().as_secs_f64()
                 );
+                for n in r.notes.iter().skip(1) {
+                    println!("    note: {n}");
+                }
                 for v in r.verdicts.iter().filter(|v| !v.passed) {
                     println!(
                         "    FAILED {}: expected {}, observed {} ({})",
