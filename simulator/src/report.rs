@@ -55,6 +55,10 @@ pub struct ProviderTotals {
     pub connections: u64,
     /// Most concurrent connections from one source IP.
     pub max_connections_per_ip: u32,
+    /// Messages the provider accepted, and how many of them over TLS (STARTTLS).
+    pub messages: u64,
+    /// Of those, over TLS.
+    pub messages_tls: u64,
 }
 
 /// Metrics charted over time.

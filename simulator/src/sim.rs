@@ -202,6 +202,14 @@ async fn run_async(
         complaint_rates: Mutex::new(Vec::new()),
         chaos: Mutex::new(Vec::new()),
     });
+    // The world: every provider's MX hosts on their own addresses, with DNS for them, offering
+    // STARTTLS with one self-signed certificate for all of them where the profile says so.
+    let mx_names: Vec<String> = l
+        .profiles
+        .iter()
+        .flat_map(|p| p.mx.iter().map(|m| m.host.clone()))
+        .collect();
+    let tls = mta::smtp::client::self_signed_acceptor(&mx_names)?;
     // The world: every provider's MX hosts on their own addresses, with DNS for them.
     let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
     let mut addr_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
@@ -222,10 +230,12 @@ async fn run_async(
             let dkim2 = dkim.clone();
             let host = mx.host.clone();
             let back2 = back.clone();
+            let tls = p.tls.offered.then(|| tls.clone());
             tokio::spawn(async move {
                 let opts = ServerOptions {
                     host_name: host.clone(),
                     max_message_size: None,
+                    tls,
                     ..ServerOptions::default()
                 };
                 while let Ok(c) = listener.accept().await {
@@ -839,10 +849,17 @@ fn build_report(
     for (p, evs) in &o.events {
         let pt = providers.entry(p.clone()).or_default();
         for e in evs {
-            if let crate::isp::EventKind::Connect { open } = e.kind {
-                pt.connections += 1;
-                pt.max_connections_per_ip = pt.max_connections_per_ip.max(open);
-                tl.gauge(p, "connections", e.t_ms, f64::from(open));
+            match e.kind {
+                crate::isp::EventKind::Connect { open } => {
+                    pt.connections += 1;
+                    pt.max_connections_per_ip = pt.max_connections_per_ip.max(open);
+                    tl.gauge(p, "connections", e.t_ms, f64::from(open));
+                }
+                crate::isp::EventKind::Accepted { tls, .. } => {
+                    pt.messages += 1;
+                    pt.messages_tls += u64::from(tls);
+                }
+                _ => {}
             }
         }
     }

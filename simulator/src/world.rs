@@ -185,6 +185,11 @@ impl World {
             complaint_rates: Mutex::new(Vec::new()),
             chaos: Mutex::new(Vec::new()),
         });
+        let mx_names: Vec<String> = profiles
+            .iter()
+            .flat_map(|p| p.mx.iter().map(|m| m.host.clone()))
+            .collect();
+        let tls = mta::smtp::client::self_signed_acceptor(&mx_names)?;
         let mut providers = Vec::new();
         let mut isps = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -218,9 +223,11 @@ impl World {
                 let isp2 = isp.clone();
                 let dkim2 = dkim.clone();
                 let back2 = back.clone();
+                let tls = p.tls.offered.then(|| tls.clone());
                 tasks.push(tokio::spawn(async move {
                     let o = ServerOptions {
                         host_name: host.clone(),
+                        tls,
                         ..ServerOptions::default()
                     };
                     while let Ok(c) = listener.accept().await {

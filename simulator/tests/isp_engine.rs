@@ -265,3 +265,27 @@ fn incident_overrides_and_reputation_tiers() {
         "reputation recovers with time"
     );
 }
+
+#[test]
+fn tls_required_answers_on_missing_until_starttls() {
+    let mut p =
+        Profile::load(Path::new("../isp-profiles/gmail.toml")).unwrap_or_else(|e| panic!("{e}"));
+    p.tls.required = true;
+    let g = Engine::new(p);
+    let a = ip("203.0.113.51");
+    let (mut s, _) = g.connect(a, T0);
+    let refused = g
+        .rcpt(&s, "b@news.example.com", "ok-1@gmail.com", T0)
+        .unwrap_err();
+    assert!(
+        refused.reply.starts_with("421 4.7.29"),
+        "gmail's on_missing reply: {}",
+        refused.reply
+    );
+    s.tls = true;
+    assert_eq!(
+        g.rcpt(&s, "b@news.example.com", "ok-1@gmail.com", T0),
+        Ok(()),
+        "after STARTTLS"
+    );
+}

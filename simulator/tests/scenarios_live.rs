@@ -69,6 +69,15 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
     }
     let conf = std::fs::read_to_string(run_dir.join("live/mta.conf")).unwrap_or_default();
     assert!(conf.contains("smtp-source-host 127.2.113.31 live-1.news.example.com"));
+    // Real TLS: every message the providers took came over STARTTLS.
+    let (msgs, tls): (u64, u64) = r
+        .providers
+        .values()
+        .fold((0, 0), |(m, t), p| (m + p.messages, t + p.messages_tls));
+    assert!(
+        msgs >= 200 && tls == msgs,
+        "{tls} of {msgs} messages over TLS"
+    );
     // Backoff was entered and left, as the MTA's management API reported it.
     assert!(
         r.backoff

@@ -458,6 +458,12 @@ impl Engine {
         if let Some(a) = self.forced(session, Phase::Rcpt, rcpt) {
             return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
         }
+        if p.tls.required && !session.tls {
+            if let Some(r) = &p.tls.on_missing {
+                let a = Answer::from(r, session.ip, rcpt, &sender_domain);
+                return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
+            }
+        }
         let rate_hit = self.with(|s| {
             let st = s.ips.entry(session.ip).or_default();
             let mut hit = false;

@@ -319,6 +319,11 @@ impl Handler for IspHandler {
         self.rcpts = 0;
         self.accepted.clear();
     }
+    fn tls_started(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.tls = true;
+        }
+    }
 }
 
 impl IspHandler {
