@@ -269,3 +269,46 @@ async fn a_transaction_after_all_recipients_were_refused() {
     c.quit().await;
     assert_eq!(server.await.map(|s| s.messages).unwrap_or(0), 1);
 }
+
+/// The delivery side keeps one TLS client configuration, so a second connection to a host resumes
+/// the first one's session (no new certificate signature), as the providers' servers allow.
+#[tokio::test]
+async fn a_second_tls_connection_to_a_host_resumes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = mta::smtp::client::self_signed_acceptor(&["mx.resume.test".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let acc = acceptor.clone();
+        let server = tokio::spawn(async move {
+            let mut tls = acc.accept(s).await?;
+            tls.write_all(b"ok").await?;
+            tls.flush().await?;
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+            Ok::<_, std::io::Error>(())
+        });
+        let name = rustls::pki_types::ServerName::try_from("mx.resume.test")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut tls = mta::smtp::client::opportunistic_tls()
+            .connect(name, c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 2];
+        tls.read_exact(&mut buf)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinds.push(tls.get_ref().1.handshake_kind());
+        let _ = tls.shutdown().await;
+        drop(tls);
+        let _ = server.await;
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}

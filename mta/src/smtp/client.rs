@@ -377,8 +377,15 @@ async fn read_reply(
 }
 
 /// A TLS client configuration that accepts any certificate: opportunistic STARTTLS as MTAs do it
-/// (RFC 7435), where an unauthenticated encrypted channel beats a clear one.
+/// (RFC 7435), where an unauthenticated encrypted channel beats a clear one. One configuration
+/// for the process, so its session cache lets later connections to a host resume (no new
+/// certificate signature, as Postfix's tlsmgr cache does).
 pub fn opportunistic_tls() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR.get_or_init(build_opportunistic_tls).clone()
+}
+
+fn build_opportunistic_tls() -> tokio_rustls::TlsConnector {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -463,5 +470,7 @@ pub fn self_signed_acceptor(names: &[String]) -> Result<tokio_rustls::TlsAccepto
     .with_no_client_auth()
     .with_single_cert(vec![der], key)
     .map_err(|e| e.to_string())?;
+    let mut cfg = cfg;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
 }
