@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Where reports go (`reports/<scenario>/` under it).
     pub report_dir: PathBuf,
+    /// Providers do not offer STARTTLS (throughput benchmarks without the world's crypto cost).
+    pub no_tls: bool,
 }
 
 /// A listener address in the simulated network: an unspecified address (`0/0:25`) listens on
@@ -230,7 +232,7 @@ async fn run_async(
             let dkim2 = dkim.clone();
             let host = mx.host.clone();
             let back2 = back.clone();
-            let tls = p.tls.offered.then(|| tls.clone());
+            let tls = (p.tls.offered && !opts.no_tls).then(|| tls.clone());
             tokio::spawn(async move {
                 let opts = ServerOptions {
                     host_name: host.clone(),

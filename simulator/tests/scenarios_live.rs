@@ -35,6 +35,7 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
             volume: 1.0,
             config: None,
             report_dir: dir.path().to_path_buf(),
+            no_tls: false,
         },
         &live,
     )

@@ -29,6 +29,7 @@ fn every_scenario_holds_in_simulated_mode() {
                 volume: volume(&name),
                 config: None,
                 report_dir: dir.path().to_path_buf(),
+                no_tls: false,
             },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -69,6 +70,7 @@ fn same_seed_same_accounting_log() {
                     volume: 0.02,
                     config: None,
                     report_dir: dir.path().to_path_buf(),
+                    no_tls: false,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -97,6 +99,7 @@ fn unsigned_mail_fails_the_dkim_expectation() {
         volume: 0.05,
         config: Some("../fixtures/configs/minimal.conf".into()),
         report_dir: dir.path().to_path_buf(),
+        no_tls: false,
     };
     let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
     let v = r
@@ -121,6 +124,7 @@ fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
             volume: 0.3,
             config: None,
             report_dir: dir.path().to_path_buf(),
+            no_tls: false,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

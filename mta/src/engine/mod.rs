@@ -98,6 +98,8 @@ pub struct Engine {
     suppression: (crate::suppress::Policy, Arc<crate::suppress::List>),
     /// Recent AUTH failures per client address.
     auth_failures: Mutex<std::collections::HashMap<IpAddr, Vec<i64>>>,
+    /// Merged settings per queue (emptied by a reload).
+    settings_cache: Mutex<std::collections::HashMap<QueueKey, QueueSettings>>,
 }
 
 /// Running totals.
@@ -196,6 +198,7 @@ impl Engine {
             monitor: crate::mgmt::Monitor::new(now),
             suppression,
             auth_failures: Mutex::default(),
+            settings_cache: Mutex::default(),
         })
     }
 
@@ -255,7 +258,27 @@ impl Engine {
     }
 
     fn queue_settings(&self, key: &QueueKey) -> QueueSettings {
-        QueueSettings::from_effective(&self.config().domain_settings(&key.domain, key.vmta()))
+        if let Some(qs) = self
+            .settings_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(key).cloned())
+        {
+            return qs;
+        }
+        let qs =
+            QueueSettings::from_effective(&self.config().domain_settings(&key.domain, key.vmta()));
+        if let Ok(mut c) = self.settings_cache.lock() {
+            c.insert(key.clone(), qs.clone());
+        }
+        qs
+    }
+
+    /// Forgets the merged settings (the config changed).
+    fn clear_settings_cache(&self) {
+        if let Ok(mut c) = self.settings_cache.lock() {
+            c.clear();
+        }
     }
 
     /// Adds a stored message's unfinished recipients to their queues (`vmtas[i]` per recipient).

@@ -95,6 +95,8 @@ pub struct Queue<Id> {
     pub mode: Mode,
     heap: BinaryHeap<Reverse<(i64, u64)>>,
     items: BTreeMap<u64, Waiting<Id>>,
+    /// (received, seq) of every waiting group: the oldest first, for expiry without a full scan.
+    by_received: std::collections::BTreeSet<(i64, u64)>,
     seq: u64,
     /// Set by a queue-wide deferral: nothing is tried before this time (Unix ms).
     pub held_until_ms: Option<i64>,
@@ -109,6 +111,7 @@ impl<Id: Clone> Queue<Id> {
             mode: Mode::Normal,
             heap: BinaryHeap::new(),
             items: BTreeMap::new(),
+            by_received: std::collections::BTreeSet::new(),
             seq: 0,
             held_until_ms: None,
         }
@@ -133,6 +136,7 @@ impl<Id: Clone> Queue<Id> {
     pub fn push(&mut self, w: Waiting<Id>, at_ms: i64) {
         self.seq += 1;
         self.heap.push(Reverse((at_ms, self.seq)));
+        self.by_received.insert((w.received_ms, self.seq));
         self.items.insert(self.seq, w);
     }
 
@@ -152,7 +156,9 @@ impl<Id: Clone> Queue<Id> {
             return None;
         }
         self.heap.pop();
-        self.items.remove(&seq)
+        let w = self.items.remove(&seq)?;
+        self.by_received.remove(&(w.received_ms, seq));
+        Some(w)
     }
 
     /// Puts a group back after a transient failure: `attempts` goes up and the retry schedule of the
@@ -201,12 +207,18 @@ impl<Id: Clone> Queue<Id> {
 
     /// Removes and returns every group past `bounce-after`, whatever the queue's mode or hold.
     pub fn take_expired(&mut self, now_ms: i64) -> Vec<Waiting<Id>> {
-        let expired: Vec<u64> = self
-            .items
-            .iter()
-            .filter(|(_, w)| self.is_expired(w, now_ms))
-            .map(|(k, _)| *k)
-            .collect();
+        let Some(after) = self.settings.bounce_after else {
+            return Vec::new();
+        };
+        let after = after.as_millis() as i64;
+        let mut expired = Vec::new();
+        while let Some(&(received, seq)) = self.by_received.first() {
+            if now_ms < received + after {
+                break;
+            }
+            self.by_received.pop_first();
+            expired.push(seq);
+        }
         if expired.is_empty() {
             return Vec::new();
         }
@@ -232,7 +244,14 @@ impl<Id: Clone> Queue<Id> {
             .filter(|(_, w)| pred(w))
             .map(|(s, _)| *s)
             .collect();
-        let out: Vec<Waiting<Id>> = seqs.iter().filter_map(|s| self.items.remove(s)).collect();
+        let out: Vec<Waiting<Id>> = seqs
+            .iter()
+            .filter_map(|s| {
+                let w = self.items.remove(s)?;
+                self.by_received.remove(&(w.received_ms, *s));
+                Some(w)
+            })
+            .collect();
         if !out.is_empty() {
             let items = &self.items;
             self.heap.retain(|Reverse((_, s))| items.contains_key(s));
@@ -255,7 +274,10 @@ impl<Id: Clone> Queue<Id> {
 
     /// The earliest expiry among waiting groups (so an idle queue still wakes up to expire mail).
     pub fn next_expiry_ms(&self) -> Option<i64> {
-        self.items.values().filter_map(|w| self.expiry_ms(w)).min()
+        let after = self.settings.bounce_after?;
+        self.by_received
+            .first()
+            .map(|(received, _)| received + after.as_millis() as i64)
     }
 }
 
@@ -368,5 +390,33 @@ mod tests {
             Some(2),
             "schedule clears the hold"
         );
+        assert_eq!(q.next_expiry_ms(), None, "nothing waits");
+    }
+
+    #[test]
+    fn the_expiry_index_follows_pops_and_removals() {
+        let s = settings("bounce-after 10m");
+        let mut q: Queue<u32> = Queue::new(QueueKey::new("x.org", None), s);
+        // Received out of order; the oldest decides the next expiry.
+        q.push(w(1, 300_000), 0);
+        q.push(w(2, 100_000), 5);
+        q.push(w(3, 200_000), 10);
+        assert_eq!(q.next_expiry_ms(), Some(700_000));
+        assert_eq!(q.pop_due(5).map(|w| w.id), Some(1));
+        assert_eq!(q.pop_due(5).map(|w| w.id), Some(2), "pops leave the index");
+        assert_eq!(q.next_expiry_ms(), Some(800_000));
+        assert!(q.take_expired(799_999).is_empty());
+        q.push(w(4, 0), 1_000_000);
+        let gone: Vec<u32> = q.take_expired(800_000).into_iter().map(|w| w.id).collect();
+        assert_eq!(gone, vec![4, 3], "oldest first");
+        assert!(q.is_empty());
+        assert_eq!(
+            q.pop_due(2_000_000),
+            None,
+            "expired groups left the schedule too"
+        );
+        q.push(w(5, 50_000), 0);
+        assert_eq!(q.remove_where(|w| w.id == 5).len(), 1);
+        assert_eq!(q.next_expiry_ms(), None, "removals leave the index");
     }
 }

@@ -41,6 +41,10 @@ enum Command {
         /// Multiply every stream's message count by this (e.g. 0.01 for a quick run).
         #[arg(long, default_value_t = 1.0)]
         volume: f64,
+        /// Providers do not offer STARTTLS (for throughput benchmarks: the world's and the MTA's
+        /// TLS handshakes are then not measured; TLS requirements of profiles fail as they would).
+        #[arg(long)]
+        no_tls: bool,
     },
     /// The simulated internet, live: DNS server and fake providers on loopback for any MTA.
     World {
@@ -172,7 +176,7 @@ fn main() -> ExitCode {
             format == "json",
         );
     }
-    let (scenarios, seed, live, config, report, volume) = match cli.command {
+    let (scenarios, seed, live, config, report, volume, no_tls) = match cli.command {
         Some(Command::Run {
             scenarios,
             seed,
@@ -180,10 +184,17 @@ fn main() -> ExitCode {
             config,
             report,
             volume,
-        }) => (scenarios, seed, live, config, report, volume),
-        Some(Command::World { .. }) | None => {
-            (Vec::new(), None, false, None, PathBuf::from("reports"), 1.0)
-        }
+            no_tls,
+        }) => (scenarios, seed, live, config, report, volume, no_tls),
+        Some(Command::World { .. }) | None => (
+            Vec::new(),
+            None,
+            false,
+            None,
+            PathBuf::from("reports"),
+            1.0,
+            false,
+        ),
     };
     let live = if live {
         match simulator::live::LiveOptions::find_mta() {
@@ -210,6 +221,7 @@ fn main() -> ExitCode {
         volume,
         config,
         report_dir: report,
+        no_tls,
     };
     let mut all_ok = true;
     println!(
