@@ -44,6 +44,8 @@ struct Scripted {
     per_conn: Arc<Mutex<Vec<usize>>>,
     /// Connections open at each RCPT: (time ms, open).
     rcpt_open: Arc<Mutex<Vec<(i64, usize)>>>,
+    /// A banner other than 220, per server address.
+    banners: Arc<Mutex<std::collections::BTreeMap<IpAddr, Reply>>>,
 }
 
 impl Drop for Scripted {
@@ -62,7 +64,12 @@ impl Handler for Scripted {
         let now = self.open.0.fetch_add(1, Ordering::SeqCst) + 1;
         self.open.1.fetch_max(now, Ordering::SeqCst);
         self.counted = true;
-        Outcome::reply(Reply::new(220, "", "scripted ESMTP"))
+        let banner = self
+            .banners
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&self.local).cloned());
+        Outcome::reply(banner.unwrap_or_else(|| Reply::new(220, "", "scripted ESMTP")))
     }
     fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
         Outcome::ok("2.1.0", "Ok")
@@ -115,6 +122,8 @@ struct World {
     records: Arc<Mutex<Vec<Record>>>,
     per_conn: Arc<Mutex<Vec<usize>>>,
     rcpt_open: Arc<Mutex<Vec<(i64, usize)>>>,
+    banners: Arc<Mutex<std::collections::BTreeMap<IpAddr, Reply>>>,
+    dns: StaticResolver,
 }
 
 async fn world(config: &str, servers: &[(&str, &str)], rule: Rule) -> World {
@@ -140,6 +149,7 @@ async fn world_with(
     let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
     let per_conn: Arc<Mutex<Vec<usize>>> = Arc::default();
     let rcpt_open: Arc<Mutex<Vec<(i64, usize)>>> = Arc::default();
+    let banners: Arc<Mutex<std::collections::BTreeMap<IpAddr, Reply>>> = Arc::default();
     for (domain, ip) in servers {
         let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{e}"));
         let host = format!("mx.{domain}");
@@ -170,6 +180,7 @@ async fn world_with(
             msgs: 0,
             per_conn: per_conn.clone(),
             rcpt_open: rcpt_open.clone(),
+            banners: banners.clone(),
         };
         tokio::spawn(async move {
             while let Ok(c) = l.accept().await {
@@ -187,7 +198,7 @@ async fn world_with(
         spool: Arc::new(Spool::Memory(MemorySpool::default())),
         acct: Arc::new(Accounting::new(&[])),
         net: Arc::new(net),
-        dns: Arc::new(dns),
+        dns: Arc::new(dns.clone()),
         clock,
         tap: Some(tx),
     });
@@ -209,6 +220,8 @@ async fn world_with(
         records,
         per_conn,
         rcpt_open,
+        banners,
+        dns,
     }
 }
 
@@ -767,4 +780,117 @@ async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
     let after = times.iter().filter(|&&t| t >= 13 * 60_000).count();
     assert!(after >= 500, "normal rate again: {after}");
     assert_eq!(count(&w, RecordType::Delivered), 4000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_mx_moves_on_to_the_next_mx_host_after_a_refusing_banner() {
+    let cfg = r"
+<smtp-pattern-list common-errors>
+    reply /(?-i)ESMTP not accepting messages/ skip-mx
+</smtp-pattern-list>
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    retry-after 1m
+    smtp-pattern-list common-errors
+</domain>
+";
+    let w = world(
+        cfg,
+        &[("two.test", "127.0.0.70"), ("spare.test", "127.0.0.71")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+    )
+    .await;
+    // two.test's first MX refuses at the banner; its second MX is spare.test's host.
+    w.dns.edit(|z| {
+        z.mx.insert(
+            "two.test".into(),
+            vec![
+                Mx {
+                    preference: 10,
+                    host: "mx.two.test".into(),
+                },
+                Mx {
+                    preference: 20,
+                    host: "mx.spare.test".into(),
+                },
+            ],
+        );
+    });
+    if let Ok(mut b) = w.banners.lock() {
+        b.insert(
+            IpAddr::from([127, 0, 0, 70]),
+            Reply::new(554, "5.3.2", "mx.two.test ESMTP not accepting messages"),
+        );
+    }
+    submit(&w, &["a@two.test"]).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        count(&w, RecordType::Delivered),
+        1,
+        "delivered through the second MX"
+    );
+    assert_eq!(
+        count(&w, RecordType::Bounced),
+        0,
+        "a 5xx banner with skip-mx does not bounce"
+    );
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(
+        log.iter().all(|e| e.2 == IpAddr::from([127, 0, 0, 71])),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounce_queue_on_a_rcpt_reply_bounces_everything_waiting() {
+    let cfg = r"
+<smtp-pattern-list blocked>
+    reply /sender blocked/ bounce-queue
+</smtp-pattern-list>
+<source 0/0>
+    default-virtual-mta v
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain *>
+    use-starttls no
+    retry-after 1m
+    max-smtp-out 1
+    smtp-pattern-list blocked
+</domain>
+";
+    let w = world(
+        cfg,
+        &[("blocked.test", "127.0.0.72")],
+        Arc::new(|_, _, _| Reply::new(451, "4.7.1", "Service unavailable, sender blocked")),
+    )
+    .await;
+    for i in 0..5 {
+        submit(&w, &[&format!("r{i}@blocked.test")]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    let bounced = w
+        .records
+        .lock()
+        .map(|v| {
+            v.iter()
+                .filter(|r| r.ty == Some(RecordType::Bounced) && r.rcpt.ends_with("@blocked.test"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(bounced, 5, "the whole queue bounced (the DSNs aside)");
+    let log = w.log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(
+        log.len(),
+        1,
+        "one RCPT was enough; nothing was retried: {log:?}"
+    );
+    assert_eq!(count(&w, RecordType::Transient), 0, "nothing was deferred");
 }

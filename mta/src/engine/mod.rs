@@ -1304,6 +1304,8 @@ impl Engine {
             sent += 1;
             let mut retry: Vec<u32> = Vec::new();
             let mut stop = false;
+            // A `bounce-queue` rule on a MAIL, RCPT or data reply: the whole queue bounces.
+            let mut bounce_queue: Option<Reply> = None;
             for (i, r) in w.rcpts.iter().enumerate() {
                 let reply = t.outcome(i).clone();
                 if reply.is_positive() {
@@ -1333,7 +1335,13 @@ impl Engine {
                 }
                 let acted = self.apply_patterns(key, &reply, dlv_ip);
                 let category = self.category(&reply);
-                if reply.is_permanent() || (acted.bounce_rcpt && reply.is_transient()) {
+                if acted.bounce_queue {
+                    bounce_queue = Some(reply.clone());
+                }
+                if reply.is_permanent()
+                    || acted.bounce_queue
+                    || (acted.bounce_rcpt && reply.is_transient())
+                {
                     self.finish(
                         key,
                         w.id,
@@ -1391,6 +1399,10 @@ impl Engine {
                 };
                 self.requeue_after(key, again, self.now_ms(), &last, delay)
                     .await;
+            }
+            if let Some(r) = bounce_queue {
+                self.fail_queue(key, &r, true, dlv_ip, Some(dest)).await;
+                break;
             }
             if stop {
                 // The server pushed back on the whole queue: hold the rest until the retry time.

@@ -262,6 +262,7 @@ impl<Id: Clone> Queue<Id> {
     /// Removes and returns everything (for `bounce-queue` or a delete).
     pub fn drain_all(&mut self) -> Vec<Waiting<Id>> {
         self.heap.clear();
+        self.by_received.clear();
         std::mem::take(&mut self.items).into_values().collect()
     }
 
@@ -418,5 +419,8 @@ mod tests {
         q.push(w(5, 50_000), 0);
         assert_eq!(q.remove_where(|w| w.id == 5).len(), 1);
         assert_eq!(q.next_expiry_ms(), None, "removals leave the index");
+        q.push(w(6, 50_000), 0);
+        assert_eq!(q.drain_all().len(), 1);
+        assert_eq!(q.next_expiry_ms(), None, "a drained queue has no expiry");
     }
 }
