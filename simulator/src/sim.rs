@@ -218,6 +218,26 @@ async fn run_async(
     for (pi, p) in l.profiles.iter().enumerate() {
         let isp = Isp::new(p.clone());
         let mut ips = Vec::new();
+        // Live runs have no in-memory network to switch off: the provider's own listeners close
+        // new connections at once (`refused`) or hold them silent (`unreachable`) in the window.
+        let outages: Arc<Vec<(i64, i64, bool)>> = Arc::new(if live.is_some() {
+            s.incidents
+                .iter()
+                .filter(|i| i.provider == p.name)
+                .filter_map(|i| {
+                    let unreachable = match i.kind {
+                        IncidentKind::Unreachable => true,
+                        IncidentKind::Refused => false,
+                        _ => return None,
+                    };
+                    let at = parse_interval(&i.at).map_or(0, |d| d.as_millis() as i64);
+                    let lasts = parse_interval(&i.lasts).map_or(0, |d| d.as_millis() as i64);
+                    Some((l.start_ms + at, l.start_ms + at + lasts, unreachable))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        });
         for (i, mx) in p.mx.iter().enumerate() {
             let ip = IpAddr::V4(mx_addr(pi, i));
             ips.push(ip);
@@ -233,6 +253,7 @@ async fn run_async(
             let host = mx.host.clone();
             let back2 = back.clone();
             let tls = (p.tls.offered && !opts.no_tls).then(|| tls.clone());
+            let outages = outages.clone();
             tokio::spawn(async move {
                 let opts = ServerOptions {
                     host_name: host.clone(),
@@ -241,6 +262,20 @@ async fn run_async(
                     ..ServerOptions::default()
                 };
                 while let Ok(c) = listener.accept().await {
+                    let now = clock.now_ms();
+                    if let Some(&(_, until, unreachable)) =
+                        outages.iter().find(|(f, u, _)| now >= *f && now < *u)
+                    {
+                        if unreachable {
+                            let stream = c.stream;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis((until - now) as u64))
+                                    .await;
+                                drop(stream);
+                            });
+                        }
+                        continue;
+                    }
                     let mut h = IspHandler {
                         isp: isp2.clone(),
                         dkim: dkim2.clone(),
@@ -422,7 +457,7 @@ async fn run_async(
     };
     // Incidents.
     let mut notes: Vec<String> = Vec::new();
-    for (inc_no, inc) in s.incidents.iter().enumerate() {
+    for inc in &s.incidents {
         let at = parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
         let lasts = parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
         let (from, until) = (l.start_ms + at, l.start_ms + at + lasts);
@@ -458,10 +493,7 @@ async fn run_async(
                 }
             }
             IncidentKind::Unreachable | IncidentKind::Refused if live.is_some() => {
-                notes.push(format!(
-                    "incident {} ({} at {}): unreachable/refused providers exist only in simulated runs; ignored live",
-                    inc_no, inc.provider, inc.at
-                ));
+                // Handled by the provider's listeners (see above).
             }
             IncidentKind::DnsFailure { failure } if dns_server.is_some() => {
                 let server = dns_server.clone();
