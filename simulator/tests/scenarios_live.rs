@@ -61,6 +61,12 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
         "every received recipient ended once"
     );
     assert!(count("t,") >= 1, "the TSS04 incident deferred something");
+    assert!(
+        acct.lines().any(|l| l.starts_with("tq,")
+            && l.contains("@gmail.com")
+            && (l.contains("bad-connection") || l.contains("no-answer-from-host"))),
+        "Gmail's refused window deferred its queue for the connection"
+    );
     // The documentation-range sending addresses went out from their loopback stand-ins.
     for ip in ["127.2.113.31", "127.2.113.32"] {
         assert!(
