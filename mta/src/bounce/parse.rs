@@ -384,7 +384,14 @@ fn parse_dsn_fields(body: &str, classifier: &Classifier, report: &mut BounceRepo
             },
             None => status_from_diag(&diagnostic, default_status),
         };
-        let category = classifier.classify_status(&status, &diagnostic).category;
+        let mut category = classifier.classify_status(&status, &diagnostic).category;
+        // A final failure with a transient (4.x.x) status means the sender gave up retrying: the
+        // message expired in its queue (Postfix after maximal_queue_lifetime keeps the last
+        // deferral's status and text; RFC 3464 §2.3.3 lets `failed` carry any status).
+        if action.starts_with("failed") && status.starts_with('4') && category != Category::Success
+        {
+            category = Category::MessageExpired;
+        }
         report.recipients.push(FailedRecipient {
             recipient,
             original_recipient: original,
