@@ -693,15 +693,21 @@ impl Engine {
             let mut starts = Vec::new();
             let mut expired = Vec::new();
             let mut next: Option<i64> = None;
-            let keys: Vec<QueueKey> = s.queues.keys().cloned().collect();
-            for key in keys {
-                let Some(q) = s.queues.get_mut(&key) else {
-                    continue;
-                };
+            let State {
+                queues,
+                vmta_gates,
+                total_gate,
+                disabled_ips,
+                ..
+            } = s;
+            for (key, q) in queues.iter_mut() {
                 q.shaper.tick(now);
-                let last = q.last_error.as_deref().and_then(Reply::parse_line);
-                for w in q.queue.take_expired(now) {
-                    expired.push((key.clone(), w, last.clone()));
+                let gone = q.queue.take_expired(now);
+                if !gone.is_empty() {
+                    let last = q.last_error.as_deref().and_then(Reply::parse_line);
+                    for w in gone {
+                        expired.push((key.clone(), w, last.clone()));
+                    }
                 }
                 let mut upd = |t: Option<i64>| {
                     if let Some(t) = t {
@@ -733,8 +739,7 @@ impl Engine {
                         crate::config::values::Value::Int(n) => Some(n),
                         _ => None,
                     });
-                let gate = s
-                    .vmta_gates
+                let gate = vmta_gates
                     .entry(key.vmta.clone())
                     .or_insert_with(|| VmtaGate::new(vmta_max));
                 // Another connection only when the queue is backed up beyond what the open ones
@@ -743,7 +748,7 @@ impl Engine {
                 if q.shaper.connections() > 0 && queued <= q.shaper.connections() * 20 {
                     continue;
                 }
-                if let Some(t) = all_sources_disabled(&cfg, key.vmta(), &s.disabled_ips, now) {
+                if let Some(t) = all_sources_disabled(&cfg, key.vmta(), disabled_ips, now) {
                     // Every source address of the vMTA is out of service: wait for the first back.
                     upd(Some(t));
                     continue;
@@ -751,17 +756,17 @@ impl Engine {
                 match q.shaper.open_connection(now) {
                     Ok(()) => {
                         // The whole MTA's limit, then the vMTA's.
-                        let total_ok = s.total_gate.try_open();
+                        let total_ok = total_gate.try_open();
                         if total_ok && gate.try_open() {
                             q.opened += 1;
                             let src = source_for(&cfg, key.vmta(), q.opened - 1, |ip| {
-                                manage::ip_disabled(&s.disabled_ips, ip, now)
+                                manage::ip_disabled(disabled_ips, ip, now)
                             });
                             starts.push((key.clone(), src));
                             upd(Some(now + 1));
                         } else {
                             if total_ok {
-                                s.total_gate.close();
+                                total_gate.close();
                             }
                             q.shaper.close_connection();
                             upd(Some(now + 1000));
