@@ -66,6 +66,7 @@ pub const METRICS: &[&str] = &[
     "deliveries",
     "deferrals",
     "bounces",
+    "bounces-by-category",
     "connections",
     "queue-depth",
 ];
@@ -115,7 +116,7 @@ pub struct Report {
     pub providers: BTreeMap<String, ProviderTotals>,
     /// Chart bucket width in seconds.
     pub bucket_s: f64,
-    /// provider -> metric -> series.
+    /// provider -> metric -> series (for `bounces-by-category` the key is the bounce category).
     pub series: BTreeMap<String, BTreeMap<String, Series>>,
     /// Backoff periods.
     pub backoff: Vec<BackoffPeriod>,

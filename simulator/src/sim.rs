@@ -870,6 +870,12 @@ fn build_report(
                 }
                 *totals.by_category.entry(r.bounce_cat.clone()).or_insert(0) += 1;
                 tl.add(&prov, "bounces", r.time_logged, 1.0);
+                let cat = if r.bounce_cat.is_empty() {
+                    "other"
+                } else {
+                    r.bounce_cat.as_str()
+                };
+                tl.add(cat, "bounces-by-category", r.time_logged, 1.0);
             }
             Some(RecordType::Transient) | Some(RecordType::TransientQueue) => {
                 totals.deferrals += 1;

@@ -44,6 +44,31 @@ fn every_scenario_holds_in_simulated_mode() {
                 v.expectation, v.expected, v.observed, v.location
             );
         }
+        if name == "bounce-categories" {
+            // The page charts bounces per category over time: a line for every category seen.
+            let html = std::fs::read_to_string(dir.path().join(&name).join("report.html"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let chart = html
+                .split("<svg")
+                .find(|c| c.contains("aria-label=\"bounces-by-category"))
+                .unwrap_or_else(|| panic!("no bounces-by-category chart"));
+            let lines = chart
+                .split("</svg>")
+                .next()
+                .unwrap_or("")
+                .matches("<polyline")
+                .count();
+            // (Bounces after the scenario's duration, such as expiries while draining, are not
+            // charted.)
+            assert!(
+                lines >= 4 && lines <= r.totals.by_category.len(),
+                "{lines} lines for {:?}",
+                r.totals.by_category
+            );
+            for cat in ["bad-mailbox", "policy-related", "quota-issues"] {
+                assert!(chart.contains(&format!("<title>{cat}</title>")), "{cat}");
+            }
+        }
         summary.push_str(&format!(
             "{name}: accepted {} delivered {} bounced {} expired {} passed {}\n",
             r.totals.accepted,
