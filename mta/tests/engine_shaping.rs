@@ -225,6 +225,14 @@ async fn world_with(
     }
 }
 
+/// A config with one vMTA `v` on 127.0.0.2 for everything: `head` (pattern lists) before it,
+/// `domain_star` inside `<domain *>`.
+fn single_ip_config(head: &str, domain_star: &str) -> String {
+    format!(
+        "{head}<source 0/0>\n    default-virtual-mta v\n</source>\n<virtual-mta v>\n    smtp-source-host 127.0.0.2 a.sender.test\n</virtual-mta>\n<domain *>\n{domain_star}</domain>\n"
+    )
+}
+
 fn envelope(rcpts: &[&str]) -> Envelope {
     Envelope {
         mail_from: "bounces@sender.test".into(),
@@ -385,19 +393,14 @@ async fn queue_to_puts_a_domain_into_another_queue() {
 
 #[tokio::test(start_paused = true)]
 async fn recipients_deferred_beside_accepted_ones_wait_retry_recipients_after() {
-    let cfg = "
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+    let cfg = &single_ip_config(
+        "",
+        r"
     use-starttls no
     retry-after 20m
     retry-recipients-after 3m
-</domain>
-";
+",
+    );
     // "busy@" is deferred on its first try; everyone else is taken.
     let w = world(
         cfg,
@@ -527,19 +530,14 @@ domain-key s1,sender.test,{key}
 
 #[tokio::test(start_paused = true)]
 async fn expiry_against_a_host_that_always_defers_bounces_with_a_dsn() {
-    let cfg = "
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+    let cfg = &single_ip_config(
+        "",
+        r"
     use-starttls no
     retry-after 30s
     bounce-after 2m
-</domain>
-";
+",
+    );
     // gmail.test always says 451; sender.test (the envelope sender's domain) takes the DSN.
     let w = world(
         cfg,
@@ -610,20 +608,15 @@ fn rcpt_times(w: &World) -> Vec<i64> {
 
 #[tokio::test(start_paused = true)]
 async fn connections_messages_per_connection_and_rate_hold_against_a_sink() {
-    let cfg = "
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+    let cfg = &single_ip_config(
+        "",
+        r"
     use-starttls no
     max-smtp-out 3
     max-msg-per-connection 7
     max-msg-rate 120/m
-</domain>
-";
+",
+    );
     let w = world(
         cfg,
         &[("sink.test", "127.0.0.60")],
@@ -675,17 +668,13 @@ async fn connections_messages_per_connection_and_rate_hold_against_a_sink() {
 
 #[tokio::test(start_paused = true)]
 async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
-    let cfg = r"
+    let cfg = &single_ip_config(
+        r"
 <smtp-pattern-list y>
     reply /\[TSS04\]/ mode=backoff
 </smtp-pattern-list>
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+",
+        r"
     use-starttls no
     max-smtp-out 4
     max-msg-rate 600/m
@@ -695,8 +684,8 @@ async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
     backoff-retry-after 1m
     backoff-to-normal-after 10m
     smtp-pattern-list y
-</domain>
-";
+",
+    );
     // The sink answers TSS04 from minute 2 to minute 4.
     let start = tokio::time::Instant::now();
     let w = world(
@@ -784,22 +773,18 @@ async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
 
 #[tokio::test(start_paused = true)]
 async fn skip_mx_moves_on_to_the_next_mx_host_after_a_refusing_banner() {
-    let cfg = r"
+    let cfg = &single_ip_config(
+        r"
 <smtp-pattern-list common-errors>
     reply /(?-i)ESMTP not accepting messages/ skip-mx
 </smtp-pattern-list>
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+",
+        r"
     use-starttls no
     retry-after 1m
     smtp-pattern-list common-errors
-</domain>
-";
+",
+    );
     let w = world(
         cfg,
         &[("two.test", "127.0.0.70"), ("spare.test", "127.0.0.71")],
@@ -849,23 +834,19 @@ async fn skip_mx_moves_on_to_the_next_mx_host_after_a_refusing_banner() {
 
 #[tokio::test(start_paused = true)]
 async fn bounce_queue_on_a_rcpt_reply_bounces_everything_waiting() {
-    let cfg = r"
+    let cfg = &single_ip_config(
+        r"
 <smtp-pattern-list blocked>
     reply /sender blocked/ bounce-queue
 </smtp-pattern-list>
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
+",
+        r"
     use-starttls no
     retry-after 1m
     max-smtp-out 1
     smtp-pattern-list blocked
-</domain>
-";
+",
+    );
     let w = world(
         cfg,
         &[("blocked.test", "127.0.0.72")],

@@ -41,6 +41,9 @@ pub struct Zones {
     /// TXT records: name -> values (each value one record; long ones are split into 255-byte
     /// character-strings).
     pub txt: BTreeMap<String, Vec<String>>,
+    /// TTL of every record in seconds (`None`: 300). Live scenario runs use 1 s so that a
+    /// resolver's cache does not hide a `dns-failure` incident.
+    pub ttl: Option<u32>,
 }
 
 fn norm(n: &str) -> String {
@@ -208,6 +211,7 @@ fn name(n: &str) -> Result<Name, DnsServerError> {
 }
 
 fn catalog(zones: &Zones) -> Result<Catalog, DnsServerError> {
+    let ttl = zones.ttl.unwrap_or(300);
     use hickory_server::net::runtime::TokioRuntimeProvider;
     let mut handlers: BTreeMap<String, InMemoryZoneHandler<TokioRuntimeProvider>> = BTreeMap::new();
     for o in zones.origins() {
@@ -242,7 +246,7 @@ fn catalog(zones: &Zones) -> Result<Catalog, DnsServerError> {
         let Some(z) = zone_of(&norm(owner)) else {
             return Ok(());
         };
-        let rec = Record::from_rdata(name(owner)?, 300, rdata);
+        let rec = Record::from_rdata(name(owner)?, ttl, rdata);
         if let Some(h) = handlers.get_mut(&z) {
             h.upsert_mut(rec, 1);
         }

@@ -84,7 +84,8 @@ fn message_key(r: &Rec) -> (String, String) {
     (r.message_id.clone(), r.rcpt.to_ascii_lowercase())
 }
 
-fn incident_window(l: &Loaded, inc: &Incident) -> (i64, i64) {
+/// When an incident starts and ends (Unix ms).
+pub(crate) fn incident_window(l: &Loaded, inc: &Incident) -> (i64, i64) {
     let at = mta::config::values::parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
     let lasts = mta::config::values::parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
     (l.start_ms + at, l.start_ms + at + lasts)

@@ -211,7 +211,10 @@ async fn run_async(
         .iter()
         .flat_map(|p| p.mx.iter().map(|m| m.host.clone()))
         .collect();
-    let tls = mta::smtp::client::self_signed_acceptor(&mx_names)?;
+    let tls = match opts.no_tls {
+        true => None,
+        false => Some(mta::smtp::client::self_signed_acceptor(&mx_names)?),
+    };
     // The world: every provider's MX hosts on their own addresses, with DNS for them.
     let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
     let mut addr_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
@@ -230,9 +233,8 @@ async fn run_async(
                         IncidentKind::Refused => false,
                         _ => return None,
                     };
-                    let at = parse_interval(&i.at).map_or(0, |d| d.as_millis() as i64);
-                    let lasts = parse_interval(&i.lasts).map_or(0, |d| d.as_millis() as i64);
-                    Some((l.start_ms + at, l.start_ms + at + lasts, unreachable))
+                    let (from, until) = crate::expect::incident_window(l, i);
+                    Some((from, until, unreachable))
                 })
                 .collect()
         } else {
@@ -252,7 +254,7 @@ async fn run_async(
             let dkim2 = dkim.clone();
             let host = mx.host.clone();
             let back2 = back.clone();
-            let tls = (p.tls.offered && !opts.no_tls).then(|| tls.clone());
+            let tls = tls.clone().filter(|_| p.tls.offered);
             let outages = outages.clone();
             tokio::spawn(async move {
                 let opts = ServerOptions {
@@ -346,6 +348,8 @@ async fn run_async(
     let dns_server = match &plan {
         Some((p, _)) => {
             let mut zones = crate::world::zones(&l.profiles, Some(&config))?;
+            // No resolver cache may outlast a dns-failure incident (the simulation has none).
+            zones.ttl = Some(1);
             for t in &s.traffic {
                 if let Some((_, d)) = t.sender.rsplit_once('@') {
                     if l.provider_of(d).is_none() {
@@ -458,9 +462,8 @@ async fn run_async(
     // Incidents.
     let mut notes: Vec<String> = Vec::new();
     for inc in &s.incidents {
-        let at = parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
-        let lasts = parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
-        let (from, until) = (l.start_ms + at, l.start_ms + at + lasts);
+        let (from, until) = crate::expect::incident_window(l, inc);
+        let (at, lasts) = (from - l.start_ms, until - from);
         let ips = addr_of.get(&inc.provider).cloned().unwrap_or_default();
         let chaos = |kind: ChaosKind| {
             if let Ok(mut v) = back.chaos.lock() {
@@ -495,28 +498,6 @@ async fn run_async(
             IncidentKind::Unreachable | IncidentKind::Refused if live.is_some() => {
                 // Handled by the provider's listeners (see above).
             }
-            IncidentKind::DnsFailure { failure } if dns_server.is_some() => {
-                let server = dns_server.clone();
-                let domains = l
-                    .profiles
-                    .iter()
-                    .find(|p| p.name == inc.provider)
-                    .map(|p| p.domains.clone())
-                    .unwrap_or_default();
-                let f = match failure.as_str() {
-                    "nxdomain" => crate::dns::Failure::NxDomain,
-                    "timeout" => crate::dns::Failure::Timeout,
-                    _ => crate::dns::Failure::ServFail,
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
-                    if let Some(server) = server {
-                        for d in &domains {
-                            server.inject(d, f, Some(Duration::from_millis(lasts as u64)));
-                        }
-                    }
-                });
-            }
             IncidentKind::Unreachable | IncidentKind::Refused => {
                 let net = sim_net.clone();
                 let unreachable = matches!(inc.kind, IncidentKind::Unreachable);
@@ -540,19 +521,32 @@ async fn run_async(
                 });
             }
             IncidentKind::DnsFailure { failure } => {
-                let dns = dns.clone();
                 let domains = l
                     .profiles
                     .iter()
                     .find(|p| p.name == inc.provider)
                     .map(|p| p.domains.clone())
                     .unwrap_or_default();
-                let err = failure.clone();
+                let (failure, lasts) = (failure.clone(), Duration::from_millis(lasts as u64));
+                // Live: the real DNS server fails the names; simulated: the in-process zones do.
+                let server = dns_server.clone();
+                let dns = dns.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(at as u64)).await;
+                    if let Some(server) = server {
+                        let f = match failure.as_str() {
+                            "nxdomain" => crate::dns::Failure::NxDomain,
+                            "timeout" => crate::dns::Failure::Timeout,
+                            _ => crate::dns::Failure::ServFail,
+                        };
+                        for d in &domains {
+                            server.inject(d, f, Some(lasts));
+                        }
+                        return;
+                    }
                     dns.edit(|z| {
                         for d in &domains {
-                            let e = match err.as_str() {
+                            let e = match failure.as_str() {
                                 "nxdomain" => mta::dns::DnsError::NxDomain(d.clone()),
                                 "timeout" => mta::dns::DnsError::Timeout(d.clone()),
                                 _ => mta::dns::DnsError::ServFail(d.clone()),
@@ -560,7 +554,7 @@ async fn run_async(
                             z.failures.insert(d.clone(), e);
                         }
                     });
-                    tokio::time::sleep(Duration::from_millis(lasts as u64)).await;
+                    tokio::time::sleep(lasts).await;
                     dns.edit(|z| {
                         for d in &domains {
                             z.failures.remove(d);

@@ -67,6 +67,11 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
             && (l.contains("bad-connection") || l.contains("no-answer-from-host"))),
         "Gmail's refused window deferred its queue for the connection"
     );
+    assert!(
+        acct.lines()
+            .any(|l| l.starts_with("tq,") && l.contains("@outlook.com") && l.contains("DNS error")),
+        "the live DNS server failed Outlook's look-ups in the dns-failure window"
+    );
     // The documentation-range sending addresses went out from their loopback stand-ins.
     for ip in ["127.2.113.31", "127.2.113.32"] {
         assert!(
