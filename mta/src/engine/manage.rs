@@ -377,7 +377,6 @@ impl Engine {
             Err(p) => *p.into_inner() = Arc::new(classifier),
         }
         self.keys.clear();
-        self.clear_settings_cache();
         let keys: Vec<QueueKey> = self.with(|s| s.queues.keys().cloned().collect());
         let settings: Vec<(QueueKey, crate::config::QueueSettings)> = keys
             .into_iter()

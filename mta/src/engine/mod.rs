@@ -98,8 +98,12 @@ pub struct Engine {
     suppression: (crate::suppress::Policy, Arc<crate::suppress::List>),
     /// Recent AUTH failures per client address.
     auth_failures: Mutex<std::collections::HashMap<IpAddr, Vec<i64>>>,
-    /// Merged settings per queue (emptied by a reload).
-    settings_cache: Mutex<std::collections::HashMap<QueueKey, QueueSettings>>,
+    /// Merged settings per queue, for the config they were merged from (a reload swaps the
+    /// config, and the first look-up after it starts a new cache).
+    settings_cache: Mutex<(
+        Arc<Config>,
+        std::collections::HashMap<QueueKey, QueueSettings>,
+    )>,
 }
 
 /// Running totals.
@@ -179,6 +183,7 @@ impl Engine {
         let now = parts.clock.now_ms();
         let total_out = total_max_smtp_out(&parts.config);
         let suppression = open_suppression(&parts.config);
+        let config_at_start = parts.config.clone();
         Arc::new(Engine {
             classifier: std::sync::RwLock::new(Arc::new(classifier)),
             config: std::sync::RwLock::new(parts.config.clone()),
@@ -198,7 +203,7 @@ impl Engine {
             monitor: crate::mgmt::Monitor::new(now),
             suppression,
             auth_failures: Mutex::default(),
-            settings_cache: Mutex::default(),
+            settings_cache: Mutex::new((config_at_start, Default::default())),
         })
     }
 
@@ -258,27 +263,15 @@ impl Engine {
     }
 
     fn queue_settings(&self, key: &QueueKey) -> QueueSettings {
-        if let Some(qs) = self
-            .settings_cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(key).cloned())
-        {
-            return qs;
+        let cfg = self.config();
+        let merge = || QueueSettings::from_effective(&cfg.domain_settings(&key.domain, key.vmta()));
+        let Ok(mut cache) = self.settings_cache.lock() else {
+            return merge();
+        };
+        if !Arc::ptr_eq(&cache.0, &cfg) {
+            *cache = (cfg.clone(), Default::default());
         }
-        let qs =
-            QueueSettings::from_effective(&self.config().domain_settings(&key.domain, key.vmta()));
-        if let Ok(mut c) = self.settings_cache.lock() {
-            c.insert(key.clone(), qs.clone());
-        }
-        qs
-    }
-
-    /// Forgets the merged settings (the config changed).
-    fn clear_settings_cache(&self) {
-        if let Ok(mut c) = self.settings_cache.lock() {
-            c.clear();
-        }
+        cache.1.entry(key.clone()).or_insert_with(merge).clone()
     }
 
     /// Adds a stored message's unfinished recipients to their queues (`vmtas[i]` per recipient).
