@@ -74,6 +74,7 @@ pub async fn run(
         dns,
         clock,
         tap: None,
+        dkim_signing: true,
     });
     let n = recovered.len();
     for r in recovered {

@@ -201,6 +201,7 @@ async fn world_with(
         dns: Arc::new(dns.clone()),
         clock,
         tap: Some(tx),
+        dkim_signing: true,
     });
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let r2 = records.clone();
@@ -874,4 +875,43 @@ async fn bounce_queue_on_a_rcpt_reply_bounces_everything_waiting() {
         "one RCPT was enough; nothing was retried: {log:?}"
     );
     assert_eq!(count(&w, RecordType::Transient), 0, "nothing was deferred");
+}
+
+/// `connection-idle-timeout`: a connection with nothing to send waits that long for more mail (it
+/// is woken by mail queued meanwhile), then QUITs; without it every trickled message has its own
+/// connection.
+#[tokio::test(start_paused = true)]
+async fn connection_idle_timeout_keeps_a_connection_for_trickled_mail() {
+    for idle in [Some("30s"), None] {
+        let star = match idle {
+            Some(t) => format!("    use-starttls no\n    connection-idle-timeout {t}\n"),
+            None => "    use-starttls no\n".to_string(),
+        };
+        let w = world(
+            &single_ip_config("", &star),
+            &[("sink.test", "127.0.0.61")],
+            Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+        )
+        .await;
+        for i in 0..3 {
+            submit(&w, &[&format!("r{i}@sink.test")]).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        assert_eq!(count(&w, RecordType::Delivered), 3);
+        let open_10s_after = w.open.0.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let open_40s_after = w.open.0.load(Ordering::SeqCst);
+        let per_conn = w.per_conn.lock().map(|v| v.clone()).unwrap_or_default();
+        match idle {
+            Some(_) => {
+                assert_eq!(open_10s_after, 1, "still open 10 s after the last message");
+                assert_eq!(open_40s_after, 0, "closed once idle for 30 s");
+                assert_eq!(per_conn, vec![3], "one connection carried all three");
+            }
+            None => {
+                assert_eq!(open_10s_after + open_40s_after, 0);
+                assert_eq!(per_conn, vec![1, 1, 1], "a connection per message");
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ fn facts(rcpts: u32) -> DataFacts<'static> {
         dkim_pass: true,
         dmarc_pass: true,
         one_click_unsubscribe: true,
+        dkim_assumed: false,
     }
 }
 
@@ -177,6 +178,41 @@ fn greylisting_defers_the_first_attempt_only() {
         l.rcpt(&s, "b@news.example.com", "ok-1@comcast.net", T0 + 301_000),
         Ok(())
     );
+}
+
+/// `--no-dkim` benchmarks: a message taken as signed passes the bulk rules as a signed one does,
+/// but the provider's record says it was not verified.
+#[test]
+fn assumed_dkim_passes_the_rules_and_is_recorded_as_unverified() {
+    let g = engine("gmail");
+    let (mut s, _) = g.connect(ip("203.0.113.11"), T0);
+    let assumed = DataFacts {
+        dkim_assumed: true,
+        ..facts(1000)
+    };
+    for _ in 0..8 {
+        assert!(
+            g.end_of_data(&mut s, &assumed, T0).is_ok(),
+            "bulk past 5,000 a day"
+        );
+    }
+    let verified: Vec<bool> = g
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Accepted { dkim_pass, .. } => Some(dkim_pass),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verified, vec![false; 8]);
+    assert!(g.end_of_data(&mut s, &facts(1), T0).is_ok());
+    assert!(matches!(
+        g.events().last().map(|e| &e.kind),
+        Some(EventKind::Accepted {
+            dkim_pass: true,
+            ..
+        })
+    ));
 }
 
 #[test]

@@ -30,6 +30,7 @@ fn every_scenario_holds_in_simulated_mode() {
                 config: None,
                 report_dir: dir.path().to_path_buf(),
                 no_tls: false,
+                no_dkim: false,
             },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -110,6 +111,7 @@ fn same_seed_same_accounting_log() {
                     config: None,
                     report_dir: dir.path().to_path_buf(),
                     no_tls: false,
+                    no_dkim: false,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -139,6 +141,7 @@ fn unsigned_mail_fails_the_dkim_expectation() {
         config: Some("../fixtures/configs/minimal.conf".into()),
         report_dir: dir.path().to_path_buf(),
         no_tls: false,
+        no_dkim: false,
     };
     let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
     let v = r
@@ -147,6 +150,36 @@ fn unsigned_mail_fails_the_dkim_expectation() {
         .find(|v| v.expectation.contains("DKIM"))
         .unwrap_or_else(|| panic!("no DKIM verdict"));
     assert!(!v.passed && v.observed.starts_with("0 of "), "{v:?}");
+}
+
+/// `--no-dkim`: the MTA signs nothing (no provider verifies a signature) and the run goes through
+/// (the providers' side of it, unsigned mail taken as signed, is tested in isp_engine).
+#[test]
+fn no_dkim_runs_unsigned_mail_as_if_signed() {
+    let l =
+        Loaded::load(Path::new("../scenarios/dkim-signed.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        seed: None,
+        volume: 0.05,
+        config: None,
+        report_dir: dir.path().to_path_buf(),
+        no_tls: true,
+        no_dkim: true,
+    };
+    let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let v = r
+        .verdicts
+        .iter()
+        .find(|v| v.expectation.contains("DKIM"))
+        .unwrap_or_else(|| panic!("no DKIM verdict"));
+    assert!(!v.passed && v.observed.starts_with("0 of "), "{v:?}");
+    assert!(r.totals.delivered > 0);
+    assert!(
+        !r.totals.by_category.contains_key("policy-related"),
+        "{:?}",
+        r.totals
+    );
 }
 
 /// yahoo.com and aol.com share Yahoo's MX hosts: with MX rollup their queues share one limit of 20
@@ -164,6 +197,7 @@ fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
             config: None,
             report_dir: dir.path().to_path_buf(),
             no_tls: false,
+            no_dkim: false,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -367,6 +367,9 @@ pub struct QueueSettings {
     pub backoff_retry_after: Vec<Duration>,
     /// `retry-recipients-after`.
     pub retry_recipients_after: Option<Duration>,
+    /// `connection-idle-timeout`: how long an outbound connection with nothing to send waits
+    /// for more mail before QUIT (`None` or zero = QUIT at once).
+    pub connection_idle_timeout: Option<Duration>,
     /// `bounce-after`.
     pub bounce_after: Option<Duration>,
     /// `backoff-to-normal-after` (`None` = never).
@@ -421,6 +424,9 @@ impl QueueSettings {
             retry_after: e.intervals("retry-after"),
             backoff_retry_after: e.intervals("backoff-retry-after"),
             retry_recipients_after: e.interval("retry-recipients-after"),
+            connection_idle_timeout: e
+                .interval("connection-idle-timeout")
+                .filter(|d| !d.is_zero()),
             bounce_after: e.interval("bounce-after"),
             backoff_to_normal_after: e.interval("backoff-to-normal-after"),
             backoff_to_normal_after_delivery: e.bool("backoff-to-normal-after-delivery"),

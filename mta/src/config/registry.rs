@@ -168,6 +168,7 @@ const ACTED: &[(&str, &str, Kind)] = &[
     ("domain", "retry-after", IVLS),
     ("domain", "backoff-retry-after", IVLS),
     ("domain", "retry-recipients-after", IVL),
+    ("domain", "connection-idle-timeout", IVL),
     ("domain", "retry-after-dns-error", IVL),
     ("domain", "bounce-after", IVL),
     ("domain", "backoff-to-normal-after", IVLN),

@@ -205,6 +205,28 @@ impl Verifier {
         }
     }
 
+    /// SPF for the MAIL FROM identity (or `postmaster@helo` for a null sender) of a client at `ip`.
+    pub async fn spf(&self, ip: std::net::IpAddr, helo: &str, mail_from: &str) -> bool {
+        let sender = if mail_from.is_empty() {
+            format!("postmaster@{helo}")
+        } else {
+            mail_from.to_string()
+        };
+        self.auth
+            .verify_spf(
+                Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
+                    ip,
+                    helo,
+                    "mx.receiver",
+                    &sender,
+                ))
+                .with_txt_cache(self.cache.as_ref()),
+            )
+            .await
+            .result()
+            == mail_auth::SpfResult::Pass
+    }
+
     /// The outcome of every DKIM signature of `message`, in order (keys not published do not
     /// exist: nothing is looked up).
     pub async fn verify_all(&self, message: &[u8]) -> Vec<DkimResult> {

@@ -27,6 +27,10 @@ pub use manage::{
     AUTH_WINDOW_MS,
 };
 
+/// The longest wait for a `max-msg-rate` slot that a session spends on an open connection; a
+/// longer one closes it, and no connection is opened for a queue whose next slot is further off.
+const RATE_WAIT_IN_SESSION_MS: i64 = 15_000;
+
 /// What the engine needs from the outside world.
 pub struct Parts {
     /// The configuration.
@@ -43,6 +47,9 @@ pub struct Parts {
     pub clock: Clock,
     /// Every accounting record is also sent here (the simulator's expectations read them).
     pub tap: Option<mpsc::UnboundedSender<Record>>,
+    /// DKIM signing as the config says (`true`), or never (`false`: throughput benchmarks that
+    /// leave the signing cost out, `mtasim run --no-dkim`).
+    pub dkim_signing: bool,
 }
 
 struct QueueState {
@@ -55,6 +62,8 @@ struct QueueState {
     paused: bool,
     /// Connections opened so far (rotates the vMTA's source addresses).
     opened: u64,
+    /// Signalled when mail is queued: wakes connections idling under `connection-idle-timeout`.
+    arrivals: Arc<Notify>,
 }
 
 struct MsgState {
@@ -334,7 +343,9 @@ impl Engine {
                     not_before_ms: 0,
                     paused: false,
                     opened: 0,
+                    arrivals: Arc::new(Notify::new()),
                 });
+                q.arrivals.notify_waiters();
                 for chunk in rcpts.chunks(max_rcpt) {
                     q.queue.push(
                         Waiting {
@@ -739,6 +750,16 @@ impl Engine {
                 // will take (about 20 groups each), so that a trickle reuses one connection at a time.
                 let queued = q.queue.len() as u64;
                 if q.shaper.connections() > 0 && queued <= q.shaper.connections() * 20 {
+                    continue;
+                }
+                // No connection before the message rate lets one through soon enough for a
+                // session to wait for it: such a connection would QUIT at once, and reconnecting
+                // like that trips the receiver's connection-rate limits.
+                let wait = q.shaper.message_wait(now);
+                if wait > RATE_WAIT_IN_SESSION_MS {
+                    upd(Some(now.saturating_add(
+                        (wait - RATE_WAIT_IN_SESSION_MS).min(3_600_000),
+                    )));
                     continue;
                 }
                 if let Some(t) = all_sources_disabled(&cfg, key.vmta(), disabled_ips, now) {
@@ -1211,6 +1232,37 @@ impl Engine {
         }
     }
 
+    /// Keeps an open connection with nothing to send: waits until the queue's next group is due,
+    /// mail is queued or `idle` has passed since `idle_since`. False when the time is up (QUIT).
+    async fn idle_wait(
+        &self,
+        key: &QueueKey,
+        idle_since: &mut Option<i64>,
+        idle: Duration,
+    ) -> bool {
+        let now = self.now_ms();
+        let deadline = idle_since
+            .get_or_insert(now)
+            .saturating_add(idle.as_millis() as i64);
+        if now >= deadline {
+            return false;
+        }
+        let Some(arrivals) = self.with(|s| s.queues.get(key).map(|q| q.arrivals.clone())) else {
+            return false;
+        };
+        // Listening before looking, so that mail queued in between is not missed.
+        let arrived = arrivals.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let due = self.with(|s| s.queues.get(key).and_then(|q| q.queue.next_due_ms()));
+        let until = due.map_or(deadline, |d| d.clamp(now + 1, deadline));
+        tokio::select! {
+            _ = arrived => {}
+            _ = tokio::time::sleep(Duration::from_millis((until - now) as u64)) => {}
+        }
+        true
+    }
+
     /// Sends due groups over one open session.
     async fn session(
         &self,
@@ -1222,6 +1274,8 @@ impl Engine {
     ) {
         let esmtp = client.caps.summary();
         let mut sent = 0u64;
+        // Since when the connection has had nothing to send (`connection-idle-timeout`).
+        let mut idle_since: Option<i64> = None;
         loop {
             if qs.max_msg_per_connection > 0 && sent >= qs.max_msg_per_connection {
                 break;
@@ -1250,13 +1304,19 @@ impl Engine {
             });
             let next = match next {
                 Ok(n) => n,
-                Err(ms) if ms <= 15_000 => {
+                Err(ms) if ms <= RATE_WAIT_IN_SESSION_MS => {
                     tokio::time::sleep(Duration::from_millis(ms.max(1) as u64)).await;
                     continue;
                 }
                 Err(_) => None,
             };
-            let Some(w) = next else { break };
+            let Some(w) = next else {
+                match qs.connection_idle_timeout {
+                    Some(idle) if self.idle_wait(key, &mut idle_since, idle).await => continue,
+                    _ => break,
+                }
+            };
+            idle_since = None;
             let Some((env, body)) = self.message_for(w.id) else {
                 continue;
             };
@@ -1437,7 +1497,7 @@ impl Engine {
         env: &Envelope,
         body: Arc<Vec<u8>>,
     ) -> Arc<Vec<u8>> {
-        if !qs.dkim_sign {
+        if !qs.dkim_sign || !self.parts.dkim_signing {
             return body;
         }
         let Some(author) = crate::dkim::author_domain(&body) else {

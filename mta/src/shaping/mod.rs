@@ -162,6 +162,13 @@ impl Shaper {
         self.connections = self.connections.saturating_sub(1);
     }
 
+    /// Milliseconds until `max-msg-rate` lets the next recipient be attempted (0 = now,
+    /// `i64::MAX` = never, for a rate of 0). Takes nothing.
+    pub fn message_wait(&mut self, now_ms: i64) -> i64 {
+        self.tick(now_ms);
+        self.msg_rate.wait_ms(now_ms).unwrap_or(i64::MAX)
+    }
+
     /// May `recipients` more recipients be attempted now (`max-msg-rate` counts attempted
     /// recipients)? Takes the rate slots if so.
     pub fn attempt_recipients(&mut self, now_ms: i64, recipients: u32) -> Result<(), Wait> {

@@ -126,64 +126,85 @@ impl SmtpStream {
 
     /// Reads message data after a 354, up to the CRLF.CRLF that ends it. `max_size` caps the body:
     /// beyond it the rest is read and discarded (answer `552 5.3.4`).
+    ///
+    /// Works on every complete line buffered at once: one vectorised pass finds the CRs and LFs
+    /// (each CR must start a CRLF, each LF must end one), and the bytes between dot-stuffed lines
+    /// are copied as whole runs.
     pub async fn read_data(&mut self, max_size: Option<u64>) -> Result<Data, DataError> {
         let mut data = Data::default();
+        // False after part of an endless line was taken: the next bytes continue that line.
+        let mut at_line_start = true;
         loop {
-            let Some(pos) = memchr(b'\n', &self.buf[self.start..self.end]) else {
-                if self.end - self.start > MAX_LINE * 64 {
+            let hay = &self.buf[self.start..self.end];
+            let Some(last_lf) = memchr::memrchr(b'\n', hay) else {
+                if hay.len() > MAX_LINE * 64 {
                     // An endless line: keep the framing, not the bytes. A final CR may be the first
                     // half of a CRLF, so it stays buffered.
                     data.long_line = true;
-                    let keep = usize::from(self.buf[self.end - 1] == b'\r');
-                    let chunk = &self.buf[self.start..self.end - keep];
+                    let keep = usize::from(hay.last() == Some(&b'\r'));
+                    let mut chunk = &hay[..hay.len() - keep];
                     if chunk.contains(&b'\r') {
                         return Err(DataError::BareNewline);
                     }
-                    data.size += chunk.len() as u64;
-                    if max_size.is_some_and(|m| data.size > m) {
-                        data.too_big = true;
+                    if at_line_start && chunk.first() == Some(&b'.') {
+                        chunk = &chunk[1..];
                     }
-                    if !data.too_big {
-                        data.body.extend_from_slice(chunk);
-                    }
+                    take(&mut data, chunk, max_size);
                     self.start = self.end - keep;
+                    at_line_start = false;
                 }
                 if self.fill().await? == 0 {
                     return Err(DataError::Closed);
                 }
                 continue;
             };
-            let line_end = self.start + pos;
-            let line = &self.buf[self.start..=line_end];
-            // Only CRLF ends a line; a bare LF, or a CR anywhere but before the LF, is refused.
-            if line.len() < 2
-                || line[line.len() - 2] != b'\r'
-                || line[..line.len() - 2].contains(&b'\r')
-            {
-                self.start = line_end + 1;
-                return Err(DataError::BareNewline);
-            }
-            self.start = line_end + 1;
-            if line == b".\r\n" {
-                if data.too_big {
-                    data.body.clear();
-                }
-                return Ok(data);
-            }
-            if line.len() > MAX_LINE {
-                data.long_line = true;
-            }
-            let content = if line.first() == Some(&b'.') {
-                &line[1..]
-            } else {
-                line
-            };
-            data.size += content.len() as u64;
-            if max_size.is_some_and(|m| data.size > m) {
-                data.too_big = true;
-            }
+            let region = &hay[..=last_lf];
             if !data.too_big {
-                data.body.extend_from_slice(content);
+                data.body.reserve(region.len());
+            }
+            let mut run = 0; // start of the bytes not yet taken
+            let mut line = 0; // start of the current line
+            let mut cr: Option<usize> = None; // a CR seen on this line
+            if at_line_start && region.first() == Some(&b'.') {
+                if region.starts_with(b".\r\n") {
+                    self.start += 3;
+                    return Ok(finish(data));
+                }
+                run = 1;
+            }
+            for i in memchr::memchr2_iter(b'\r', b'\n', region) {
+                if region[i] == b'\r' {
+                    if cr.is_some() {
+                        self.start += i + 1;
+                        return Err(DataError::BareNewline);
+                    }
+                    cr = Some(i);
+                    continue;
+                }
+                // An LF: only CRLF ends a line.
+                if cr != Some(i.wrapping_sub(1)) || i == 0 {
+                    self.start += i + 1;
+                    return Err(DataError::BareNewline);
+                }
+                cr = None;
+                if i + 1 - line > MAX_LINE {
+                    data.long_line = true;
+                }
+                line = i + 1;
+                at_line_start = true;
+                if region.get(line) == Some(&b'.') {
+                    take(&mut data, &region[run..line], max_size);
+                    if region[line..].starts_with(b".\r\n") {
+                        self.start += line + 3;
+                        return Ok(finish(data));
+                    }
+                    run = line + 1; // the stuffed dot is dropped
+                }
+            }
+            take(&mut data, &region[run..], max_size);
+            self.start += region.len();
+            if self.fill().await? == 0 {
+                return Err(DataError::Closed);
             }
         }
     }
@@ -230,6 +251,24 @@ impl SmtpStream {
         self.flush().await?;
         self.inner.shutdown().await
     }
+}
+
+/// Adds unstuffed bytes to the body (counting them even past the size limit).
+fn take(data: &mut Data, bytes: &[u8], max_size: Option<u64>) {
+    data.size += bytes.len() as u64;
+    if max_size.is_some_and(|m| data.size > m) {
+        data.too_big = true;
+    }
+    if !data.too_big {
+        data.body.extend_from_slice(bytes);
+    }
+}
+
+fn finish(mut data: Data) -> Data {
+    if data.too_big {
+        data.body = Vec::new();
+    }
+    data
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
@@ -315,6 +354,38 @@ mod tests {
             Some("NOOP".into()),
             "framing kept"
         );
+    }
+
+    proptest::proptest! {
+        /// Any body of CRLF lines (dots anywhere, lines over the limit) comes back as sent, whatever
+        /// the chunks it arrives in; the long-line flag is set exactly when a line is too long.
+        #[test]
+        fn data_round_trips_across_chunk_boundaries(
+            lines in proptest::collection::vec("[a. ]{0,1100}", 0..40),
+            pipe in 1usize..300,
+        ) {
+            let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let d = rt.block_on(async {
+                let (a, b) = tokio::io::duplex(pipe);
+                let mut tx = SmtpStream::new(Box::new(a));
+                tx.queue_data(body.as_bytes());
+                tx.queue(b"QUIT\r\n");
+                let writer = tokio::spawn(async move { tx.flush().await });
+                let mut rx = SmtpStream::new(Box::new(b));
+                let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
+                let next = rx.read_line(MAX_LINE).await.ok();
+                let _ = writer.await;
+                (d, next)
+            });
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&d.0.body), body.as_str());
+            proptest::prop_assert_eq!(d.0.size as usize, body.len());
+            let long = lines.iter().any(|l| l.len() + l.starts_with('.') as usize + 2 > MAX_LINE);
+            proptest::prop_assert_eq!(d.0.long_line, long);
+            proptest::prop_assert_eq!(d.1.as_deref(), Some("QUIT"));
+        }
     }
 
     #[tokio::test]

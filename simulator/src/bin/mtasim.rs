@@ -45,6 +45,10 @@ enum Command {
         /// TLS handshakes are then not measured; TLS requirements of profiles fail as they would).
         #[arg(long)]
         no_tls: bool,
+        /// The MTA does not sign and the providers take every message as DKIM-signed and aligned
+        /// (for throughput benchmarks without the signing cost; simulated runs only).
+        #[arg(long)]
+        no_dkim: bool,
     },
     /// The simulated internet, live: DNS server and fake providers on loopback for any MTA.
     World {
@@ -176,7 +180,7 @@ fn main() -> ExitCode {
             format == "json",
         );
     }
-    let (scenarios, seed, live, config, report, volume, no_tls) = match cli.command {
+    let (scenarios, seed, live, config, report, volume, no_tls, no_dkim) = match cli.command {
         Some(Command::Run {
             scenarios,
             seed,
@@ -185,7 +189,10 @@ fn main() -> ExitCode {
             report,
             volume,
             no_tls,
-        }) => (scenarios, seed, live, config, report, volume, no_tls),
+            no_dkim,
+        }) => (
+            scenarios, seed, live, config, report, volume, no_tls, no_dkim,
+        ),
         Some(Command::World { .. }) | None => (
             Vec::new(),
             None,
@@ -193,6 +200,7 @@ fn main() -> ExitCode {
             None,
             PathBuf::from("reports"),
             1.0,
+            false,
             false,
         ),
     };
@@ -222,6 +230,7 @@ fn main() -> ExitCode {
         config,
         report_dir: report,
         no_tls,
+        no_dkim,
     };
     let mut all_ok = true;
     println!(

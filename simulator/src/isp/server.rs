@@ -371,6 +371,7 @@ impl IspHandler {
             dkim_pass: dkim,
             dmarc_pass: auth.dmarc,
             one_click_unsubscribe: one_click,
+            dkim_assumed: self.dkim.assumes_dkim(),
         };
         let now = self.clock.now_ms();
         let Some(s) = self.session.as_mut() else {
