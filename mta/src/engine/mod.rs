@@ -1254,8 +1254,16 @@ impl Engine {
         let arrived = arrivals.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        let due = self.with(|s| s.queues.get(key).and_then(|q| q.queue.next_due_ms()));
-        let until = due.map_or(deadline, |d| d.clamp(now + 1, deadline));
+        let (due, rate_wait) = self.with(|s| {
+            s.queues.get_mut(key).map_or((None, 0), |q| {
+                (q.queue.next_due_ms(), q.shaper.message_wait(now))
+            })
+        });
+        // The next group, but not before the message rate lets it go.
+        let until = due.map_or(deadline, |d| {
+            d.max(now.saturating_add(rate_wait))
+                .clamp(now + 1, deadline)
+        });
         tokio::select! {
             _ = arrived => {}
             _ = tokio::time::sleep(Duration::from_millis((until - now) as u64)) => {}
