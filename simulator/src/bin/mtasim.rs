@@ -50,6 +50,31 @@ enum Command {
         #[arg(long)]
         no_dkim: bool,
     },
+    /// Throughput benchmark: one scenario in simulated mode (default: mixed-production at full
+    /// volume), without STARTTLS and DKIM unless asked; prints simulated messages per wall-second
+    /// and peak memory, and writes them to reports/<scenario>/bench.json.
+    Bench {
+        /// Scenario file [default: scenarios/mixed-production.toml].
+        scenario: Option<PathBuf>,
+        /// Multiply every stream's message count by this.
+        #[arg(long, default_value_t = 1.0)]
+        volume: f64,
+        /// Seed (overrides the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Use this MTA config instead of the scenario's.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where reports go (reports/<scenario>/ below it).
+        #[arg(long, default_value = "reports")]
+        report: PathBuf,
+        /// Providers offer STARTTLS and the MTA uses it (measures the handshakes).
+        #[arg(long)]
+        tls: bool,
+        /// The MTA signs as its config says and the providers verify (measures DKIM).
+        #[arg(long)]
+        dkim: bool,
+    },
     /// The simulated internet, live: DNS server and fake providers on loopback for any MTA.
     World {
         #[command(subcommand)]
@@ -180,6 +205,27 @@ fn main() -> ExitCode {
             format == "json",
         );
     }
+    if let Some(Command::Bench {
+        scenario,
+        volume,
+        seed,
+        config,
+        report,
+        tls,
+        dkim,
+    }) = cli.command
+    {
+        let opts = RunOptions {
+            seed,
+            volume,
+            config,
+            report_dir: report,
+            no_tls: !tls,
+            no_dkim: !dkim,
+        };
+        let path = scenario.unwrap_or_else(|| PathBuf::from("scenarios/mixed-production.toml"));
+        return bench(&path, &opts);
+    }
     let (scenarios, seed, live, config, report, volume, no_tls, no_dkim) = match cli.command {
         Some(Command::Run {
             scenarios,
@@ -193,7 +239,7 @@ fn main() -> ExitCode {
         }) => (
             scenarios, seed, live, config, report, volume, no_tls, no_dkim,
         ),
-        Some(Command::World { .. }) | None => (
+        Some(Command::World { .. }) | Some(Command::Bench { .. }) | None => (
             Vec::new(),
             None,
             false,
@@ -295,4 +341,79 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `mtasim bench`: runs one scenario, prints and records throughput and peak memory.
+fn bench(path: &std::path::Path, opts: &RunOptions) -> ExitCode {
+    if opts.volume.is_nan() || opts.volume <= 0.0 {
+        eprintln!("mtasim: --volume must be above 0");
+        return ExitCode::from(2);
+    }
+    let loaded = match Loaded::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mtasim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let r = match run(&loaded, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mtasim: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let peak_mb = peak_rss_kb().map(|k| k as f64 / 1024.0);
+    let t = &r.totals;
+    let per_s = t.accepted as f64 / wall.max(1e-9);
+    let json = serde_json::json!({
+        "scenario": r.scenario,
+        "volume": opts.volume,
+        "seed": r.seed,
+        "tls": !opts.no_tls,
+        "dkim": !opts.no_dkim,
+        "accepted": t.accepted,
+        "delivered": t.delivered,
+        "bounced": t.bounced,
+        "deferrals": t.deferrals,
+        "wall_s": (wall * 100.0).round() / 100.0,
+        "messages_per_wall_s": per_s.round(),
+        "peak_rss_mb": peak_mb.map(|m| m.round()),
+        "passed": r.passed,
+    });
+    println!(
+        "{}: {} messages accepted ({} delivered) in {:.1} s wall = {:.0} simulated messages per wall-second; peak RSS {}; TLS {}, DKIM {}; {}",
+        r.scenario,
+        t.accepted,
+        t.delivered,
+        wall,
+        per_s,
+        peak_mb.map_or("unknown".to_string(), |m| format!("{m:.0} MB")),
+        if opts.no_tls { "off" } else { "on" },
+        if opts.no_dkim { "off" } else { "on" },
+        if r.passed { "expectations held" } else { "EXPECTATIONS FAILED" }
+    );
+    let out = opts.report_dir.join(&r.scenario).join("bench.json");
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    if let Err(e) = std::fs::write(&out, text + "\n") {
+        eprintln!("mtasim: {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    println!("    {}", out.display());
+    if r.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), in KiB.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
