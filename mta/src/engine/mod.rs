@@ -645,7 +645,7 @@ impl Engine {
                     Reply::new(554, "4.4.7", "message expired: bounce-after reached")
                 });
                 let reply = Reply {
-                    code: reply.code.max(500),
+                    code: 554,
                     enhanced: Some("4.4.7".into()),
                     lines: vec![format!("message expired; last error: {}", reply)],
                 };
