@@ -54,7 +54,7 @@ pub struct Rec {
     pub time_logged: i64,
     /// When the message was queued (Unix ms).
     pub time_queued: Option<i64>,
-    /// Recipient.
+    /// Recipient, lower-cased.
     pub rcpt: String,
     /// Bounce category.
     pub bounce_cat: String,
@@ -68,7 +68,7 @@ impl From<&Record> for Rec {
             ty: r.ty,
             time_logged: r.time_logged,
             time_queued: r.time_queued,
-            rcpt: r.rcpt.clone(),
+            rcpt: r.rcpt.to_ascii_lowercase(),
             bounce_cat: r.bounce_cat.clone(),
             message_id: r
                 .headers
@@ -80,8 +80,10 @@ impl From<&Record> for Rec {
     }
 }
 
-fn message_key(r: &Rec) -> (String, String) {
-    (r.message_id.clone(), r.rcpt.to_ascii_lowercase())
+/// A recipient of a message (`rcpt` is kept lower-cased): borrowed, so that the check over millions
+/// of records copies no strings.
+fn message_key(r: &Rec) -> (&str, &str) {
+    (&r.message_id, &r.rcpt)
 }
 
 /// When an incident starts and ends (Unix ms).
@@ -344,11 +346,11 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             percentile,
             under,
         } => {
-            let domains: BTreeSet<&str> = l
+            let domains: BTreeSet<String> = l
                 .profiles
                 .iter()
                 .filter(|p| p.name == *provider)
-                .flat_map(|p| p.domains.iter().map(String::as_str))
+                .flat_map(|p| p.domains.iter().map(|d| d.to_ascii_lowercase()))
                 .collect();
             let mut times: Vec<i64> = o
                 .records
@@ -357,7 +359,7 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                     r.ty == Some(RecordType::Delivered)
                         && r.rcpt
                             .rsplit_once('@')
-                            .is_some_and(|(_, d)| domains.contains(d.to_ascii_lowercase().as_str()))
+                            .is_some_and(|(_, d)| domains.contains(d))
                 })
                 .filter_map(|r| r.time_queued.map(|q| r.time_logged - q))
                 .collect();
@@ -388,8 +390,8 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
 /// Every accepted recipient (`r` record) ends exactly once in a `d` or `b` record (expiry is a `b`
 /// with `message-expired`), and nothing ends that was never accepted.
 fn nothing_lost(o: &Observed) -> Verdict {
-    let mut received: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut ended: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut received: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut ended: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     for r in &o.records {
         match r.ty {
             Some(RecordType::Received) => {
@@ -401,16 +403,16 @@ fn nothing_lost(o: &Observed) -> Verdict {
             _ => {}
         }
     }
-    let open: Vec<&(String, String)> = received
+    let open: Vec<&(&str, &str)> = received
         .iter()
         .filter(|k| !ended.contains_key(*k))
         .collect();
-    let twice: Vec<&(String, String)> = ended
+    let twice: Vec<&(&str, &str)> = ended
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(k, _)| k)
         .collect();
-    let stray: Vec<&(String, String)> = ended.keys().filter(|k| !received.contains(*k)).collect();
+    let stray: Vec<&(&str, &str)> = ended.keys().filter(|k| !received.contains(*k)).collect();
     let ok = open.is_empty() && twice.is_empty() && stray.is_empty() && !received.is_empty();
     let first = open
         .first()

@@ -387,7 +387,7 @@ pub fn read_acct(path: &Path) -> Result<Vec<Rec>, String> {
             ty: RecordType::from_code(&get(r, ty)),
             time_logged: acct_time(&get(r, tl)).unwrap_or(0),
             time_queued: acct_time(&get(r, tq)),
-            rcpt: get(r, rcpt),
+            rcpt: get(r, rcpt).to_ascii_lowercase(),
             bounce_cat: get(r, cat),
             message_id: get(r, mid),
         })
