@@ -129,26 +129,38 @@ fn same_seed_same_accounting_log() {
     );
 }
 
-/// The providers really verify DKIM: with a config that does not sign, the expectation fails.
-#[test]
-fn unsigned_mail_fails_the_dkim_expectation() {
+/// The dkim-signed scenario at 5% with `config`, `--no-tls` and `--no-dkim` as given: the report
+/// and its DKIM verdict.
+fn dkim_signed_run(
+    config: Option<&str>,
+    no_tls: bool,
+    no_dkim: bool,
+) -> (simulator::report::Report, simulator::report::Verdict) {
     let l =
         Loaded::load(Path::new("../scenarios/dkim-signed.toml")).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let opts = RunOptions {
         seed: None,
         volume: 0.05,
-        config: Some("../fixtures/configs/minimal.conf".into()),
+        config: config.map(Into::into),
         report_dir: dir.path().to_path_buf(),
-        no_tls: false,
-        no_dkim: false,
+        no_tls,
+        no_dkim,
     };
     let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
     let v = r
         .verdicts
         .iter()
         .find(|v| v.expectation.contains("DKIM"))
+        .cloned()
         .unwrap_or_else(|| panic!("no DKIM verdict"));
+    (r, v)
+}
+
+/// The providers really verify DKIM: with a config that does not sign, the expectation fails.
+#[test]
+fn unsigned_mail_fails_the_dkim_expectation() {
+    let (_, v) = dkim_signed_run(Some("../fixtures/configs/minimal.conf"), false, false);
     assert!(!v.passed && v.observed.starts_with("0 of "), "{v:?}");
 }
 
@@ -156,23 +168,7 @@ fn unsigned_mail_fails_the_dkim_expectation() {
 /// (the providers' side of it, unsigned mail taken as signed, is tested in isp_engine).
 #[test]
 fn no_dkim_runs_unsigned_mail_as_if_signed() {
-    let l =
-        Loaded::load(Path::new("../scenarios/dkim-signed.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let opts = RunOptions {
-        seed: None,
-        volume: 0.05,
-        config: None,
-        report_dir: dir.path().to_path_buf(),
-        no_tls: true,
-        no_dkim: true,
-    };
-    let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
-    let v = r
-        .verdicts
-        .iter()
-        .find(|v| v.expectation.contains("DKIM"))
-        .unwrap_or_else(|| panic!("no DKIM verdict"));
+    let (r, v) = dkim_signed_run(None, true, true);
     assert!(!v.passed && v.observed.starts_with("0 of "), "{v:?}");
     assert!(r.totals.delivered > 0);
     assert!(

@@ -167,23 +167,8 @@ impl Verifier {
             .auth
             .verify_dkim(Parameters::new(&parsed).with_txt_cache(self.cache.as_ref()))
             .await;
-        let sender = if mail_from.is_empty() {
-            format!("postmaster@{helo}")
-        } else {
-            mail_from.to_string()
-        };
-        let spf = self
-            .auth
-            .verify_spf(
-                Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
-                    ip,
-                    helo,
-                    "mx.receiver",
-                    &sender,
-                ))
-                .with_txt_cache(self.cache.as_ref()),
-            )
-            .await;
+        let sender = spf_identity(helo, mail_from);
+        let spf = self.verify_spf(ip, helo, &sender).await;
         let mail_from_domain = sender.rsplit_once('@').map_or(helo, |(_, d)| d);
         let dmarc = self
             .auth
@@ -207,24 +192,27 @@ impl Verifier {
 
     /// SPF for the MAIL FROM identity (or `postmaster@helo` for a null sender) of a client at `ip`.
     pub async fn spf(&self, ip: std::net::IpAddr, helo: &str, mail_from: &str) -> bool {
-        let sender = if mail_from.is_empty() {
-            format!("postmaster@{helo}")
-        } else {
-            mail_from.to_string()
-        };
+        let sender = spf_identity(helo, mail_from);
+        self.verify_spf(ip, helo, &sender).await.result() == mail_auth::SpfResult::Pass
+    }
+
+    async fn verify_spf(
+        &self,
+        ip: std::net::IpAddr,
+        helo: &str,
+        sender: &str,
+    ) -> mail_auth::SpfOutput {
         self.auth
             .verify_spf(
                 Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
                     ip,
                     helo,
                     "mx.receiver",
-                    &sender,
+                    sender,
                 ))
                 .with_txt_cache(self.cache.as_ref()),
             )
             .await
-            .result()
-            == mail_auth::SpfResult::Pass
     }
 
     /// The outcome of every DKIM signature of `message`, in order (keys not published do not
@@ -262,5 +250,14 @@ impl Verifier {
             .verify_dkim(Parameters::new(&parsed).with_txt_cache(self.cache.as_ref()))
             .await;
         out.first().map(|o| o.result().clone())
+    }
+}
+
+/// The identity SPF checks: the MAIL FROM address, or `postmaster@HELO` for a null sender.
+fn spf_identity(helo: &str, mail_from: &str) -> String {
+    if mail_from.is_empty() {
+        format!("postmaster@{helo}")
+    } else {
+        mail_from.to_string()
     }
 }

@@ -261,9 +261,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if volume.is_nan() || volume <= 0.0 {
-        eprintln!("mtasim: --volume must be above 0");
-        return ExitCode::from(2);
+    if let Err(code) = check_volume(volume) {
+        return code;
     }
     let scenarios = if scenarios.is_empty() {
         vec![PathBuf::from("scenarios/yahoo-tss04-storm.toml")]
@@ -343,11 +342,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--volume` must be a number above 0 (exit code 2 otherwise).
+fn check_volume(volume: f64) -> Result<(), ExitCode> {
+    if volume.is_nan() || volume <= 0.0 {
+        eprintln!("mtasim: --volume must be above 0");
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
 /// `mtasim bench`: runs one scenario, prints and records throughput and peak memory.
 fn bench(path: &std::path::Path, opts: &RunOptions) -> ExitCode {
-    if opts.volume.is_nan() || opts.volume <= 0.0 {
-        eprintln!("mtasim: --volume must be above 0");
-        return ExitCode::from(2);
+    if let Err(code) = check_volume(opts.volume) {
+        return code;
     }
     let loaded = match Loaded::load(path) {
         Ok(l) => l,
