@@ -246,9 +246,18 @@ pub struct Reputation {
     pub unknown_user_penalty: f64,
     /// Points regained per hour without incidents.
     pub recovery_per_hour: f64,
+    /// Messages an hour from one IP up to which each complaint or unknown recipient costs its full
+    /// penalty; above it the penalties shrink in proportion, so the score follows the complaint and
+    /// unknown-user *rates*, as providers judge senders, not the raw counts (default 1,000).
+    #[serde(default = "default_volume_reference")]
+    pub volume_reference: f64,
     /// Tiers, from the worst.
     #[serde(default)]
     pub tiers: Vec<Tier>,
+}
+
+fn default_volume_reference() -> f64 {
+    1000.0
 }
 
 /// What the provider sends back later.

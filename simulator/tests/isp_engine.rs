@@ -28,6 +28,7 @@ fn facts(rcpts: u32) -> DataFacts<'static> {
         dkim_pass: true,
         dmarc_pass: true,
         one_click_unsubscribe: true,
+        subscribed: true,
         dkim_assumed: false,
     }
 }
@@ -324,4 +325,66 @@ fn tls_required_answers_on_missing_until_starttls() {
         Ok(()),
         "after STARTTLS"
     );
+}
+
+/// Providers judge complaint rates, not counts: the same 0.1% of complaints costs a high-volume IP
+/// no more than a small one, while the same number of complaints on little mail still costs in full.
+#[test]
+fn complaint_penalties_follow_the_rate_not_the_count() {
+    let y = engine("yahoo");
+    let pen = y.profile.reputation.complaint_penalty;
+    let initial = y.profile.reputation.initial;
+    // Small sender: 500 messages, then one complaint: the full penalty.
+    let small = ip("203.0.113.51");
+    let (mut s, _) = y.connect(small, T0);
+    for _ in 0..25 {
+        assert!(y.end_of_data(&mut s, &facts(20), T0).is_ok());
+    }
+    y.complaint(small, T0);
+    let lost_small = initial - y.reputation_of(small, T0);
+    assert!((lost_small - pen).abs() < 1e-9, "{lost_small}");
+    // Large sender: 10,000 messages in the hour (ten times the reference), ten complaints (the
+    // same 0.1%): they cost about one full penalty together, not ten.
+    let big = ip("203.0.113.52");
+    let (mut s, _) = y.connect(big, T0);
+    for _ in 0..500 {
+        assert!(y.end_of_data(&mut s, &facts(20), T0).is_ok());
+    }
+    for _ in 0..10 {
+        y.complaint(big, T0);
+    }
+    let lost_big = initial - y.reputation_of(big, T0);
+    assert!(
+        (lost_big - pen).abs() < 1e-9,
+        "ten complaints on 10,000 messages: lost {lost_big}"
+    );
+    // An hour later the volume estimate has decayed (to about 3,700): a complaint costs more.
+    let later = T0 + 3_600_000;
+    let before = y.reputation_of(big, later);
+    y.complaint(big, later);
+    let cost = before - y.reputation_of(big, later);
+    assert!(cost > pen * 0.2 && cost < pen * 0.4, "{cost}");
+}
+
+/// The one-click unsubscribe rule is for marketing and subscribed mail; transactional mail (no
+/// List-Unsubscribe, List-Id or Precedence: bulk) is exempt, as Gmail's sender rules say.
+#[test]
+fn one_click_rule_spares_transactional_mail() {
+    let g = engine("gmail");
+    let (mut s, _) = g.connect(ip("203.0.113.11"), T0);
+    for _ in 0..6 {
+        assert!(g.end_of_data(&mut s, &facts(1000), T0).is_ok());
+    }
+    let marketing = DataFacts {
+        one_click_unsubscribe: false,
+        ..facts(1)
+    };
+    let refused = g.end_of_data(&mut s, &marketing, T0).unwrap_err();
+    assert!(refused.reply.starts_with("550 5.7.26"), "{}", refused.reply);
+    let transactional = DataFacts {
+        one_click_unsubscribe: false,
+        subscribed: false,
+        ..facts(1)
+    };
+    assert!(g.end_of_data(&mut s, &transactional, T0).is_ok());
 }

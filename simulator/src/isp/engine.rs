@@ -134,6 +134,24 @@ struct IpState {
     accepted: VecDeque<i64>,
     reputation: Option<f64>,
     rep_updated_ms: i64,
+    /// Recipients accepted, decayed with a one-hour time constant: about the messages an hour.
+    volume: f64,
+    volume_ms: i64,
+}
+
+/// The time constant of an IP's volume estimate.
+const VOLUME_TAU_MS: f64 = 3_600_000.0;
+
+impl IpState {
+    /// The IP's current volume estimate (recipients an hour).
+    fn volume(&mut self, now: i64) -> f64 {
+        let dt = (now - self.volume_ms).max(0) as f64;
+        if dt > 0.0 {
+            self.volume *= (-dt / VOLUME_TAU_MS).exp();
+            self.volume_ms = now;
+        }
+        self.volume
+    }
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +277,20 @@ impl Engine {
         v
     }
 
+    /// Takes `pen` points off `st`'s score, scaled down when the IP sends above the profile's
+    /// volume reference (the same complaint rate costs the same whatever the volume).
+    fn penalize(&self, st: &mut IpState, pen: f64, now: i64) {
+        let reference = self.profile.reputation.volume_reference;
+        let vol = st.volume(now);
+        let scale = if vol > reference && reference > 0.0 {
+            reference / vol
+        } else {
+            1.0
+        };
+        let v = self.reputation(st, now);
+        st.reputation = Some((v - pen * scale).max(0.0));
+    }
+
     /// The current reputation score of `ip`.
     pub fn reputation_of(&self, ip: IpAddr, now: i64) -> f64 {
         self.with(|s| {
@@ -272,8 +304,7 @@ impl Engine {
         let pen = self.profile.reputation.complaint_penalty;
         self.with(|s| {
             let st = s.ips.entry(ip).or_default();
-            let v = self.reputation(st, now);
-            st.reputation = Some((v - pen).max(0.0));
+            self.penalize(st, pen, now);
         });
     }
 
@@ -521,8 +552,7 @@ impl Engine {
                 let pen = p.reputation.unknown_user_penalty;
                 self.with(|s| {
                     let st = s.ips.entry(session.ip).or_default();
-                    let v = self.reputation(st, now);
-                    st.reputation = Some((v - pen).max(0.0));
+                    self.penalize(st, pen, now);
                 });
             }
             let a = Answer::from(r, session.ip, rcpt, &sender_domain);
@@ -570,7 +600,9 @@ impl Engine {
         if a.bulk_threshold_per_day.is_some_and(|t| today > t) {
             let fails = (a.bulk_require_spf_and_dkim && !(msg.spf_pass && msg.dkim_pass))
                 || (a.bulk_require_dmarc && !msg.dmarc_pass)
-                || (a.bulk_require_one_click_unsubscribe && !msg.one_click_unsubscribe);
+                || (a.bulk_require_one_click_unsubscribe
+                    && msg.subscribed
+                    && !msg.one_click_unsubscribe);
             if fails {
                 if let Some(r) = &a.on_bulk_failure {
                     let ans = Answer::from(r, session.ip, "", &sender_domain);
@@ -585,6 +617,8 @@ impl Engine {
             for _ in 0..msg.rcpts {
                 st.accepted.push_back(now);
             }
+            st.volume(now);
+            st.volume += f64::from(msg.rcpts);
             s.events.push(Event {
                 t_ms: now,
                 ip: session.ip,
@@ -618,6 +652,10 @@ pub struct DataFacts<'a> {
     pub dmarc_pass: bool,
     /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` with an https List-Unsubscribe.
     pub one_click_unsubscribe: bool,
+    /// The message is marketing or subscribed mail (it has `List-Unsubscribe`, `List-Id` or
+    /// `Precedence: bulk|list`): the one-click rule applies to it. Gmail and Yahoo exempt
+    /// transactional mail from that rule.
+    pub subscribed: bool,
     /// DKIM was taken as passing without a signature (`--no-dkim` benchmarks): the rules treat the
     /// message as signed, the event record says it was not verified.
     pub dkim_assumed: bool,

@@ -363,6 +363,13 @@ impl IspHandler {
         let dkim = auth.dkim;
         let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
             .is_some_and(|v| v.contains("One-Click"));
+        let subscribed = one_click
+            || mta::engine::header(&data.body, "List-Unsubscribe").is_some()
+            || mta::engine::header(&data.body, "List-Id").is_some()
+            || mta::engine::header(&data.body, "Precedence").is_some_and(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("bulk") || v.eq_ignore_ascii_case("list")
+            });
         let facts = DataFacts {
             mail_from: &self.from,
             rcpts: self.rcpts,
@@ -371,6 +378,7 @@ impl IspHandler {
             dkim_pass: dkim,
             dmarc_pass: auth.dmarc,
             one_click_unsubscribe: one_click,
+            subscribed,
             dkim_assumed: self.dkim.assumes_dkim(),
         };
         let now = self.clock.now_ms();
