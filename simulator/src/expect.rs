@@ -5,20 +5,31 @@
 use crate::isp::{Event, EventKind};
 use crate::report::Verdict;
 use crate::scenario::{Expectation, Incident, Loaded};
-use mta::acct::{Record, RecordType};
+use crate::tally::{LedgerReport, Tally};
 use mta::queue::Mode;
 use mta::shaping::ModeChange;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Everything a run produced that expectations look at.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observed {
     /// Provider name -> its recorded events.
     pub events: BTreeMap<String, Vec<Event>>,
-    /// The MTA's accounting records, in order (the fields the checks and reports use).
-    pub records: Vec<Rec>,
+    /// What was kept of the MTA's accounting records (fed one at a time).
+    pub tally: Tally,
     /// Queue name -> its mode changes.
     pub modes: BTreeMap<String, Vec<ModeChange>>,
+}
+
+impl Observed {
+    /// Nothing observed yet, for scenario `l`.
+    pub fn new(l: &Loaded) -> Observed {
+        Observed {
+            events: BTreeMap::new(),
+            tally: Tally::new(l),
+            modes: BTreeMap::new(),
+        }
+    }
 }
 
 fn verdict(
@@ -42,48 +53,6 @@ pub fn queue_matches(pattern: &str, name: &str) -> bool {
     let (pd, pv) = pattern.split_once('/').unwrap_or((pattern, "*"));
     let (nd, nv) = name.split_once('/').unwrap_or((name, ""));
     (pd == "*" || pd.eq_ignore_ascii_case(nd)) && (pv == "*" || pv == nv)
-}
-
-/// What the expectations and reports keep of an accounting record: about a tenth of a full
-/// `Record`, so that a day of traffic fits in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rec {
-    /// Record type.
-    pub ty: Option<RecordType>,
-    /// When it was logged (Unix ms).
-    pub time_logged: i64,
-    /// When the message was queued (Unix ms).
-    pub time_queued: Option<i64>,
-    /// Recipient, lower-cased.
-    pub rcpt: String,
-    /// Bounce category.
-    pub bounce_cat: String,
-    /// The message's Message-ID.
-    pub message_id: String,
-}
-
-impl From<&Record> for Rec {
-    fn from(r: &Record) -> Rec {
-        Rec {
-            ty: r.ty,
-            time_logged: r.time_logged,
-            time_queued: r.time_queued,
-            rcpt: r.rcpt.to_ascii_lowercase(),
-            bounce_cat: r.bounce_cat.clone(),
-            message_id: r
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// A recipient of a message (`rcpt` is kept lower-cased): borrowed, so that the check over millions
-/// of records copies no strings.
-fn message_key(r: &Rec) -> (&str, &str) {
-    (&r.message_id, &r.rcpt)
 }
 
 /// When an incident starts and ends (Unix ms).
@@ -280,16 +249,7 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             )
         }
         Expectation::Category { category, min, max } => {
-            let n = o
-                .records
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.ty,
-                        Some(RecordType::Bounced) | Some(RecordType::RemoteBounce)
-                    ) && r.bounce_cat == *category
-                })
-                .count() as u64;
+            let n = o.tally.categories.get(category).copied().unwrap_or(0);
             let ok = min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m);
             let bound = match (min, max) {
                 (Some(a), Some(b)) => format!("{a}..={b}"),
@@ -327,11 +287,7 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             )
         }
         Expectation::FeedbackRecords { min } => {
-            let n = o
-                .records
-                .iter()
-                .filter(|r| r.ty == Some(RecordType::Feedback))
-                .count() as u64;
+            let n = o.tally.totals.complaints;
             verdict(
                 "ARF complaints turned into f records".into(),
                 n >= *min,
@@ -340,29 +296,18 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                 "accounting f records".into(),
             )
         }
-        Expectation::NothingLost => nothing_lost(o),
+        Expectation::NothingLost => nothing_lost(&o.tally.ledger.report()),
         Expectation::DeliveryTime {
             provider,
             percentile,
             under,
         } => {
-            let domains: BTreeSet<String> = l
-                .profiles
-                .iter()
-                .filter(|p| p.name == *provider)
-                .flat_map(|p| p.domains.iter().map(|d| d.to_ascii_lowercase()))
-                .collect();
             let mut times: Vec<i64> = o
-                .records
-                .iter()
-                .filter(|r| {
-                    r.ty == Some(RecordType::Delivered)
-                        && r.rcpt
-                            .rsplit_once('@')
-                            .is_some_and(|(_, d)| domains.contains(d))
-                })
-                .filter_map(|r| r.time_queued.map(|q| r.time_logged - q))
-                .collect();
+                .tally
+                .delivery_ms
+                .get(provider)
+                .cloned()
+                .unwrap_or_default();
             times.sort_unstable();
             let bound = ms(under);
             if times.is_empty() {
@@ -389,46 +334,24 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
 
 /// Every accepted recipient (`r` record) ends exactly once in a `d` or `b` record (expiry is a `b`
 /// with `message-expired`), and nothing ends that was never accepted.
-fn nothing_lost(o: &Observed) -> Verdict {
-    let mut received: BTreeSet<(&str, &str)> = BTreeSet::new();
-    let mut ended: BTreeMap<(&str, &str), u32> = BTreeMap::new();
-    for r in &o.records {
-        match r.ty {
-            Some(RecordType::Received) => {
-                received.insert(message_key(r));
-            }
-            Some(RecordType::Delivered) | Some(RecordType::Bounced) => {
-                *ended.entry(message_key(r)).or_insert(0) += 1
-            }
-            _ => {}
-        }
-    }
-    let open: Vec<&(&str, &str)> = received
-        .iter()
-        .filter(|k| !ended.contains_key(*k))
-        .collect();
-    let twice: Vec<&(&str, &str)> = ended
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(k, _)| k)
-        .collect();
-    let stray: Vec<&(&str, &str)> = ended.keys().filter(|k| !received.contains(*k)).collect();
-    let ok = open.is_empty() && twice.is_empty() && stray.is_empty() && !received.is_empty();
-    let first = open
+fn nothing_lost(r: &LedgerReport) -> Verdict {
+    let ok = r.open.is_empty() && r.twice.is_empty() && r.stray.is_empty() && r.received > 0;
+    let first = r
+        .open
         .first()
-        .or(twice.first())
-        .or(stray.first())
+        .or(r.twice.first())
+        .or(r.stray.first())
         .map(|(id, rcpt)| format!("message {id} to {rcpt}"))
         .unwrap_or_default();
     verdict(
         "nothing lost: every accepted recipient delivered, bounced or expired exactly once".into(),
         ok,
-        format!("{} recipients ended once each", received.len()),
+        format!("{} recipients ended once each", r.received),
         format!(
             "{} unfinished, {} ended twice or more, {} ended without reception",
-            open.len(),
-            twice.len(),
-            stray.len()
+            r.open.len(),
+            r.twice.len(),
+            r.stray.len()
         ),
         if first.is_empty() {
             "accounting r/d/b records".into()
@@ -442,32 +365,21 @@ fn nothing_lost(o: &Observed) -> Verdict {
 mod tests {
     use super::*;
 
-    fn rec(ty: RecordType, id: &str, rcpt: &str) -> Rec {
-        let mut r = Record::new(ty, 0);
-        r.rcpt = rcpt.into();
-        r.headers.push(("Message-ID".into(), id.into()));
-        Rec::from(&r)
-    }
-
     #[test]
-    fn nothing_lost_finds_open_double_and_stray_recipients() {
-        let mut o = Observed {
-            records: vec![
-                rec(RecordType::Received, "<1>", "a@x"),
-                rec(RecordType::Received, "<1>", "b@x"),
-                rec(RecordType::Delivered, "<1>", "a@x"),
-                rec(RecordType::Bounced, "<1>", "B@x"),
-            ],
-            ..Observed::default()
-        };
-        assert!(nothing_lost(&o).passed);
-        o.records.push(rec(RecordType::Delivered, "<1>", "a@x"));
-        let v = nothing_lost(&o);
+    fn nothing_lost_names_the_first_open_recipient() {
+        let mut l = crate::tally::Ledger::default();
+        l.received("<1>", "a@x");
+        l.ended("<1>", "a@x");
+        assert!(nothing_lost(&l.report()).passed);
+        l.ended("<1>", "a@x");
+        let v = nothing_lost(&l.report());
         assert!(!v.passed && v.observed.contains("1 ended twice"), "{v:?}");
-        o.records.pop();
-        o.records.push(rec(RecordType::Received, "<2>", "c@x"));
-        let v = nothing_lost(&o);
-        assert!(!v.passed && v.location == "message <2> to c@x", "{v:?}");
+        let mut l = crate::tally::Ledger::default();
+        l.received("<2>", "c@x");
+        l.received("<1>", "b@x");
+        let v = nothing_lost(&l.report());
+        assert!(!v.passed && v.location == "message <1> to b@x", "{v:?}");
+        assert!(!nothing_lost(&crate::tally::Ledger::default().report()).passed);
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod tally;
 pub mod world;

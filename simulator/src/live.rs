@@ -4,8 +4,8 @@
 //! mapped to a loopback one (127.2.x.y) so that the world can see and answer it. The world's DNS is
 //! a real hickory server; what the MTA did is read back from its accounting file and its HTTP API.
 
-use crate::expect::Rec;
 use crate::scenario::Loaded;
+use crate::tally::{RecordView, Tally};
 use mta::acct::RecordType;
 use mta::config::Config;
 use mta::queue::Mode;
@@ -363,12 +363,13 @@ pub fn acct_time(s: &str) -> Option<i64> {
     crate::scenario::parse_rfc3339_utc(&iso)
 }
 
-/// The records of an accounting file written with `record-fields * *,header_Message-ID`.
-pub fn read_acct(path: &Path) -> Result<Vec<Rec>, String> {
+/// The tally of an accounting file written with `record-fields * *,header_Message-ID`.
+pub fn read_acct(path: &Path, l: &Loaded) -> Result<Tally, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let rows = csv_rows(&text);
+    let mut tally = Tally::new(l);
     let Some(header) = rows.first() else {
-        return Ok(Vec::new());
+        return Ok(tally);
     };
     let col = |name: &str| header.iter().position(|h| h == name);
     let (ty, tl, rcpt) = (col("type"), col("timeLogged"), col("rcpt"));
@@ -377,21 +378,21 @@ pub fn read_acct(path: &Path) -> Result<Vec<Rec>, String> {
         col("bounceCat"),
         col("header_Message-ID"),
     );
-    let get =
-        |r: &[String], c: Option<usize>| c.and_then(|i| r.get(i)).cloned().unwrap_or_default();
-    Ok(rows
-        .iter()
-        .skip(1)
-        .filter(|r| r.len() > 1)
-        .map(|r| Rec {
+    let get = |r: &'_ [String], c: Option<usize>| -> String {
+        c.and_then(|i| r.get(i)).cloned().unwrap_or_default()
+    };
+    for r in rows.iter().skip(1).filter(|r| r.len() > 1) {
+        let (rc, bc, id) = (get(r, rcpt), get(r, cat), get(r, mid));
+        tally.add(&RecordView {
             ty: RecordType::from_code(&get(r, ty)),
             time_logged: acct_time(&get(r, tl)).unwrap_or(0),
             time_queued: acct_time(&get(r, tq)),
-            rcpt: get(r, rcpt).to_ascii_lowercase(),
-            bounce_cat: get(r, cat),
-            message_id: get(r, mid),
-        })
-        .collect())
+            rcpt: &rc,
+            bounce_cat: &bc,
+            message_id: &id,
+        });
+    }
+    Ok(tally)
 }
 
 /// Reads JSON from the MTA's management interface (blocking).

@@ -11,9 +11,9 @@ use crate::expect::{check, Observed};
 use crate::isp::server::{Backchannel, ChaosKind, ChaosRule, IspHandler, SenderSink};
 use crate::isp::{Engine as Isp, Override};
 use crate::live::{LiveOptions, LivePlan, MtaProcess};
-use crate::report::{BackoffPeriod, ProviderTotals, Report, Timeline, Totals};
+use crate::report::{BackoffPeriod, Report};
 use crate::scenario::{IncidentKind, Loaded};
-use mta::acct::{Accounting, Record, RecordType};
+use mta::acct::{Accounting, Record};
 use mta::clock::Clock;
 use mta::config::values::{parse_interval, parse_rate, parse_size};
 use mta::dns::{Mx, StaticResolver};
@@ -380,7 +380,7 @@ async fn run_async(
         None => None,
     };
     // The MTA, with its accounting going to the report directory and to the expectations.
-    let records: Arc<Mutex<Vec<crate::expect::Rec>>> = Arc::default();
+    let tally: Arc<Mutex<crate::tally::Tally>> = Arc::new(Mutex::new(crate::tally::Tally::new(l)));
     let mta = match (&plan, live) {
         (Some((p, path)), Some(lo)) => {
             let mut process = MtaProcess::start(&lo.mta_bin, path, &p.dir.join("mta.log"))?;
@@ -426,11 +426,11 @@ async fn run_async(
                 dkim_signing: !opts.no_dkim,
             });
             {
-                let records = records.clone();
+                let tally = tally.clone();
                 tokio::spawn(async move {
                     while let Some(r) = tap_rx.recv().await {
-                        if let Ok(mut v) = records.lock() {
-                            v.push(crate::expect::Rec::from(&r));
+                        if let Ok(mut t) = tally.lock() {
+                            t.add(&crate::tally::RecordView::of(&r));
                         }
                     }
                 });
@@ -749,7 +749,7 @@ async fn run_async(
     }
     // Let the queues drain (retries, expiry) so that every accepted message reaches its end; the
     // charts cover the scenario's duration, the verdicts the whole run.
-    let (records, modes) = match mta {
+    let (tally, modes) = match mta {
         Mta::InProcess {
             acct,
             engine,
@@ -763,11 +763,14 @@ async fn run_async(
             let _ = stop_tx.send(());
             let _ = sched.await;
             acct.flush(clock.now_ms());
-            let records = records
-                .lock()
-                .map(|mut r| std::mem::take(&mut *r))
-                .unwrap_or_default();
-            (records, engine.mode_history())
+            let tally = match Arc::try_unwrap(tally) {
+                Ok(m) => m.into_inner().map_err(|e| format!("tally: {e}"))?,
+                Err(shared) => {
+                    let mut t = shared.lock().map_err(|e| format!("tally: {e}"))?;
+                    std::mem::replace(&mut *t, crate::tally::Tally::new(l))
+                }
+            };
+            (tally, engine.mode_history())
         }
         Mta::Process { process, mgmt } => {
             // Real time: wait for the spool to empty, at most the scenario's length again
@@ -790,7 +793,7 @@ async fn run_async(
             if !status.is_some_and(|s| s.success()) {
                 notes.push(format!("the MTA process ended with {status:?}"));
             }
-            (crate::live::read_acct(&acct_path)?, modes)
+            (crate::live::read_acct(&acct_path, l)?, modes)
         }
     };
     let events: BTreeMap<String, Vec<crate::isp::Event>> = isps
@@ -799,7 +802,7 @@ async fn run_async(
         .collect();
     let observed = Observed {
         events,
-        records,
+        tally,
         modes,
     };
     let verdicts = check(l, &observed);
@@ -822,12 +825,6 @@ async fn run_async(
     ))
 }
 
-fn provider_of_rcpt<'a>(l: &'a Loaded, rcpt: &str) -> Option<&'a str> {
-    rcpt.rsplit_once('@')
-        .and_then(|(_, d)| l.provider_of(d))
-        .map(|p| p.name.as_str())
-}
-
 /// Where a run's report goes, how it ran, and what it noted on the way.
 struct RunInfo<'a> {
     dir: &'a Path,
@@ -848,7 +845,7 @@ fn build_report(
         mode,
         mut notes,
     } = run;
-    let mut tl = Timeline::new(l.start_ms, l.duration.as_millis() as i64);
+    let mut tl = o.tally.timeline.clone();
     for (t, per_domain) in depth {
         let mut per_provider: BTreeMap<&str, usize> = BTreeMap::new();
         for (d, n) in per_domain {
@@ -860,42 +857,8 @@ fn build_report(
             tl.gauge(p, "queue-depth", *t, n as f64);
         }
     }
-    let mut totals = Totals::default();
-    let mut providers: BTreeMap<String, ProviderTotals> = BTreeMap::new();
-    for r in &o.records {
-        let prov = provider_of_rcpt(l, &r.rcpt).unwrap_or("other").to_string();
-        let pt = providers.entry(prov.clone()).or_default();
-        match r.ty {
-            Some(RecordType::Received) => totals.accepted += 1,
-            Some(RecordType::Delivered) => {
-                totals.delivered += 1;
-                pt.delivered += 1;
-                tl.add(&prov, "deliveries", r.time_logged, 1.0);
-            }
-            Some(RecordType::Bounced) => {
-                totals.bounced += 1;
-                pt.bounced += 1;
-                if r.bounce_cat == "message-expired" {
-                    totals.expired += 1;
-                }
-                *totals.by_category.entry(r.bounce_cat.clone()).or_insert(0) += 1;
-                tl.add(&prov, "bounces", r.time_logged, 1.0);
-                let cat = if r.bounce_cat.is_empty() {
-                    "other"
-                } else {
-                    r.bounce_cat.as_str()
-                };
-                tl.add(cat, "bounces-by-category", r.time_logged, 1.0);
-            }
-            Some(RecordType::Transient) | Some(RecordType::TransientQueue) => {
-                totals.deferrals += 1;
-                pt.deferrals += 1;
-                tl.add(&prov, "deferrals", r.time_logged, 1.0);
-            }
-            Some(RecordType::Feedback) => totals.complaints += 1,
-            _ => {}
-        }
-    }
+    let totals = o.tally.totals.clone();
+    let mut providers = o.tally.providers.clone();
     for (p, evs) in &o.events {
         let pt = providers.entry(p.clone()).or_default();
         for e in evs {

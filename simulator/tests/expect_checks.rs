@@ -7,6 +7,7 @@ use mta::shaping::ModeChange;
 use simulator::expect::{check, Observed};
 use simulator::isp::{Event, EventKind};
 use simulator::scenario::Loaded;
+use simulator::tally::RecordView;
 use std::path::Path;
 
 fn storm() -> Loaded {
@@ -28,7 +29,7 @@ fn observed(
     leave_after_end_s: Option<i64>,
     max_open: u32,
 ) -> Observed {
-    let mut o = Observed::default();
+    let mut o = Observed::new(l);
     let ip = "203.0.113.11".parse().unwrap_or_else(|e| panic!("{e:?}"));
     o.events.insert(
         "yahoo".into(),
@@ -54,10 +55,8 @@ fn observed(
     r.headers.push(("Message-ID".into(), "<1@x>".into()));
     let mut d = r.clone();
     d.ty = Some(RecordType::Delivered);
-    o.records = vec![
-        simulator::expect::Rec::from(&r),
-        simulator::expect::Rec::from(&d),
-    ];
+    o.tally.add(&RecordView::of(&r));
+    o.tally.add(&RecordView::of(&d));
     o
 }
 

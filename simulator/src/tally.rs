@@ -1,0 +1,269 @@
+//! What the expectations and the report keep of the MTA's accounting records, fed one record at a
+//! time as the MTA writes them: counts, per-provider totals and series, delivery times, and the
+//! nothing-lost ledger. Nothing is kept per record except the keys of messages still in flight and
+//! a 128-bit hash per accepted and per ended recipient, so a day of traffic fits in memory.
+
+use crate::report::{ProviderTotals, Timeline, Totals};
+use crate::scenario::Loaded;
+use mta::acct::{Record, RecordType};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One accounting record as the tally reads it (from the MTA's tap or from a CSV file).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Record type.
+    pub ty: Option<RecordType>,
+    /// When it was logged (Unix ms).
+    pub time_logged: i64,
+    /// When the message was queued (Unix ms).
+    pub time_queued: Option<i64>,
+    /// Recipient (any case).
+    pub rcpt: &'a str,
+    /// Bounce category.
+    pub bounce_cat: &'a str,
+    /// The message's Message-ID.
+    pub message_id: &'a str,
+}
+
+impl<'a> RecordView<'a> {
+    /// The view of an MTA accounting record (its Message-ID from the record's header fields).
+    pub fn of(r: &'a Record) -> RecordView<'a> {
+        RecordView {
+            ty: r.ty,
+            time_logged: r.time_logged,
+            time_queued: r.time_queued,
+            rcpt: &r.rcpt,
+            bounce_cat: &r.bounce_cat,
+            message_id: r
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
+                .map_or("", |(_, v)| v.as_str()),
+        }
+    }
+}
+
+/// Every accepted recipient must end exactly once (`d` or `b`), and nothing may end that was never
+/// accepted. Keys are (Message-ID, lower-cased recipient).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    received: HashSet<u128>,
+    open: HashMap<u128, (String, String)>,
+    ended: HashSet<u128>,
+    twice: Vec<(String, String)>,
+    maybe_stray: Vec<(u128, String, String)>,
+}
+
+/// The ledger's findings at the end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerReport {
+    /// Recipients accepted.
+    pub received: usize,
+    /// Accepted, never ended.
+    pub open: Vec<(String, String)>,
+    /// Ended more than once (one entry per extra end).
+    pub twice: Vec<(String, String)>,
+    /// Ended without being accepted.
+    pub stray: Vec<(String, String)>,
+}
+
+fn key(id: &str, rcpt: &str) -> u128 {
+    let a = crate::isp::engine::stable_hash(&[b"ledger-a", id.as_bytes(), b"\0", rcpt.as_bytes()]);
+    let b = crate::isp::engine::stable_hash(&[b"ledger-b", id.as_bytes(), b"\0", rcpt.as_bytes()]);
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+impl Ledger {
+    /// A recipient accepted (`r`).
+    pub fn received(&mut self, id: &str, rcpt: &str) {
+        let k = key(id, rcpt);
+        if self.received.insert(k) && !self.ended.contains(&k) {
+            self.open.insert(k, (id.to_string(), rcpt.to_string()));
+        }
+    }
+
+    /// A recipient ended (`d` or `b`).
+    pub fn ended(&mut self, id: &str, rcpt: &str) {
+        let k = key(id, rcpt);
+        if !self.ended.insert(k) {
+            self.twice.push((id.to_string(), rcpt.to_string()));
+            return;
+        }
+        if self.open.remove(&k).is_none() {
+            // Not (yet) accepted: decided at the end, when every `r` record is in.
+            self.maybe_stray.push((k, id.to_string(), rcpt.to_string()));
+        }
+    }
+
+    /// What the ledger found, each list sorted.
+    pub fn report(&self) -> LedgerReport {
+        let mut open: Vec<(String, String)> = self.open.values().cloned().collect();
+        open.sort();
+        let mut twice = self.twice.clone();
+        twice.sort();
+        let mut stray: Vec<(String, String)> = self
+            .maybe_stray
+            .iter()
+            .filter(|(k, _, _)| !self.received.contains(k))
+            .map(|(_, id, r)| (id.clone(), r.clone()))
+            .collect();
+        stray.sort();
+        LedgerReport {
+            received: self.received.len(),
+            open,
+            twice,
+            stray,
+        }
+    }
+}
+
+/// Counts, series and times from the accounting records.
+#[derive(Debug)]
+pub struct Tally {
+    domains: HashMap<String, String>,
+    /// Run totals.
+    pub totals: Totals,
+    /// Per provider (`other` for domains no profile serves).
+    pub providers: BTreeMap<String, ProviderTotals>,
+    /// Deliveries, deferrals and bounces over time, per provider and per bounce category.
+    pub timeline: Timeline,
+    /// `b` and `rb` records per bounce category.
+    pub categories: BTreeMap<String, u64>,
+    /// Delivery times (ms from queued to delivered) per provider, in record order.
+    pub delivery_ms: BTreeMap<String, Vec<i64>>,
+    /// The nothing-lost ledger.
+    pub ledger: Ledger,
+}
+
+impl Tally {
+    /// An empty tally for scenario `l` (its providers' domains, its timeline).
+    pub fn new(l: &Loaded) -> Tally {
+        let mut domains = HashMap::new();
+        for p in &l.profiles {
+            for d in &p.domains {
+                domains
+                    .entry(d.to_ascii_lowercase())
+                    .or_insert_with(|| p.name.clone());
+            }
+        }
+        Tally {
+            domains,
+            totals: Totals::default(),
+            providers: BTreeMap::new(),
+            timeline: Timeline::new(l.start_ms, l.duration.as_millis() as i64),
+            categories: BTreeMap::new(),
+            delivery_ms: BTreeMap::new(),
+            ledger: Ledger::default(),
+        }
+    }
+
+    /// Takes one record into account.
+    pub fn add(&mut self, r: &RecordView<'_>) {
+        let Some(ty) = r.ty else { return };
+        let mut rcpt_buf = String::new();
+        let rcpt = if r.rcpt.bytes().any(|b| b.is_ascii_uppercase()) {
+            rcpt_buf.push_str(r.rcpt);
+            rcpt_buf.make_ascii_lowercase();
+            rcpt_buf.as_str()
+        } else {
+            r.rcpt
+        };
+        let provider = rcpt
+            .rsplit_once('@')
+            .and_then(|(_, d)| self.domains.get(d))
+            .map_or("other", |p| p.as_str());
+        // Every record's provider is listed in the report, even one with nothing but receptions.
+        let pt = provider_entry(&mut self.providers, provider);
+        match ty {
+            RecordType::Received => {
+                self.totals.accepted += 1;
+                self.ledger.received(r.message_id, rcpt);
+            }
+            RecordType::Delivered => {
+                self.totals.delivered += 1;
+                pt.delivered += 1;
+                self.timeline
+                    .add(provider, "deliveries", r.time_logged, 1.0);
+                if let Some(q) = r.time_queued {
+                    self.delivery_ms
+                        .entry(provider.to_string())
+                        .or_default()
+                        .push(r.time_logged - q);
+                }
+                self.ledger.ended(r.message_id, rcpt);
+            }
+            RecordType::Bounced => {
+                self.totals.bounced += 1;
+                pt.bounced += 1;
+                if r.bounce_cat == "message-expired" {
+                    self.totals.expired += 1;
+                }
+                *self
+                    .totals
+                    .by_category
+                    .entry(r.bounce_cat.to_string())
+                    .or_insert(0) += 1;
+                *self.categories.entry(r.bounce_cat.to_string()).or_insert(0) += 1;
+                self.timeline.add(provider, "bounces", r.time_logged, 1.0);
+                let cat = if r.bounce_cat.is_empty() {
+                    "other"
+                } else {
+                    r.bounce_cat
+                };
+                self.timeline
+                    .add(cat, "bounces-by-category", r.time_logged, 1.0);
+                self.ledger.ended(r.message_id, rcpt);
+            }
+            RecordType::RemoteBounce => {
+                *self.categories.entry(r.bounce_cat.to_string()).or_insert(0) += 1;
+            }
+            RecordType::Transient | RecordType::TransientQueue => {
+                self.totals.deferrals += 1;
+                pt.deferrals += 1;
+                self.timeline.add(provider, "deferrals", r.time_logged, 1.0);
+            }
+            RecordType::Feedback => self.totals.complaints += 1,
+            RecordType::RemoteStatus => {}
+        }
+    }
+}
+
+fn provider_entry<'a>(
+    providers: &'a mut BTreeMap<String, ProviderTotals>,
+    name: &str,
+) -> &'a mut ProviderTotals {
+    if !providers.contains_key(name) {
+        providers.insert(name.to_string(), ProviderTotals::default());
+    }
+    providers
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_finds_open_double_and_stray_recipients() {
+        let mut l = Ledger::default();
+        l.received("<1>", "a@x");
+        l.received("<1>", "b@x");
+        l.ended("<1>", "a@x");
+        l.ended("<1>", "b@x");
+        let r = l.report();
+        assert_eq!(r.received, 2);
+        assert!(r.open.is_empty() && r.twice.is_empty() && r.stray.is_empty());
+        l.ended("<1>", "a@x");
+        assert_eq!(l.report().twice, vec![("<1>".into(), "a@x".into())]);
+        l.received("<2>", "c@x");
+        assert_eq!(l.report().open, vec![("<2>".into(), "c@x".into())]);
+        // An end before its reception (record order) is not stray once the reception comes.
+        l.ended("<3>", "d@x");
+        l.ended("<4>", "e@x");
+        l.received("<3>", "d@x");
+        let r = l.report();
+        assert_eq!(r.stray, vec![("<4>".into(), "e@x".into())]);
+        assert_eq!(r.open, vec![("<2>".into(), "c@x".into())]);
+    }
+}
