@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The line generated bodies are filled with, up to their drawn size.
+const FILLER: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n";
+
 /// Queue depth per destination domain at a time (Unix ms).
 type DepthSample = (i64, BTreeMap<String, usize>);
 
@@ -630,6 +633,7 @@ async fn run_async(
         injectors.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(start)).await;
             let mut client: Option<Client> = None;
+            let mut filler = String::new();
             let total = n + t.special.len() as u64;
             for i in 0..total {
                 if client.is_none() {
@@ -663,8 +667,13 @@ async fn run_async(
                     body.push_str(&format!("{k}: {}\r\n", v.replace("{id}", &i.to_string())));
                 }
                 body.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
-                while (body.len() as u64) < size {
-                    body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n");
+                // Whole filler lines up to the size, copied at once from a block grown on demand.
+                if (body.len() as u64) < size {
+                    let lines = (size as usize - body.len()).div_ceil(FILLER.len());
+                    while filler.len() < lines * FILLER.len() {
+                        filler.push_str(FILLER);
+                    }
+                    body.push_str(&filler[..lines * FILLER.len()]);
                 }
                 let sent = match client.as_mut() {
                     Some(c) => c.send(t.mail_from.as_deref().unwrap_or(&t.sender), std::slice::from_ref(&rcpt), body.as_bytes()).await.is_ok(),

@@ -17,7 +17,7 @@ pub struct InboundSession {
     peer: SocketAddr,
     local: SocketAddr,
     listener_source: Option<String>,
-    policy: Option<SessionPolicy>,
+    policy: Option<std::sync::Arc<SessionPolicy>>,
     helo: String,
     authenticated: bool,
     from: Option<String>,
@@ -68,7 +68,7 @@ impl Handler for InboundSession {
             self.listener_source.as_deref(),
         ) {
             Ok(p) => {
-                self.policy = Some(p);
+                self.policy = Some(std::sync::Arc::new(p));
                 Outcome::reply(Reply::new(
                     220,
                     "",
@@ -208,7 +208,7 @@ impl Handler for InboundSession {
         if ok {
             self.authenticated = true;
             if let Some(p) = self.policy.as_mut() {
-                p.authenticated(cfg, self.peer.ip(), self.listener_source.as_deref());
+                std::sync::Arc::make_mut(p).authenticated(cfg, self.peer.ip(), self.listener_source.as_deref());
             }
         } else {
             self.engine.auth_failed(self.peer.ip(), now);

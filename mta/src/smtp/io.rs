@@ -218,17 +218,15 @@ impl SmtpStream {
     pub fn queue_data(&mut self, body: &[u8]) {
         self.out.reserve(body.len() + body.len() / 64 + 8);
         // Dot-stuffing: a '.' at the start of a line gets another in front. Copy whole runs between
-        // line starts that begin with '.', found with memchr (this is the hot path of every DATA).
+        // line starts that begin with '.', found with memmem (this is the hot path of every DATA).
         let mut start = 0;
         if body.first() == Some(&b'.') {
             self.out.push(b'.');
         }
-        for nl in memchr::memchr_iter(b'\n', body) {
-            if body.get(nl + 1) == Some(&b'.') {
-                self.out.extend_from_slice(&body[start..=nl]);
-                self.out.push(b'.');
-                start = nl + 1;
-            }
+        for nl in memchr::memmem::find_iter(body, b"\n.") {
+            self.out.extend_from_slice(&body[start..=nl]);
+            self.out.push(b'.');
+            start = nl + 1;
         }
         self.out.extend_from_slice(&body[start..]);
         if !body.is_empty() && !body.ends_with(b"\r\n") {

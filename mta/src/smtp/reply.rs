@@ -88,15 +88,17 @@ impl Reply {
 
     /// Wire form: `250-first\r\n250 last\r\n`, the enhanced status on every line.
     pub fn to_wire(&self) -> String {
-        let mut out = String::new();
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(64);
         let n = self.lines.len().max(1);
         for i in 0..n {
             let sep = if i + 1 == n { ' ' } else { '-' };
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            match &self.enhanced {
-                Some(e) => out.push_str(&format!("{}{sep}{e} {text}\r\n", self.code)),
-                None => out.push_str(&format!("{}{sep}{text}\r\n", self.code)),
-            }
+            // Writing to a String cannot fail.
+            let _ = match &self.enhanced {
+                Some(e) => write!(out, "{}{sep}{e} {text}\r\n", self.code),
+                None => write!(out, "{}{sep}{text}\r\n", self.code),
+            };
         }
         out
     }
