@@ -208,7 +208,11 @@ impl Handler for InboundSession {
         if ok {
             self.authenticated = true;
             if let Some(p) = self.policy.as_mut() {
-                std::sync::Arc::make_mut(p).authenticated(cfg, self.peer.ip(), self.listener_source.as_deref());
+                std::sync::Arc::make_mut(p).authenticated(
+                    cfg,
+                    self.peer.ip(),
+                    self.listener_source.as_deref(),
+                );
             }
         } else {
             self.engine.auth_failed(self.peer.ip(), now);
