@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Bytes of message bodies the simulated spool keeps in memory; past it, bodies go to a temporary
+/// directory until delivered (a backlog during an incident need not fit in memory).
+const SPOOL_MEMORY_BUDGET: u64 = 256 << 20;
+
 /// The line generated bodies are filled with, up to their drawn size.
 const FILLER: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n";
 
@@ -420,7 +424,10 @@ async fn run_async(
             let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
             let engine = Engine::new(Parts {
                 config: config.clone(),
-                spool: Arc::new(Spool::Memory(MemorySpool::default())),
+                spool: Arc::new(Spool::Memory(
+                    MemorySpool::with_budget(SPOOL_MEMORY_BUDGET, &std::env::temp_dir())
+                        .map_err(|e| format!("simulated spool: {e}"))?,
+                )),
                 acct: acct2.clone(),
                 net: net.clone(),
                 dns: Arc::new(dns.clone()),

@@ -558,33 +558,101 @@ impl DiskSpool {
     }
 }
 
-/// A message held in memory: envelope and shared body.
-type Held = (Envelope, Arc<Vec<u8>>);
+/// A body held by the memory spool: in memory, or written out past the memory budget.
+enum HeldBody {
+    Memory(Arc<Vec<u8>>),
+    Spilled,
+}
 
-/// The in-memory store for simulated runs: same interface, no disk.
+/// A message held in memory: envelope and body.
+type Held = (Envelope, HeldBody);
+
+/// Where bodies past the memory budget go: a temporary directory, removed with the spool.
+struct Overflow {
+    dir: tempfile::TempDir,
+    budget: u64,
+}
+
+/// The in-memory store for simulated runs: same interface, no durability. With a budget
+/// ([`MemorySpool::with_budget`]) the oldest bodies past it are written to a temporary directory
+/// (no fsync) and read back when delivered, so a long backlog does not have to fit in memory.
 #[derive(Default)]
 pub struct MemorySpool {
     next: AtomicU64,
     messages: Mutex<BTreeMap<MessageId, Held>>,
+    held_bytes: AtomicU64,
+    /// Messages below this id hold no body in memory any more (spilled or finished).
+    spill_cursor: AtomicU64,
+    overflow: Option<Overflow>,
 }
 
 impl MemorySpool {
-    /// Stores a message.
-    pub fn store(&self, env: Envelope, body: Vec<u8>) -> MessageId {
+    /// A memory spool that keeps at most `budget` bytes of bodies in memory and writes the rest
+    /// to a new temporary directory below `parent`.
+    pub fn with_budget(budget: u64, parent: &Path) -> Result<MemorySpool, SpoolError> {
+        let dir = tempfile::Builder::new()
+            .prefix("mtasim-spool-")
+            .tempdir_in(parent)
+            .map_err(|source| SpoolError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        Ok(MemorySpool {
+            overflow: Some(Overflow { dir, budget }),
+            ..MemorySpool::default()
+        })
+    }
+
+    fn spill_path(o: &Overflow, id: MessageId) -> PathBuf {
+        o.dir.path().join(format!("{:016x}", id.0))
+    }
+
+    /// Stores a message. Past the budget, the oldest bodies still in memory are written out
+    /// (mail that has waited longest is the backlog; new mail usually leaves within seconds).
+    pub fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         let id = MessageId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
-        if let Ok(mut m) = self.messages.lock() {
-            m.insert(id, (env, Arc::new(body)));
+        let len = body.len() as u64;
+        let mut m = self.messages.lock().map_err(|_| SpoolError::Stopped)?;
+        self.held_bytes.fetch_add(len, Ordering::Relaxed);
+        m.insert(id, (env, HeldBody::Memory(Arc::new(body))));
+        if let Some(o) = &self.overflow {
+            let mut cursor = self.spill_cursor.load(Ordering::Relaxed);
+            while self.held_bytes.load(Ordering::Relaxed) > o.budget {
+                let Some((&old, (_, held))) = m.range_mut(MessageId(cursor)..).next() else {
+                    break;
+                };
+                cursor = old.0 + 1;
+                if let HeldBody::Memory(b) = held {
+                    let path = Self::spill_path(o, old);
+                    std::fs::write(&path, b.as_slice())
+                        .map_err(|source| SpoolError::Io { path, source })?;
+                    self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
+                    *held = HeldBody::Spilled;
+                }
+            }
+            self.spill_cursor.store(cursor, Ordering::Relaxed);
         }
-        id
+        Ok(id)
     }
 
     /// A message body.
     pub fn body(&self, id: MessageId) -> Result<Arc<Vec<u8>>, SpoolError> {
-        self.messages
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&id).map(|(_, b)| b.clone()))
-            .ok_or(SpoolError::Unknown(id))
+        let held = self.messages.lock().ok().and_then(|m| {
+            m.get(&id).map(|(_, b)| match b {
+                HeldBody::Memory(b) => Some(b.clone()),
+                HeldBody::Spilled => None,
+            })
+        });
+        match (held, &self.overflow) {
+            (Some(Some(b)), _) => Ok(b),
+            (Some(None), Some(o)) => {
+                let path = Self::spill_path(o, id);
+                std::fs::read(&path)
+                    .map(Arc::new)
+                    .map_err(|source| SpoolError::Io { path, source })
+            }
+            _ => Err(SpoolError::Unknown(id)),
+        }
     }
 
     /// Marks a recipient finished.
@@ -601,9 +669,21 @@ impl MemorySpool {
 
     /// Forgets a finished message.
     pub fn message_done(&self, id: MessageId) {
-        if let Ok(mut m) = self.messages.lock() {
-            m.remove(&id);
+        let removed = self.messages.lock().ok().and_then(|mut m| m.remove(&id));
+        match (removed, &self.overflow) {
+            (Some((_, HeldBody::Memory(b))), _) => {
+                self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
+            }
+            (Some((_, HeldBody::Spilled)), Some(o)) => {
+                let _ = std::fs::remove_file(Self::spill_path(o, id));
+            }
+            _ => {}
         }
+    }
+
+    /// Bodies currently held in memory, in bytes.
+    pub fn bytes_in_memory(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
     }
 
     /// Messages held.
@@ -630,7 +710,7 @@ impl Spool {
     pub async fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         match self {
             Spool::Disk(d) => d.store(env, body).await,
-            Spool::Memory(m) => Ok(m.store(env, body)),
+            Spool::Memory(m) => m.store(env, body),
         }
     }
 
@@ -783,5 +863,59 @@ mod tests {
         let (_, rec) =
             DiskSpool::open(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rec.len(), 500, "every acknowledged message is on disk");
+    }
+
+    /// Past its budget the memory spool writes bodies out and reads them back unchanged; a
+    /// finished message's file is removed, and the directory goes with the spool.
+    #[test]
+    fn memory_spool_spills_past_its_budget() {
+        let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = MemorySpool::with_budget(100, parent.path()).unwrap_or_else(|e| panic!("{e}"));
+        let a = spool
+            .store(env(1), vec![b'a'; 80])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = spool
+            .store(env(2), vec![b'b'; 80])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spool.bytes_in_memory(),
+            80,
+            "the second body is past the budget"
+        );
+        let files = || {
+            std::fs::read_dir(parent.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .flat_map(|d| d.ok())
+                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+                .count()
+        };
+        assert_eq!(files(), 1);
+        assert_eq!(
+            spool.body(a).unwrap_or_else(|e| panic!("{e}")).as_slice(),
+            &[b'a'; 80][..]
+        );
+        assert_eq!(
+            spool.body(b).unwrap_or_else(|e| panic!("{e}")).as_slice(),
+            &[b'b'; 80][..]
+        );
+        spool.message_done(a);
+        assert_eq!(files(), 0);
+        assert!(matches!(spool.body(a), Err(SpoolError::Unknown(_))));
+        spool.message_done(b);
+        assert_eq!(spool.bytes_in_memory(), 0);
+        let c = spool
+            .store(env(1), vec![b'c'; 90])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spool.bytes_in_memory(), 90, "room again once a body left");
+        assert_eq!(spool.len(), 1);
+        let _ = c;
+        drop(spool);
+        assert_eq!(
+            std::fs::read_dir(parent.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .count(),
+            0,
+            "the spill directory is removed with the spool"
+        );
     }
 }
