@@ -61,7 +61,7 @@ pub struct LedgerReport {
     pub received: usize,
     /// Accepted, never ended.
     pub open: Vec<(String, String)>,
-    /// Ended more than once (one entry per extra end).
+    /// Ended more than once.
     pub twice: Vec<(String, String)>,
     /// Ended without being accepted.
     pub stray: Vec<(String, String)>,
@@ -101,6 +101,7 @@ impl Ledger {
         open.sort();
         let mut twice = self.twice.clone();
         twice.sort();
+        twice.dedup();
         let mut stray: Vec<(String, String)> = self
             .maybe_stray
             .iter()
@@ -254,6 +255,7 @@ mod tests {
         let r = l.report();
         assert_eq!(r.received, 2);
         assert!(r.open.is_empty() && r.twice.is_empty() && r.stray.is_empty());
+        l.ended("<1>", "a@x");
         l.ended("<1>", "a@x");
         assert_eq!(l.report().twice, vec![("<1>".into(), "a@x".into())]);
         l.received("<2>", "c@x");
