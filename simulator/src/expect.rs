@@ -249,7 +249,7 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             )
         }
         Expectation::Category { category, min, max } => {
-            let n = o.tally.categories.get(category).copied().unwrap_or(0);
+            let n = o.tally.bounces_in(category);
             let ok = min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m);
             let bound = match (min, max) {
                 (Some(a), Some(b)) => format!("{a}..={b}"),

@@ -779,12 +779,10 @@ async fn run_async(
             let _ = stop_tx.send(());
             let _ = sched.await;
             acct.flush(clock.now_ms());
-            let tally = match Arc::try_unwrap(tally) {
-                Ok(m) => m.into_inner().map_err(|e| format!("tally: {e}"))?,
-                Err(shared) => {
-                    let mut t = shared.lock().map_err(|e| format!("tally: {e}"))?;
-                    std::mem::replace(&mut *t, crate::tally::Tally::new(l))
-                }
+            // The tap task still holds its handle: take the tally out from under the lock.
+            let tally = {
+                let mut t = tally.lock().map_err(|e| format!("tally: {e}"))?;
+                std::mem::replace(&mut *t, crate::tally::Tally::new(l))
             };
             (tally, engine.mode_history())
         }

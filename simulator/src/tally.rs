@@ -128,8 +128,8 @@ pub struct Tally {
     pub providers: BTreeMap<String, ProviderTotals>,
     /// Deliveries, deferrals and bounces over time, per provider and per bounce category.
     pub timeline: Timeline,
-    /// `b` and `rb` records per bounce category.
-    pub categories: BTreeMap<String, u64>,
+    /// `rb` records (remote bounces) per bounce category; `b` records are in `totals.by_category`.
+    pub remote_bounces: BTreeMap<String, u64>,
     /// Delivery times (ms from queued to delivered) per provider, in record order.
     pub delivery_ms: BTreeMap<String, Vec<i64>>,
     /// The nothing-lost ledger.
@@ -137,6 +137,12 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// `b` and `rb` records in bounce category `cat`.
+    pub fn bounces_in(&self, cat: &str) -> u64 {
+        self.totals.by_category.get(cat).copied().unwrap_or(0)
+            + self.remote_bounces.get(cat).copied().unwrap_or(0)
+    }
+
     /// An empty tally for scenario `l` (its providers' domains, its timeline).
     pub fn new(l: &Loaded) -> Tally {
         let mut domains = HashMap::new();
@@ -152,7 +158,7 @@ impl Tally {
             totals: Totals::default(),
             providers: BTreeMap::new(),
             timeline: Timeline::new(l.start_ms, l.duration.as_millis() as i64),
-            categories: BTreeMap::new(),
+            remote_bounces: BTreeMap::new(),
             delivery_ms: BTreeMap::new(),
             ledger: Ledger::default(),
         }
@@ -204,7 +210,6 @@ impl Tally {
                     .by_category
                     .entry(r.bounce_cat.to_string())
                     .or_insert(0) += 1;
-                *self.categories.entry(r.bounce_cat.to_string()).or_insert(0) += 1;
                 self.timeline.add(provider, "bounces", r.time_logged, 1.0);
                 let cat = if r.bounce_cat.is_empty() {
                     "other"
@@ -216,7 +221,10 @@ impl Tally {
                 self.ledger.ended(r.message_id, rcpt);
             }
             RecordType::RemoteBounce => {
-                *self.categories.entry(r.bounce_cat.to_string()).or_insert(0) += 1;
+                *self
+                    .remote_bounces
+                    .entry(r.bounce_cat.to_string())
+                    .or_insert(0) += 1;
             }
             RecordType::Transient | RecordType::TransientQueue => {
                 self.totals.deferrals += 1;

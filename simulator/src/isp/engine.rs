@@ -152,6 +152,12 @@ impl IpState {
         }
         self.volume
     }
+
+    /// Counts `n` more recipients accepted at `now`.
+    fn add_volume(&mut self, n: u32, now: i64) {
+        self.volume(now);
+        self.volume += f64::from(n);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -617,8 +623,7 @@ impl Engine {
             for _ in 0..msg.rcpts {
                 st.accepted.push_back(now);
             }
-            st.volume(now);
-            st.volume += f64::from(msg.rcpts);
+            st.add_volume(msg.rcpts, now);
             s.events.push(Event {
                 t_ms: now,
                 ip: session.ip,
