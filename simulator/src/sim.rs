@@ -315,7 +315,7 @@ async fn run_async(
                         helo: String::new(),
                     };
                     let o = opts.clone();
-                    tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
+                    tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
                 }
             });
         }
@@ -465,9 +465,9 @@ async fn run_async(
                             c.local,
                             source.clone(),
                         );
-                        tokio::spawn(async move {
+                        tokio::spawn(Box::pin(async move {
                             serve(c.stream, &mut h, &ServerOptions::default()).await
-                        });
+                        }));
                     }
                 });
             }

@@ -248,7 +248,7 @@ impl World {
                             helo: String::new(),
                         };
                         let o = o.clone();
-                        tokio::spawn(async move { serve(c.stream, &mut h, &o).await });
+                        tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
                     }
                 }));
             }

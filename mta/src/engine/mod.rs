@@ -439,18 +439,18 @@ impl Engine {
     /// Writes the record for one recipient's outcome and, for final ones, marks it done.
     async fn finish(&self, key: &QueueKey, id: MessageId, rcpt: u32, o: Outcome<'_>) {
         let now = self.now_ms();
-        let Some((env, first, pool)) = self.with(|s| {
+        let wants_dsn = o.ty == RecordType::Bounced && o.notify;
+        // The record is built under the lock from the message's envelope; the envelope itself is
+        // cloned only when a DSN needs it.
+        let Some((mut rec, first, pool, env)) = self.with(|s| {
             s.messages.get(&id).map(|m| {
-                (
-                    m.env.clone(),
-                    m.first_attempt_ms,
-                    m.pools.get(&rcpt).cloned(),
-                )
+                let rec = self.base_record(o.ty, now, &m.env, rcpt as usize);
+                let env = (wants_dsn && !m.env.mail_from.is_empty()).then(|| m.env.clone());
+                (rec, m.first_attempt_ms, m.pools.get(&rcpt).cloned(), env)
             })
         }) else {
             return;
         };
-        let mut rec = self.base_record(o.ty, now, &env, rcpt as usize);
         rec.time_first_attempt = first;
         rec.dsn_status = o.reply.status();
         rec.dsn_diag = format!("smtp;{}", o.reply);
@@ -484,12 +484,15 @@ impl Engine {
                 _ => st.deferred += 1,
             }
         }
-        if o.ty == RecordType::Bounced && o.notify && !env.mail_from.is_empty() {
+        if let Some(env) = env {
             self.send_dsn(key, id, &env, rcpt, &o, now).await;
         }
         if matches!(o.ty, RecordType::Delivered | RecordType::Bounced) {
-            // The record reaches the OS before the spool forgets the recipient (kill -9 safe).
-            self.parts.acct.hand_over();
+            // The record reaches the OS before the durable spool forgets the recipient (kill -9
+            // safe); a memory spool forgets everything with the process anyway.
+            if self.parts.spool.is_durable() {
+                self.parts.acct.hand_over();
+            }
             if let Err(e) = self.parts.spool.rcpt_done(id, rcpt).await {
                 tracing::error!(%id, %e, "could not record a finished recipient");
             }
@@ -669,7 +672,8 @@ impl Engine {
             }
             for (key, src) in starts {
                 let me = self.clone();
-                tokio::spawn(async move { me.connection(key, src).await });
+                // Boxed: the task then holds a pointer, not the whole connection state machine.
+                tokio::spawn(Box::pin(async move { me.connection(key, src).await }));
             }
             let sleep_ms = next.map_or(60_000, |t| (t - now).clamp(1, 60_000));
             tokio::select! {

@@ -710,6 +710,11 @@ pub enum Spool {
 }
 
 impl Spool {
+    /// Whether stored messages survive the process (disk).
+    pub fn is_durable(&self) -> bool {
+        matches!(self, Spool::Disk(_))
+    }
+
     /// Stores a message (durably for disk) and returns its id.
     pub async fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         match self {
