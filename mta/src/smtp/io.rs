@@ -58,7 +58,14 @@ pub struct SmtpStream {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// The size the client declared for its next message (MAIL FROM's SIZE=), a capacity hint.
+    size_hint: u64,
+    /// Always false outside tests, which compare the whole-region fast path with the exact one.
+    exact_only: bool,
 }
+
+/// The most a declared SIZE reserves up front (the body grows past it as it arrives).
+const MAX_SIZE_HINT: u64 = 16 * 1024 * 1024;
 
 impl SmtpStream {
     /// Wraps a stream.
@@ -69,7 +76,15 @@ impl SmtpStream {
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
+            size_hint: 0,
+            exact_only: false,
         }
+    }
+
+    /// Notes the size the client declared for its next message (MAIL FROM's `SIZE=`): the next
+    /// [`SmtpStream::read_data`] reserves room for it at once instead of growing the body.
+    pub fn expect_data_size(&mut self, size: u64) {
+        self.size_hint = size;
     }
 
     /// True if input is already buffered (the peer sent ahead: pipelining).
@@ -132,6 +147,9 @@ impl SmtpStream {
     /// are copied as whole runs.
     pub async fn read_data(&mut self, max_size: Option<u64>) -> Result<Data, DataError> {
         let mut data = Data::default();
+        let hint = std::mem::take(&mut self.size_hint).min(MAX_SIZE_HINT);
+        let hint = max_size.map_or(hint, |m| hint.min(m));
+        data.body.reserve_exact(hint as usize + 2);
         // False after part of an endless line was taken: the next bytes continue that line.
         let mut at_line_start = true;
         loop {
@@ -161,6 +179,34 @@ impl SmtpStream {
             let region = &hay[..=last_lf];
             if !data.too_big {
                 data.body.reserve(region.len());
+            }
+            if !self.exact_only && plain_crlf(region) {
+                // The common case, checked with whole-region passes: only lines starting with a dot
+                // (stuffed, or the terminator) need a look.
+                let mut run = 0;
+                if at_line_start && region.first() == Some(&b'.') {
+                    if region.starts_with(b".\r\n") {
+                        self.start += 3;
+                        return Ok(finish(data));
+                    }
+                    run = 1;
+                }
+                for nl in memchr::memmem::find_iter(region, b"\n.") {
+                    let line = nl + 1;
+                    take(&mut data, &region[run..line], max_size);
+                    if region[line..].starts_with(b".\r\n") {
+                        self.start += line + 3;
+                        return Ok(finish(data));
+                    }
+                    run = line + 1; // the stuffed dot is dropped
+                }
+                take(&mut data, &region[run..], max_size);
+                self.start += region.len();
+                at_line_start = true;
+                if self.fill().await? == 0 {
+                    return Err(DataError::Closed);
+                }
+                continue;
             }
             let mut run = 0; // start of the bytes not yet taken
             let mut line = 0; // start of the current line
@@ -251,6 +297,24 @@ impl SmtpStream {
     }
 }
 
+/// Whether `region` (which ends with LF) is all CRLF-terminated lines of at most [`MAX_LINE`]
+/// bytes: every CR is followed by LF and every LF preceded by CR (one branch-free pass), and every
+/// aligned block of `MAX_LINE / 2` bytes holds an LF, so no two line ends are `MAX_LINE` apart.
+/// Anything else goes through the exact per-line path, which finds the error or the long line.
+fn plain_crlf(region: &[u8]) -> bool {
+    if region.first() != Some(&b'\n') {
+        let odd = region.iter().zip(&region[1..]).fold(0u8, |acc, (a, b)| {
+            acc | (u8::from(*a == b'\r') ^ u8::from(*b == b'\n'))
+        });
+        odd == 0
+            && region
+                .chunks(MAX_LINE / 2)
+                .all(|c| memchr::memchr(b'\n', c).is_some())
+    } else {
+        false
+    }
+}
+
 /// Adds unstuffed bytes to the body (counting them even past the size limit).
 fn take(data: &mut Data, bytes: &[u8], max_size: Option<u64>) {
     data.size += bytes.len() as u64;
@@ -265,6 +329,9 @@ fn take(data: &mut Data, bytes: &[u8], max_size: Option<u64>) {
 fn finish(mut data: Data) -> Data {
     if data.too_big {
         data.body = Vec::new();
+    } else if data.body.capacity() > 2 * data.body.len() + 4096 {
+        // A declared SIZE far above what came.
+        data.body.shrink_to_fit();
     }
     data
 }
@@ -383,6 +450,62 @@ mod tests {
             let long = lines.iter().any(|l| l.len() + l.starts_with('.') as usize + 2 > MAX_LINE);
             proptest::prop_assert_eq!(d.0.long_line, long);
             proptest::prop_assert_eq!(d.1.as_deref(), Some("QUIT"));
+        }
+    }
+
+    /// What one DATA read gives: the outcome and the next line after it.
+    fn read_both_ways(input: &[u8], pipe: usize, exact_only: bool) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let (mut a, b) = tokio::io::duplex(pipe);
+            let input = input.to_vec();
+            let writer = tokio::spawn(async move {
+                let _ = a.write_all(&input).await;
+            });
+            let mut rx = SmtpStream::new(Box::new(b));
+            rx.exact_only = exact_only;
+            let d = match rx.read_data(Some(2500)).await {
+                Ok(d) => format!(
+                    "ok {:?} {} {} {}",
+                    String::from_utf8_lossy(&d.body),
+                    d.size,
+                    d.long_line,
+                    d.too_big
+                ),
+                Err(e) => format!("err {e}"),
+            };
+            let next = rx.read_line(MAX_LINE).await.ok();
+            drop(rx); // a writer still blocked on a full pipe gets an error and ends
+            let _ = writer.await;
+            format!("{d} / {next:?}")
+        })
+    }
+
+    proptest::proptest! {
+        /// The whole-region fast path of `read_data` gives what the exact per-line path gives, on
+        /// any mix of text, dots, CRs and LFs (bare ones included) and any chunking.
+        #[test]
+        fn data_fast_path_matches_the_exact_path(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\r\n".to_string()),
+                    proptest::strategy::Just("\r\n.".to_string()),
+                    proptest::strategy::Just("\r\n.\r\n".to_string()),
+                    "[a.]{0,700}",
+                    "[a.\r\n]{0,4}",
+                ],
+                0..30,
+            ),
+            pipe in 1usize..3000,
+        ) {
+            let mut input: String = parts.concat();
+            input.push_str("\r\n.\r\nQUIT\r\n");
+            proptest::prop_assert_eq!(
+                read_both_ways(input.as_bytes(), pipe, false),
+                read_both_ways(input.as_bytes(), pipe, true)
+            );
         }
     }
 

@@ -284,6 +284,7 @@ pub async fn serve<H: Handler>(
                     let o = handler.mail(&from);
                     if o.reply.is_positive() {
                         state = State::Mail;
+                        s.expect_data_size(from.size as u64);
                     }
                     o
                 }
