@@ -177,9 +177,6 @@ impl SmtpStream {
                 continue;
             };
             let region = &hay[..=last_lf];
-            if !data.too_big {
-                data.body.reserve(region.len());
-            }
             if !self.exact_only && plain_crlf(region) {
                 // The common case, checked with whole-region passes: only lines starting with a dot
                 // (stuffed, or the terminator) need a look.
