@@ -93,7 +93,8 @@ enum Out {
 /// One `<acct-file>`: selection, format, destination, and lines waiting to be written.
 struct Sink {
     sel: FieldSelection,
-    header: Vec<String>,
+    /// The columns each record type fills, resolved from `sel` and `header`.
+    plan: record::LinePlan,
     header_line: String,
     set: Settings,
     out: Out,
@@ -265,8 +266,8 @@ impl Sink {
             }),
         };
         Sink {
+            plan: sel.plan(&header),
             sel,
-            header,
             header_line,
             set: Settings::from(a),
             out,
@@ -403,7 +404,7 @@ impl Accounting {
             return;
         };
         for s in sinks.iter_mut().filter(|s| s.sel.wants(ty)) {
-            let line = s.sel.line(&s.header, rec, s.set.iso);
+            let line = s.plan.line(rec, s.set.iso);
             s.write(line, rec.time_logged);
         }
     }

@@ -269,12 +269,29 @@ pub fn iso_time(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    if !(0..=9999).contains(&y) {
+        return format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+0000",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
+    }
+    // Digits written directly: this runs up to three times per accounting record.
+    let mut b = *b"0000-00-00 00:00:00+0000";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, i64::from(m));
+    put(8, 2, i64::from(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    b.iter().map(|&c| char::from(c)).collect()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -303,6 +320,11 @@ impl Record {
 
     /// The value of column `name` (`iso` picks ISO times over Unix seconds).
     pub fn field(&self, name: &str, iso: bool) -> Cow<'_, str> {
+        self.col(&Col::parse(name), iso)
+    }
+
+    /// The value of a resolved column.
+    pub fn col(&self, col: &Col, iso: bool) -> Cow<'_, str> {
         let time = |t: Option<i64>| -> Cow<'_, str> {
             match t {
                 Some(ms) if iso => Cow::Owned(iso_time(ms)),
@@ -310,53 +332,170 @@ impl Record {
                 None => Cow::Borrowed(""),
             }
         };
-        let s = |v: &str| -> Cow<'_, str> { Cow::Owned(v.to_string()) };
-        match name {
-            "type" => Cow::Borrowed(self.ty.map_or("", RecordType::code)),
-            "timeLogged" => time(Some(self.time_logged)),
-            "timeQueued" => time(self.time_queued),
-            "timeFirstAttempt" => time(self.time_first_attempt),
-            "totalSecondsQueued" => match self.time_queued {
+        match col {
+            Col::Type => Cow::Borrowed(self.ty.map_or("", RecordType::code)),
+            Col::TimeLogged => time(Some(self.time_logged)),
+            Col::TimeQueued => time(self.time_queued),
+            Col::TimeFirstAttempt => time(self.time_first_attempt),
+            Col::TotalSecondsQueued => match self.time_queued {
                 Some(q) => Cow::Owned(((self.time_logged - q).max(0) / 1000).to_string()),
                 None => Cow::Borrowed(""),
             },
-            "orig" => Cow::Borrowed(&self.orig),
-            "rcpt" => Cow::Borrowed(&self.rcpt),
-            "orcpt" => Cow::Borrowed(&self.orcpt),
-            "dsnAction" => Cow::Borrowed(&self.dsn_action),
-            "dsnStatus" => Cow::Borrowed(&self.dsn_status),
-            "dsnDiag" => Cow::Borrowed(&self.dsn_diag),
-            "dsnMta" => Cow::Borrowed(&self.dsn_mta),
-            "bounceCat" => Cow::Borrowed(&self.bounce_cat),
-            "srcType" => Cow::Borrowed(&self.src_type),
-            "srcMta" => Cow::Borrowed(&self.src_mta),
-            "dlvType" => Cow::Borrowed(&self.dlv_type),
-            "dlvSourceIp" => Cow::Borrowed(&self.dlv_source_ip),
-            "dlvDestinationIp" => Cow::Borrowed(&self.dlv_destination_ip),
-            "dlvEsmtpAvailable" => Cow::Borrowed(&self.dlv_esmtp_available),
-            "dlvSize" => self
+            Col::Orig => Cow::Borrowed(&self.orig),
+            Col::Rcpt => Cow::Borrowed(&self.rcpt),
+            Col::Orcpt => Cow::Borrowed(&self.orcpt),
+            Col::DsnAction => Cow::Borrowed(&self.dsn_action),
+            Col::DsnStatus => Cow::Borrowed(&self.dsn_status),
+            Col::DsnDiag => Cow::Borrowed(&self.dsn_diag),
+            Col::DsnMta => Cow::Borrowed(&self.dsn_mta),
+            Col::BounceCat => Cow::Borrowed(&self.bounce_cat),
+            Col::SrcType => Cow::Borrowed(&self.src_type),
+            Col::SrcMta => Cow::Borrowed(&self.src_mta),
+            Col::DlvType => Cow::Borrowed(&self.dlv_type),
+            Col::DlvSourceIp => Cow::Borrowed(&self.dlv_source_ip),
+            Col::DlvDestinationIp => Cow::Borrowed(&self.dlv_destination_ip),
+            Col::DlvEsmtpAvailable => Cow::Borrowed(&self.dlv_esmtp_available),
+            Col::DlvSize => self
                 .dlv_size
                 .map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string())),
-            "vmta" => Cow::Borrowed(&self.vmta),
-            "jobId" => Cow::Borrowed(&self.job_id),
-            "envId" => Cow::Borrowed(&self.env_id),
-            "queue" => Cow::Borrowed(&self.queue),
-            "vmtaPool" => Cow::Borrowed(&self.vmta_pool),
-            "feedbackType" => Cow::Borrowed(&self.feedback_type),
-            "format" => Cow::Borrowed(&self.format),
-            "userAgent" => Cow::Borrowed(&self.user_agent),
-            "reportingMta" => Cow::Borrowed(&self.reporting_mta),
-            "reportedDomain" => Cow::Borrowed(&self.reported_domain),
-            "repSourceIp" => Cow::Borrowed(&self.rep_source_ip),
-            "rcvSourceIp" => Cow::Borrowed(&self.rcv_source_ip),
-            "dsnReportingMta" => Cow::Borrowed(&self.dsn_reporting_mta),
+            Col::Vmta => Cow::Borrowed(&self.vmta),
+            Col::JobId => Cow::Borrowed(&self.job_id),
+            Col::EnvId => Cow::Borrowed(&self.env_id),
+            Col::Queue => Cow::Borrowed(&self.queue),
+            Col::VmtaPool => Cow::Borrowed(&self.vmta_pool),
+            Col::FeedbackType => Cow::Borrowed(&self.feedback_type),
+            Col::Format => Cow::Borrowed(&self.format),
+            Col::UserAgent => Cow::Borrowed(&self.user_agent),
+            Col::ReportingMta => Cow::Borrowed(&self.reporting_mta),
+            Col::ReportedDomain => Cow::Borrowed(&self.reported_domain),
+            Col::RepSourceIp => Cow::Borrowed(&self.rep_source_ip),
+            Col::RcvSourceIp => Cow::Borrowed(&self.rcv_source_ip),
+            Col::DsnReportingMta => Cow::Borrowed(&self.dsn_reporting_mta),
+            Col::Header(h) => self
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                .map_or(Cow::Borrowed(""), |(_, v)| Cow::Borrowed(v.as_str())),
+            Col::Unknown => Cow::Borrowed(""),
+        }
+    }
+}
+
+/// An accounting column, resolved from its name once per file rather than per record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Col {
+    /// `type`.
+    Type,
+    /// `timeLogged`.
+    TimeLogged,
+    /// `timeQueued`.
+    TimeQueued,
+    /// `timeFirstAttempt`.
+    TimeFirstAttempt,
+    /// `totalSecondsQueued`.
+    TotalSecondsQueued,
+    /// `orig`.
+    Orig,
+    /// `rcpt`.
+    Rcpt,
+    /// `orcpt`.
+    Orcpt,
+    /// `dsnAction`.
+    DsnAction,
+    /// `dsnStatus`.
+    DsnStatus,
+    /// `dsnDiag`.
+    DsnDiag,
+    /// `dsnMta`.
+    DsnMta,
+    /// `bounceCat`.
+    BounceCat,
+    /// `srcType`.
+    SrcType,
+    /// `srcMta`.
+    SrcMta,
+    /// `dlvType`.
+    DlvType,
+    /// `dlvSourceIp`.
+    DlvSourceIp,
+    /// `dlvDestinationIp`.
+    DlvDestinationIp,
+    /// `dlvEsmtpAvailable`.
+    DlvEsmtpAvailable,
+    /// `dlvSize`.
+    DlvSize,
+    /// `vmta`.
+    Vmta,
+    /// `jobId`.
+    JobId,
+    /// `envId`.
+    EnvId,
+    /// `queue`.
+    Queue,
+    /// `vmtaPool`.
+    VmtaPool,
+    /// `feedbackType`.
+    FeedbackType,
+    /// `format`.
+    Format,
+    /// `userAgent`.
+    UserAgent,
+    /// `reportingMta`.
+    ReportingMta,
+    /// `reportedDomain`.
+    ReportedDomain,
+    /// `repSourceIp`.
+    RepSourceIp,
+    /// `rcvSourceIp`.
+    RcvSourceIp,
+    /// `dsnReportingMta`.
+    DsnReportingMta,
+    /// `header_X`: the first header field X of the message.
+    Header(String),
+    /// A name no record has (written empty).
+    Unknown,
+}
+
+impl Col {
+    /// The column called `name`.
+    pub fn parse(name: &str) -> Col {
+        match name {
+            "type" => Col::Type,
+            "timeLogged" => Col::TimeLogged,
+            "timeQueued" => Col::TimeQueued,
+            "timeFirstAttempt" => Col::TimeFirstAttempt,
+            "totalSecondsQueued" => Col::TotalSecondsQueued,
+            "orig" => Col::Orig,
+            "rcpt" => Col::Rcpt,
+            "orcpt" => Col::Orcpt,
+            "dsnAction" => Col::DsnAction,
+            "dsnStatus" => Col::DsnStatus,
+            "dsnDiag" => Col::DsnDiag,
+            "dsnMta" => Col::DsnMta,
+            "bounceCat" => Col::BounceCat,
+            "srcType" => Col::SrcType,
+            "srcMta" => Col::SrcMta,
+            "dlvType" => Col::DlvType,
+            "dlvSourceIp" => Col::DlvSourceIp,
+            "dlvDestinationIp" => Col::DlvDestinationIp,
+            "dlvEsmtpAvailable" => Col::DlvEsmtpAvailable,
+            "dlvSize" => Col::DlvSize,
+            "vmta" => Col::Vmta,
+            "jobId" => Col::JobId,
+            "envId" => Col::EnvId,
+            "queue" => Col::Queue,
+            "vmtaPool" => Col::VmtaPool,
+            "feedbackType" => Col::FeedbackType,
+            "format" => Col::Format,
+            "userAgent" => Col::UserAgent,
+            "reportingMta" => Col::ReportingMta,
+            "reportedDomain" => Col::ReportedDomain,
+            "repSourceIp" => Col::RepSourceIp,
+            "rcvSourceIp" => Col::RcvSourceIp,
+            "dsnReportingMta" => Col::DsnReportingMta,
             other => match other.strip_prefix("header_") {
-                Some(h) => self
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(h))
-                    .map_or(Cow::Borrowed(""), |(_, v)| s(v)),
-                None => Cow::Borrowed(""),
+                Some(h) => Col::Header(h.to_string()),
+                None => Col::Unknown,
             },
         }
     }
@@ -439,22 +578,57 @@ impl FieldSelection {
     /// The CSV line (with CRLF-free `\n` ending) for `rec` under `header`; columns the type does not
     /// select stay empty.
     pub fn line(&self, header: &[String], rec: &Record, iso: bool) -> String {
+        self.plan(header).line(rec, iso)
+    }
+
+    /// The columns each record type fills under `header`, resolved once for many lines.
+    pub fn plan(&self, header: &[String]) -> LinePlan {
+        LinePlan {
+            width: header.len(),
+            per_type: self
+                .fields
+                .iter()
+                .map(|(t, cols)| {
+                    let filled = header
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| cols.iter().any(|c| c == *h))
+                        .map(|(i, h)| (i, Col::parse(h)))
+                        .collect();
+                    (*t, filled)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What [`FieldSelection::plan`] resolves: per record type, the header positions it fills and
+/// with which column.
+#[derive(Debug, Clone)]
+pub struct LinePlan {
+    width: usize,
+    per_type: Vec<(RecordType, Vec<(usize, Col)>)>,
+}
+
+impl LinePlan {
+    /// The CSV line (with a `\n` ending) for `rec`.
+    pub fn line(&self, rec: &Record, iso: bool) -> String {
         let Some(ty) = rec.ty else {
             return String::new();
         };
-        let cols = self
-            .fields
+        let filled = self
+            .per_type
             .iter()
             .find(|(t, _)| *t == ty)
-            .map(|(_, c)| c.as_slice())
-            .unwrap_or(&[]);
+            .map_or(&[][..], |(_, c)| c.as_slice());
         let mut out = String::with_capacity(256);
-        for (i, h) in header.iter().enumerate() {
+        let mut next = filled.iter().peekable();
+        for i in 0..self.width {
             if i > 0 {
                 out.push(',');
             }
-            if cols.iter().any(|c| c == h) {
-                push_csv(&mut out, &rec.field(h, iso));
+            if let Some((_, col)) = next.next_if(|(at, _)| *at == i) {
+                push_csv(&mut out, &rec.col(col, iso));
             }
         }
         out.push('\n');
@@ -464,7 +638,8 @@ impl FieldSelection {
 
 /// Appends one RFC 4180 field: quoted when it holds a comma, quote, CR or LF.
 pub fn push_csv(out: &mut String, v: &str) {
-    if v.contains([',', '"', '\r', '\n']) {
+    let b = v.as_bytes();
+    if memchr::memchr3(b',', b'"', b'\n', b).is_some() || memchr::memchr(b'\r', b).is_some() {
         out.push('"');
         out.push_str(&v.replace('"', "\"\""));
         out.push('"');
