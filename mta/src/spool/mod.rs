@@ -561,21 +561,128 @@ impl DiskSpool {
 /// A body held by the memory spool: in memory, or written out past the memory budget.
 enum HeldBody {
     Memory(Arc<Vec<u8>>),
-    Spilled,
+    /// In overflow segment `seg` at `offset`, `len` bytes.
+    Spilled {
+        seg: u64,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// A message held in memory: envelope and body.
 type Held = (Envelope, HeldBody);
 
-/// Where bodies past the memory budget go: a temporary directory, removed with the spool.
+/// Overflow segment files roll over at this size.
+const OVERFLOW_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where bodies past the memory budget go: append-only segment files in a temporary directory,
+/// each removed once none of its bodies is still waiting (and all with the spool).
 struct Overflow {
     dir: tempfile::TempDir,
     budget: u64,
+    /// A segment takes no more bodies past this size.
+    segment_bytes: u64,
+    segments: Mutex<Segments>,
+}
+
+/// The overflow's open segment files and how many waiting bodies each holds.
+#[derive(Default)]
+struct Segments {
+    /// The segment being appended to and its length.
+    current: u64,
+    current_len: u64,
+    /// Open segments (for appending and reading back) with their count of waiting bodies.
+    open: BTreeMap<u64, (std::fs::File, u64)>,
+}
+
+impl Overflow {
+    fn path(&self, seg: u64) -> PathBuf {
+        self.dir.path().join(format!("{seg:08}.ovf"))
+    }
+
+    /// Appends a body; returns where it went.
+    fn write(&self, body: &[u8]) -> Result<HeldBody, SpoolError> {
+        use std::io::Write as _;
+        let mut g = self.segments.lock().map_err(|_| SpoolError::Stopped)?;
+        let g = &mut *g;
+        if g.open.is_empty() || g.current_len >= self.segment_bytes {
+            let seg = if g.open.is_empty() && g.current == 0 {
+                1
+            } else {
+                g.current + 1
+            };
+            let path = self.path(seg);
+            let file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|source| SpoolError::Io { path, source })?;
+            // The previous segment stays open while bodies in it wait; without any, it goes.
+            if let Some((_, (_, 0))) = g.open.get_key_value(&g.current) {
+                g.open.remove(&g.current);
+                let _ = std::fs::remove_file(self.path(g.current));
+            }
+            g.open.insert(seg, (file, 0));
+            g.current = seg;
+            g.current_len = 0;
+        }
+        let seg = g.current;
+        let offset = g.current_len;
+        let Some((file, waiting)) = g.open.get_mut(&seg) else {
+            return Err(SpoolError::Stopped);
+        };
+        file.write_all(body).map_err(|source| SpoolError::Io {
+            path: self.path(seg),
+            source,
+        })?;
+        *waiting += 1;
+        g.current_len += body.len() as u64;
+        Ok(HeldBody::Spilled {
+            seg,
+            offset,
+            len: body.len() as u64,
+        })
+    }
+
+    /// Reads a spilled body back.
+    fn read(&self, seg: u64, offset: u64, len: u64) -> Result<Vec<u8>, SpoolError> {
+        use std::os::unix::fs::FileExt as _;
+        let g = self.segments.lock().map_err(|_| SpoolError::Stopped)?;
+        let path = self.path(seg);
+        let Some((file, _)) = g.open.get(&seg) else {
+            return Err(SpoolError::Io {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|source| SpoolError::Io { path, source })?;
+        Ok(buf)
+    }
+
+    /// A spilled body is no longer needed; a segment without waiting bodies (other than the one
+    /// being appended to) is removed.
+    fn release(&self, seg: u64) {
+        let Ok(mut g) = self.segments.lock() else {
+            return;
+        };
+        let current = g.current;
+        if let Some((_, waiting)) = g.open.get_mut(&seg) {
+            *waiting = waiting.saturating_sub(1);
+            if *waiting == 0 && seg != current {
+                g.open.remove(&seg);
+                let _ = std::fs::remove_file(self.path(seg));
+            }
+        }
+    }
 }
 
 /// The in-memory store for simulated runs: same interface, no durability. With a budget
-/// ([`MemorySpool::with_budget`]) the oldest bodies past it are written to a temporary directory
-/// (no fsync) and read back when delivered, so a long backlog does not have to fit in memory.
+/// ([`MemorySpool::with_budget`]) the oldest bodies past it are appended to segment files in a
+/// temporary directory (no fsync) and read back when delivered, so a long backlog does not have
+/// to fit in memory.
 #[derive(Default)]
 pub struct MemorySpool {
     next: AtomicU64,
@@ -590,6 +697,14 @@ impl MemorySpool {
     /// A memory spool that keeps at most `budget` bytes of bodies in memory and writes the rest
     /// to a new temporary directory below `parent`.
     pub fn with_budget(budget: u64, parent: &Path) -> Result<MemorySpool, SpoolError> {
+        Self::with_limits(budget, OVERFLOW_SEGMENT_BYTES, parent)
+    }
+
+    fn with_limits(
+        budget: u64,
+        segment_bytes: u64,
+        parent: &Path,
+    ) -> Result<MemorySpool, SpoolError> {
         let dir = tempfile::Builder::new()
             .prefix("mtasim-spool-")
             .tempdir_in(parent)
@@ -598,13 +713,14 @@ impl MemorySpool {
                 source,
             })?;
         Ok(MemorySpool {
-            overflow: Some(Overflow { dir, budget }),
+            overflow: Some(Overflow {
+                dir,
+                budget,
+                segment_bytes,
+                segments: Mutex::default(),
+            }),
             ..MemorySpool::default()
         })
-    }
-
-    fn spill_path(o: &Overflow, id: MessageId) -> PathBuf {
-        o.dir.path().join(format!("{:016x}", id.0))
     }
 
     /// Stores a message. Past the budget, the oldest bodies still in memory are written out
@@ -623,11 +739,9 @@ impl MemorySpool {
                 };
                 cursor = old.0 + 1;
                 if let HeldBody::Memory(b) = held {
-                    let path = Self::spill_path(o, old);
-                    std::fs::write(&path, b.as_slice())
-                        .map_err(|source| SpoolError::Io { path, source })?;
-                    self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
-                    *held = HeldBody::Spilled;
+                    let n = b.len() as u64;
+                    *held = o.write(b)?;
+                    self.held_bytes.fetch_sub(n, Ordering::Relaxed);
                 }
             }
             self.spill_cursor.store(cursor, Ordering::Relaxed);
@@ -645,16 +759,11 @@ impl MemorySpool {
             .and_then(|m| m.get(&id))
         {
             Some((_, HeldBody::Memory(b))) => return Ok(b.clone()),
-            Some((_, HeldBody::Spilled)) => true,
-            None => false,
+            Some((_, HeldBody::Spilled { seg, offset, len })) => Some((*seg, *offset, *len)),
+            None => None,
         };
-        match &self.overflow {
-            Some(o) if spilled => {
-                let path = Self::spill_path(o, id);
-                std::fs::read(&path)
-                    .map(Arc::new)
-                    .map_err(|source| SpoolError::Io { path, source })
-            }
+        match (&self.overflow, spilled) {
+            (Some(o), Some((seg, offset, len))) => o.read(seg, offset, len).map(Arc::new),
             _ => Err(SpoolError::Unknown(id)),
         }
     }
@@ -678,9 +787,7 @@ impl MemorySpool {
             (Some((_, HeldBody::Memory(b))), _) => {
                 self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
             }
-            (Some((_, HeldBody::Spilled)), Some(o)) => {
-                let _ = std::fs::remove_file(Self::spill_path(o, id));
-            }
+            (Some((_, HeldBody::Spilled { seg, .. })), Some(o)) => o.release(seg),
             _ => {}
         }
     }
@@ -879,18 +986,14 @@ mod tests {
     #[test]
     fn memory_spool_spills_past_its_budget() {
         let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool = MemorySpool::with_budget(100, parent.path()).unwrap_or_else(|e| panic!("{e}"));
-        let a = spool
-            .store(env(1), vec![b'a'; 80])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let b = spool
-            .store(env(2), vec![b'b'; 80])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            spool.bytes_in_memory(),
-            80,
-            "the older body was written out"
-        );
+        // 100 bytes in memory; segments take bodies until they hold 100 bytes.
+        let spool =
+            MemorySpool::with_limits(100, 100, parent.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = |fill: u8| {
+            spool
+                .store(env(1), vec![fill; 80])
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
         let files = || {
             std::fs::read_dir(parent.path())
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -898,24 +1001,34 @@ mod tests {
                 .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
                 .count()
         };
+        let (a, b) = (store(b'a'), store(b'b'));
+        assert_eq!(
+            spool.bytes_in_memory(),
+            80,
+            "the older body was written out"
+        );
         assert_eq!(files(), 1);
-        assert_eq!(
-            spool.body(a).unwrap_or_else(|e| panic!("{e}")).as_slice(),
-            &[b'a'; 80][..]
-        );
-        assert_eq!(
-            spool.body(b).unwrap_or_else(|e| panic!("{e}")).as_slice(),
-            &[b'b'; 80][..]
-        );
+        let c = store(b'c'); // b joins a's segment (80 < 100 bytes in it)
+        assert_eq!(files(), 1);
+        let d = store(b'd'); // c starts a second segment
+        assert_eq!((files(), spool.bytes_in_memory()), (2, 80));
+        for (id, fill) in [(a, b'a'), (b, b'b'), (c, b'c'), (d, b'd')] {
+            assert_eq!(
+                spool.body(id).unwrap_or_else(|e| panic!("{e}")).as_slice(),
+                &[fill; 80][..]
+            );
+        }
         spool.message_done(a);
-        assert_eq!(files(), 0);
+        assert_eq!(files(), 2, "b still waits in the first segment");
         assert!(matches!(spool.body(a), Err(SpoolError::Unknown(_))));
         spool.message_done(b);
+        assert_eq!(files(), 1, "the first segment went with its last body");
+        spool.message_done(c);
+        assert_eq!(files(), 1, "the segment being appended to stays");
+        spool.message_done(d);
         assert_eq!(spool.bytes_in_memory(), 0);
-        spool
-            .store(env(1), vec![b'c'; 90])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(spool.bytes_in_memory(), 90, "room again once a body left");
+        store(b'e');
+        assert_eq!(spool.bytes_in_memory(), 80, "room again once bodies left");
         assert_eq!(spool.len(), 1);
         drop(spool);
         assert_eq!(
