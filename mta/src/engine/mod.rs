@@ -147,9 +147,19 @@ struct Outcome<'a> {
 /// The first header field `name` of a message (matched case-insensitively), unfolded; CRLF or LF
 /// line ends; the header section ends at the first empty line.
 pub fn header(body: &[u8], name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
+    let [v] = headers(body, [name]);
+    v
+}
+
+/// The first header field of each of `names`, as [`header`] finds one, in one pass over the
+/// header section (which stops once every name is found).
+pub fn headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut left = N;
+    // The field whose folded continuation lines are being collected.
+    let mut open: Option<usize> = None;
     let mut rest = body;
-    while !rest.is_empty() {
+    while !rest.is_empty() && (left > 0 || open.is_some()) {
         let (line, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
@@ -160,26 +170,34 @@ pub fn header(body: &[u8], name: &str) -> Option<String> {
             break;
         }
         let Ok(line) = std::str::from_utf8(line) else {
-            if value.is_some() {
-                break;
-            }
+            open = None;
             continue;
         };
-        if let Some(v) = value.as_mut() {
+        if let Some(k) = open {
             if line.starts_with([' ', '\t']) {
-                v.push(' ');
-                v.push_str(line.trim());
+                if let Some(v) = found[k].as_mut() {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                }
                 continue;
             }
-            break;
+            open = None;
+            if left == 0 {
+                break;
+            }
         }
         if let Some((n, v)) = line.split_once(':') {
-            if n.trim().eq_ignore_ascii_case(name) {
-                value = Some(v.trim().to_string());
+            let n = n.trim();
+            if let Some(k) =
+                (0..N).find(|&k| found[k].is_none() && n.eq_ignore_ascii_case(names[k]))
+            {
+                found[k] = Some(v.trim().to_string());
+                left -= 1;
+                open = Some(k);
             }
         }
     }
-    value
+    found
 }
 
 impl Engine {
@@ -370,10 +388,14 @@ impl Engine {
         source: &crate::config::effective::EffectiveSettings,
         local_ip: Option<IpAddr>,
     ) -> Result<MessageId, String> {
-        let x_vmta = header(&body, "X-Virtual-MTA");
-        let headers: Vec<(String, String)> = ["X-Job", "X-Campaign"]
-            .iter()
-            .filter_map(|h| header(&body, h).map(|v| (h.to_string(), v)))
+        let [x_vmta, x_job, x_campaign, message_id] = headers(
+            &body,
+            ["X-Virtual-MTA", "X-Job", "X-Campaign", "Message-ID"],
+        );
+        let job_id = x_job.clone();
+        let headers: Vec<(String, String)> = [("X-Job", x_job), ("X-Campaign", x_campaign)]
+            .into_iter()
+            .filter_map(|(h, v)| v.map(|v| (h.to_string(), v)))
             .collect();
         let mut choices = Vec::with_capacity(env.rcpts.len());
         for r in &env.rcpts {
@@ -389,9 +411,9 @@ impl Engine {
         }
         env.vmta = choices.first().and_then(|c| c.0.clone());
         env.pool = choices.first().and_then(|c| c.1.clone());
-        env.message_id = header(&body, "Message-ID");
+        env.message_id = message_id;
         if source.bool("process-x-job") {
-            env.job_id = header(&body, "X-Job");
+            env.job_id = job_id;
         }
         env.size = body.len() as u64;
         let id = self
@@ -1712,6 +1734,32 @@ mod identity_tests {
         assert_eq!(
             identity(Some("@example.com"), m, "example.com").as_deref(),
             Some("@example.com")
+        );
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::{header, headers};
+
+    #[test]
+    fn header_fields_are_found_in_one_pass() {
+        let msg = b"Received: x\r\nx-job: j1\r\nSubject: a\r\n b\r\n\tc\r\nX-Job: j2\r\n\r\nList-Id: body\r\n";
+        let [job, subject, list, missing] =
+            headers(msg, ["X-Job", "subject", "List-Id", "Message-ID"]);
+        assert_eq!(job.as_deref(), Some("j1"), "the first field wins");
+        assert_eq!(
+            subject.as_deref(),
+            Some("a b c"),
+            "folded lines are unfolded"
+        );
+        assert_eq!(list, None, "the header section ends at the empty line");
+        assert_eq!(missing, None);
+        assert_eq!(header(msg, "SUBJECT").as_deref(), Some("a b c"));
+        assert_eq!(
+            header(b"A: 1\nB: 2\n", "b").as_deref(),
+            Some("2"),
+            "LF line ends"
         );
     }
 }

@@ -361,12 +361,20 @@ impl IspHandler {
             .authenticate(&data.body, self.peer, &self.helo, &self.from)
             .await;
         let dkim = auth.dkim;
-        let one_click = mta::engine::header(&data.body, "List-Unsubscribe-Post")
-            .is_some_and(|v| v.contains("One-Click"));
+        let [post, unsubscribe, list_id, precedence] = mta::engine::headers(
+            &data.body,
+            [
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe",
+                "List-Id",
+                "Precedence",
+            ],
+        );
+        let one_click = post.is_some_and(|v| v.contains("One-Click"));
         let subscribed = one_click
-            || mta::engine::header(&data.body, "List-Unsubscribe").is_some()
-            || mta::engine::header(&data.body, "List-Id").is_some()
-            || mta::engine::header(&data.body, "Precedence").is_some_and(|v| {
+            || unsubscribe.is_some()
+            || list_id.is_some()
+            || precedence.is_some_and(|v| {
                 let v = v.trim();
                 v.eq_ignore_ascii_case("bulk") || v.eq_ignore_ascii_case("list")
             });
