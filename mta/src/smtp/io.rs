@@ -177,7 +177,7 @@ impl SmtpStream {
                 continue;
             };
             let region = &hay[..=last_lf];
-            if !self.exact_only && plain_crlf(region) {
+            if let Some(dots) = plain_crlf(region).filter(|_| !self.exact_only) {
                 // The common case, checked with whole-region passes: only lines starting with a dot
                 // (stuffed, or the terminator) need a look.
                 let mut run = 0;
@@ -188,7 +188,8 @@ impl SmtpStream {
                     }
                     run = 1;
                 }
-                for nl in memchr::memmem::find_iter(region, b"\n.") {
+                let dot_lines = memchr::memmem::find_iter(region, b"\n.");
+                for nl in dot_lines.take(if dots { usize::MAX } else { 0 }) {
                     let line = nl + 1;
                     take(&mut data, &region[run..line], max_size);
                     if region[line..].starts_with(b".\r\n") {
@@ -266,7 +267,8 @@ impl SmtpStream {
         if body.first() == Some(&b'.') {
             self.out.push(b'.');
         }
-        for nl in memchr::memmem::find_iter(body, b"\n.") {
+        let dot_lines = memchr::memmem::find_iter(body, b"\n.");
+        for nl in dot_lines.take(if has_dot_line(body) { usize::MAX } else { 0 }) {
             self.out.extend_from_slice(&body[start..=nl]);
             self.out.push(b'.');
             start = nl + 1;
@@ -295,21 +297,40 @@ impl SmtpStream {
 }
 
 /// Whether `region` (which ends with LF) is all CRLF-terminated lines of at most [`MAX_LINE`]
-/// bytes: every CR is followed by LF and every LF preceded by CR (one branch-free pass), and every
-/// aligned block of `MAX_LINE / 2` bytes holds an LF, so no two line ends are `MAX_LINE` apart.
-/// Anything else goes through the exact per-line path, which finds the error or the long line.
-fn plain_crlf(region: &[u8]) -> bool {
-    if region.first() != Some(&b'\n') {
-        let odd = region.iter().zip(&region[1..]).fold(0u8, |acc, (a, b)| {
-            acc | (u8::from(*a == b'\r') ^ u8::from(*b == b'\n'))
-        });
-        odd == 0
-            && region
-                .chunks(MAX_LINE / 2)
-                .all(|c| memchr::memchr(b'\n', c).is_some())
-    } else {
-        false
+/// bytes: every CR is followed by LF and every LF preceded by CR (one branch-free pass, which also
+/// notes whether any line after the first starts with a dot), and every aligned block of
+/// `MAX_LINE / 2` bytes holds an LF, so no two line ends are `MAX_LINE` apart. `None` when not
+/// (the exact per-line path then finds the error or the long line), else whether a line after the
+/// first starts with a dot.
+fn plain_crlf(region: &[u8]) -> Option<bool> {
+    if region.first() == Some(&b'\n') {
+        return None;
     }
+    let (odd, dots) = region
+        .iter()
+        .zip(&region[1..])
+        .fold((0u8, 0u8), |(odd, dots), (a, b)| {
+            (
+                odd | (u8::from(*a == b'\r') ^ u8::from(*b == b'\n')),
+                dots | (u8::from(*a == b'\n') & u8::from(*b == b'.')),
+            )
+        });
+    let short = region
+        .chunks(MAX_LINE / 2)
+        .all(|c| memchr::memchr(b'\n', c).is_some());
+    (odd == 0 && short).then_some(dots != 0)
+}
+
+/// Whether a line after the first starts with a dot (one branch-free pass; cheaper than a memmem
+/// search for two bytes as common as LF and '.').
+fn has_dot_line(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .zip(bytes.get(1..).unwrap_or_default())
+        .fold(0u8, |acc, (a, b)| {
+            acc | (u8::from(*a == b'\n') & u8::from(*b == b'.'))
+        })
+        != 0
 }
 
 /// Adds unstuffed bytes to the body (counting them even past the size limit).
