@@ -392,6 +392,42 @@ struct Rule {
 pub struct Classifier {
     rules: Vec<Rule>,
     defaults: regex::RegexSet,
+    verdicts: Verdicts,
+}
+
+/// The most verdicts a classifier remembers; past it, it starts over.
+const MAX_VERDICTS: usize = 4096;
+
+/// Verdicts already reached, by the text the rules ran against: replies repeat (a deferral storm
+/// sends one text thousands of times), and the rules are regexes. A clone starts empty.
+#[derive(Default)]
+struct Verdicts(std::sync::Mutex<std::collections::HashMap<String, (Category, RuleOrigin)>>);
+
+impl Clone for Verdicts {
+    fn clone(&self) -> Self {
+        Verdicts::default()
+    }
+}
+
+impl fmt::Debug for Verdicts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verdicts")
+    }
+}
+
+impl Verdicts {
+    fn get(&self, text: &str) -> Option<(Category, RuleOrigin)> {
+        self.0.lock().ok()?.get(text).copied()
+    }
+
+    fn put(&self, text: &str, verdict: (Category, RuleOrigin)) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= MAX_VERDICTS {
+                m.clear();
+            }
+            m.insert(text.to_string(), verdict);
+        }
+    }
 }
 
 impl Default for Classifier {
@@ -400,6 +436,7 @@ impl Default for Classifier {
         Classifier {
             rules: Vec::new(),
             defaults: default_set().unwrap_or_else(|_| regex::RegexSet::empty()),
+            verdicts: Verdicts::default(),
         }
     }
 }
@@ -420,7 +457,11 @@ impl Classifier {
             });
         }
         let defaults = default_set()?;
-        Ok(Classifier { rules, defaults })
+        Ok(Classifier {
+            rules,
+            defaults,
+            verdicts: Verdicts::default(),
+        })
     }
 
     /// Builds a classifier from a loaded config's `bounce_category_patterns`.
@@ -449,41 +490,40 @@ impl Classifier {
             };
         }
         let matched_text = format!("{status}; {diag}");
-        let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
-        for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
-            if rule.pattern.is_match(&matched_text) {
-                return Classification {
-                    category: rule.category,
-                    origin: rule.origin,
-                    status,
-                    matched_text,
-                };
+        let (category, origin) = match self.verdicts.get(&matched_text) {
+            Some(v) => v,
+            None => {
+                let v = self.decide(&matched_text);
+                self.verdicts.put(&matched_text, v);
+                v
             }
-        }
-        if let Some(i) = self.defaults.matches(&matched_text).iter().next() {
-            if let Some(d) = DEFAULT_RULES.get(i) {
-                return Classification {
-                    category: d.category,
-                    origin: RuleOrigin::Default(i),
-                    status,
-                    matched_text,
-                };
-            }
-        }
-        if let Some(rule) = catch_all {
-            return Classification {
-                category: rule.category,
-                origin: rule.origin,
-                status,
-                matched_text,
-            };
-        }
+        };
         Classification {
-            category: Category::Other,
-            origin: RuleOrigin::Fallback,
+            category,
+            origin,
             status,
             matched_text,
         }
+    }
+
+    /// The rule that decides `matched_text`: the config's rules in order, then the defaults, then
+    /// the config's catch-all, else `other`.
+    fn decide(&self, matched_text: &str) -> (Category, RuleOrigin) {
+        let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
+        for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
+            if rule.pattern.is_match(matched_text) {
+                return (rule.category, rule.origin);
+            }
+        }
+        if let Some(i) = self.defaults.matches(matched_text).iter().next() {
+            if let Some(d) = DEFAULT_RULES.get(i) {
+                return (d.category, RuleOrigin::Default(i));
+            }
+        }
+        if let Some(rule) = catch_all {
+            return (rule.category, rule.origin);
+        }
+        (Category::Other, RuleOrigin::Fallback)
     }
 
     /// The number of rules (config plus defaults).
@@ -536,6 +576,27 @@ mod tests {
         let r = SmtpReply::parse("554 delivery error: dd");
         assert_eq!(r.status(), "5.0.0");
         assert_eq!(SmtpReply::parse("connection refused").status(), "");
+    }
+
+    #[test]
+    fn remembered_verdicts_are_the_rules_verdicts() {
+        let c = Classifier::default();
+        let texts = [
+            "550 5.1.1 <a@b>: user unknown",
+            "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred",
+            "452 4.2.2 mailbox full",
+            "something else entirely",
+        ];
+        let first: Vec<Classification> = texts.iter().map(|t| c.classify_reply(t)).collect();
+        let again: Vec<Classification> = texts.iter().map(|t| c.classify_reply(t)).collect();
+        assert_eq!(first, again);
+        let fresh: Vec<Classification> = texts
+            .iter()
+            .map(|t| Classifier::default().classify_reply(t))
+            .collect();
+        assert_eq!(first, fresh);
+        assert_eq!(first[0].category, Category::BadMailbox);
+        assert_eq!(first[2].category, Category::QuotaIssues);
     }
 
     #[test]
