@@ -64,6 +64,9 @@ pub struct SmtpStream {
     exact_only: bool,
 }
 
+/// The read buffer's starting capacity (it doubles when a line or chunk needs more).
+const READ_BUFFER: usize = 16 * 1024;
+
 /// The most a declared SIZE reserves up front (the body grows past it as it arrives).
 const MAX_SIZE_HINT: u64 = 16 * 1024 * 1024;
 
@@ -72,7 +75,7 @@ impl SmtpStream {
     pub fn new(inner: BoxStream) -> SmtpStream {
         SmtpStream {
             inner,
-            buf: vec![0; 16 * 1024],
+            buf: Vec::with_capacity(READ_BUFFER),
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
@@ -99,15 +102,18 @@ impl SmtpStream {
     }
 
     async fn fill(&mut self) -> Result<usize, io::Error> {
+        // `buf` holds exactly the bytes read (its length is `end`); reads go into its spare
+        // capacity, which is never zeroed.
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+            self.buf.truncate(self.end);
         }
-        if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve(self.buf.capacity().max(READ_BUFFER));
         }
-        let n = self.inner.read(&mut self.buf[self.end..]).await?;
+        let n = self.inner.read_buf(&mut self.buf).await?;
         self.end += n;
         Ok(n)
     }
