@@ -575,13 +575,8 @@ impl FieldSelection {
         self.types.contains(&ty)
     }
 
-    /// The CSV line (with CRLF-free `\n` ending) for `rec` under `header`; columns the type does not
-    /// select stay empty.
-    pub fn line(&self, header: &[String], rec: &Record, iso: bool) -> String {
-        self.plan(header).line(rec, iso)
-    }
-
-    /// The columns each record type fills under `header`, resolved once for many lines.
+    /// The columns each record type fills under `header` (the others stay empty), resolved once
+    /// for many lines.
     pub fn plan(&self, header: &[String]) -> LinePlan {
         LinePlan {
             width: header.len(),
@@ -686,7 +681,7 @@ mod tests {
         d.rcpt = "user1@domain.com".into();
         d.dsn_diag = "smtp;250 2.0.0 OK, \"queued\"".into();
         d.headers.push(("x-job".into(), "j1".into()));
-        let line = sel.line(&header, &d, false);
+        let line = sel.plan(&header).line(&d, false);
         assert!(
             line.starts_with("d,1178807903,,,,orig@port25.com,user1@domain.com,"),
             "{line}"
@@ -700,7 +695,7 @@ mod tests {
         b.rcpt = "user3@domain.com".into();
         b.orig = "not-selected@x".into();
         b.bounce_cat = "policy-related".into();
-        let line = sel.line(&header, &b, true);
+        let line = sel.plan(&header).line(&b, true);
         assert_eq!(line.split(',').count(), header.len());
         assert!(
             line.contains("user3@domain.com")

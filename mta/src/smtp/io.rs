@@ -148,9 +148,10 @@ impl SmtpStream {
     /// Reads message data after a 354, up to the CRLF.CRLF that ends it. `max_size` caps the body:
     /// beyond it the rest is read and discarded (answer `552 5.3.4`).
     ///
-    /// Works on every complete line buffered at once: one vectorised pass finds the CRs and LFs
-    /// (each CR must start a CRLF, each LF must end one), and the bytes between dot-stuffed lines
-    /// are copied as whole runs.
+    /// Works on every complete line buffered at once: whole-region passes check that each CR starts
+    /// a CRLF and each LF ends one, that no line is too long, and whether any line starts with a
+    /// dot; only a region failing them is walked line end by line end (to find the bare CR or LF,
+    /// or mark the long line). Bytes between dot-started lines are copied as whole runs.
     pub async fn read_data(&mut self, max_size: Option<u64>) -> Result<Data, DataError> {
         let mut data = Data::default();
         let hint = std::mem::take(&mut self.size_hint).min(MAX_SIZE_HINT);
@@ -183,76 +184,56 @@ impl SmtpStream {
                 continue;
             };
             let region = &hay[..=last_lf];
+            let mut run = 0; // start of the bytes not yet taken
+            if at_line_start && region.first() == Some(&b'.') {
+                if let Some(end) = dot_line(&mut data, region, &mut run, 0, max_size) {
+                    self.start += end;
+                    return Ok(finish(data));
+                }
+            }
             if let Some(dots) = plain_crlf(region).filter(|_| !self.exact_only) {
                 // The common case, checked with whole-region passes: only lines starting with a dot
                 // (stuffed, or the terminator) need a look.
-                let mut run = 0;
-                if at_line_start && region.first() == Some(&b'.') {
-                    if region.starts_with(b".\r\n") {
-                        self.start += 3;
-                        return Ok(finish(data));
-                    }
-                    run = 1;
-                }
                 let dot_lines = memchr::memmem::find_iter(region, b"\n.");
                 for nl in dot_lines.take(if dots { usize::MAX } else { 0 }) {
-                    let line = nl + 1;
-                    take(&mut data, &region[run..line], max_size);
-                    if region[line..].starts_with(b".\r\n") {
-                        self.start += line + 3;
+                    if let Some(end) = dot_line(&mut data, region, &mut run, nl + 1, max_size) {
+                        self.start += end;
                         return Ok(finish(data));
                     }
-                    run = line + 1; // the stuffed dot is dropped
                 }
-                take(&mut data, &region[run..], max_size);
-                self.start += region.len();
-                at_line_start = true;
-                if self.fill().await? == 0 {
-                    return Err(DataError::Closed);
-                }
-                continue;
-            }
-            let mut run = 0; // start of the bytes not yet taken
-            let mut line = 0; // start of the current line
-            let mut cr: Option<usize> = None; // a CR seen on this line
-            if at_line_start && region.first() == Some(&b'.') {
-                if region.starts_with(b".\r\n") {
-                    self.start += 3;
-                    return Ok(finish(data));
-                }
-                run = 1;
-            }
-            for i in memchr::memchr2_iter(b'\r', b'\n', region) {
-                if region[i] == b'\r' {
-                    if cr.is_some() {
+            } else {
+                let mut line = 0; // start of the current line
+                let mut cr: Option<usize> = None; // a CR seen on this line
+                for i in memchr::memchr2_iter(b'\r', b'\n', region) {
+                    if region[i] == b'\r' {
+                        if cr.is_some() {
+                            self.start += i + 1;
+                            return Err(DataError::BareNewline);
+                        }
+                        cr = Some(i);
+                        continue;
+                    }
+                    // An LF: only CRLF ends a line.
+                    if cr != Some(i.wrapping_sub(1)) || i == 0 {
                         self.start += i + 1;
                         return Err(DataError::BareNewline);
                     }
-                    cr = Some(i);
-                    continue;
-                }
-                // An LF: only CRLF ends a line.
-                if cr != Some(i.wrapping_sub(1)) || i == 0 {
-                    self.start += i + 1;
-                    return Err(DataError::BareNewline);
-                }
-                cr = None;
-                if i + 1 - line > MAX_LINE {
-                    data.long_line = true;
-                }
-                line = i + 1;
-                at_line_start = true;
-                if region.get(line) == Some(&b'.') {
-                    take(&mut data, &region[run..line], max_size);
-                    if region[line..].starts_with(b".\r\n") {
-                        self.start += line + 3;
-                        return Ok(finish(data));
+                    cr = None;
+                    if i + 1 - line > MAX_LINE {
+                        data.long_line = true;
                     }
-                    run = line + 1; // the stuffed dot is dropped
+                    line = i + 1;
+                    if region.get(line) == Some(&b'.') {
+                        if let Some(end) = dot_line(&mut data, region, &mut run, line, max_size) {
+                            self.start += end;
+                            return Ok(finish(data));
+                        }
+                    }
                 }
             }
             take(&mut data, &region[run..], max_size);
             self.start += region.len();
+            at_line_start = true; // the region ends with a line end
             if self.fill().await? == 0 {
                 return Err(DataError::Closed);
             }
@@ -337,6 +318,23 @@ fn has_dot_line(bytes: &[u8]) -> bool {
             acc | (u8::from(*a == b'\n') & u8::from(*b == b'.'))
         })
         != 0
+}
+
+/// A line of `region` starting at `line` begins with a dot: takes the bytes before it, then either
+/// returns the offset past the terminator (`.` CRLF) or drops the stuffed dot.
+fn dot_line(
+    data: &mut Data,
+    region: &[u8],
+    run: &mut usize,
+    line: usize,
+    max_size: Option<u64>,
+) -> Option<usize> {
+    take(data, &region[*run..line], max_size);
+    if region[line..].starts_with(b".\r\n") {
+        return Some(line + 3);
+    }
+    *run = line + 1;
+    None
 }
 
 /// Adds unstuffed bytes to the body (counting them even past the size limit).

@@ -606,11 +606,7 @@ impl Overflow {
         let mut g = self.segments.lock().map_err(|_| SpoolError::Stopped)?;
         let g = &mut *g;
         if g.open.is_empty() || g.current_len >= self.segment_bytes {
-            let seg = if g.open.is_empty() && g.current == 0 {
-                1
-            } else {
-                g.current + 1
-            };
+            let seg = g.current + 1; // segments are numbered from 1
             let path = self.path(seg);
             let file = std::fs::OpenOptions::new()
                 .create_new(true)
