@@ -116,10 +116,65 @@ pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Rep
     rt.block_on(run_async(&scaled, opts, Some(live)))
 }
 
+/// The in-process MTA's records on their way to acct.csv and the expectations' tally, on a
+/// thread of their own (the second core): both are pure sinks, fed in the engine's order through
+/// the tap, so the accounting log is the same byte for byte.
+struct RecordSink {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<crate::tally::Tally>,
+    acct: Arc<Accounting>,
+}
+
+impl RecordSink {
+    fn start(
+        mut tap: tokio::sync::mpsc::UnboundedReceiver<Record>,
+        acct: Accounting,
+        mut tally: crate::tally::Tally,
+    ) -> RecordSink {
+        use std::sync::atomic::Ordering;
+        use tokio::sync::mpsc::error::TryRecvError;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acct = Arc::new(acct);
+        let (stop, out) = (done.clone(), acct.clone());
+        // Polled rather than woken: a waiting receiver would cost the engine a futex wake per
+        // record; a sleeping one costs nothing, and a millisecond of lag does not matter.
+        let thread = std::thread::spawn(move || loop {
+            match tap.try_recv() {
+                Ok(r) => {
+                    out.log(&r);
+                    tally.add(&crate::tally::RecordView::of(&r));
+                }
+                Err(TryRecvError::Disconnected) => return tally,
+                Err(TryRecvError::Empty) if stop.load(Ordering::Acquire) => {
+                    // Everything sent before `done` was set is visible now: take it and stop.
+                    while let Ok(r) = tap.try_recv() {
+                        out.log(&r);
+                        tally.add(&crate::tally::RecordView::of(&r));
+                    }
+                    return tally;
+                }
+                Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        });
+        RecordSink { done, thread, acct }
+    }
+
+    /// Takes the records logged so far, writes the accounting file out and returns the tally.
+    fn finish(self, now_ms: i64) -> Result<crate::tally::Tally, String> {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        let tally = self
+            .thread
+            .join()
+            .map_err(|_| "the accounting thread panicked".to_string())?;
+        self.acct.flush(now_ms);
+        Ok(tally)
+    }
+}
+
 /// The MTA of a run: the engine in this process, or an `mta run` process.
 enum Mta {
     InProcess {
-        acct: Arc<Accounting>,
+        records: RecordSink,
         engine: Arc<Engine>,
         stop_tx: tokio::sync::oneshot::Sender<()>,
         sched: tokio::task::JoinHandle<()>,
@@ -389,7 +444,6 @@ async fn run_async(
         None => None,
     };
     // The MTA, with its accounting going to the report directory and to the expectations.
-    let tally: Arc<Mutex<crate::tally::Tally>> = Arc::new(Mutex::new(crate::tally::Tally::new(l)));
     let mta = match (&plan, live) {
         (Some((p, path)), Some(lo)) => {
             let mut process = MtaProcess::start(&lo.mta_bin, path, &p.dir.join("mta.log"))?;
@@ -422,31 +476,23 @@ async fn run_async(
         }
         _ => {
             let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
-            let acct2 = Arc::new(Accounting::new(&acct_cfg.config.acct_files));
-            let (tap_tx, mut tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+            let acct2 = Accounting::new(&acct_cfg.config.acct_files);
+            let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+            let records = RecordSink::start(tap_rx, acct2, crate::tally::Tally::new(l));
             let engine = Engine::new(Parts {
                 config: config.clone(),
                 spool: Arc::new(Spool::Memory(
                     MemorySpool::with_budget(SPOOL_MEMORY_BUDGET, &std::env::temp_dir())
                         .map_err(|e| format!("simulated spool: {e}"))?,
                 )),
-                acct: acct2.clone(),
+                // The engine's records leave through the tap; `records` writes acct.csv from them.
+                acct: Arc::new(Accounting::new(&[])),
                 net: net.clone(),
                 dns: Arc::new(dns.clone()),
                 clock,
                 tap: Some(tap_tx),
                 dkim_signing: !opts.no_dkim,
             });
-            {
-                let tally = tally.clone();
-                tokio::spawn(async move {
-                    while let Some(r) = tap_rx.recv().await {
-                        if let Ok(mut t) = tally.lock() {
-                            t.add(&crate::tally::RecordView::of(&r));
-                        }
-                    }
-                });
-            }
             // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
             let mut listeners: Vec<(SocketAddr, Option<String>)> = config
                 .listeners
@@ -478,7 +524,7 @@ async fn run_async(
                 let _ = stop_rx.await;
             }));
             Mta::InProcess {
-                acct: acct2,
+                records,
                 engine,
                 stop_tx,
                 sched,
@@ -769,7 +815,7 @@ async fn run_async(
     // charts cover the scenario's duration, the verdicts the whole run.
     let (tally, modes) = match mta {
         Mta::InProcess {
-            acct,
+            records,
             engine,
             stop_tx,
             sched,
@@ -780,12 +826,7 @@ async fn run_async(
             }
             let _ = stop_tx.send(());
             let _ = sched.await;
-            acct.flush(clock.now_ms());
-            // The tap task still holds its handle: take the tally out from under the lock.
-            let tally = {
-                let mut t = tally.lock().map_err(|e| format!("tally: {e}"))?;
-                std::mem::replace(&mut *t, crate::tally::Tally::new(l))
-            };
+            let tally = records.finish(clock.now_ms())?;
             (tally, engine.mode_history())
         }
         Mta::Process { process, mgmt } => {

@@ -7,7 +7,7 @@ use crate::acct::{Record, RecordType};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Recipients, messages and kilobytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -101,7 +101,7 @@ pub struct RecentEvent {
     pub time_ms: i64,
     /// Record type (`b`, `rb`, `t`, `d`, `f` ...).
     #[serde(rename = "type")]
-    pub ty: String,
+    pub ty: &'static str,
     /// Recipient (for `f`: the original recipient).
     pub rcpt: String,
     /// Sender.
@@ -136,11 +136,12 @@ struct Inner {
     domain_minutes: VecDeque<(i64, BTreeMap<String, Outcomes>)>,
     bounces: VecDeque<RecentEvent>,
     feedback: VecDeque<RecentEvent>,
-    queue_events: BTreeMap<String, (VecDeque<RecentEvent>, VecDeque<RecentEvent>)>,
+    /// Per queue: its last events and last errors (an error is in both, shared).
+    queue_events: BTreeMap<String, (VecDeque<Arc<RecentEvent>>, VecDeque<Arc<RecentEvent>>)>,
     queue_order: VecDeque<String>,
-    last_in_key: Option<(i64, String)>,
+    last_in_key: MsgKey,
     categories: BTreeMap<String, u64>,
-    last_out_key: Option<(i64, String)>,
+    last_out_key: MsgKey,
 }
 
 /// The monitor: one per engine.
@@ -170,20 +171,38 @@ fn push_capped<T>(q: &mut VecDeque<T>, x: T, cap: usize) {
 }
 
 /// Identifies the message of a record: time, sender and Message-ID (or the recipient if none).
-fn msg_key(r: &Record) -> (i64, String) {
-    let mid = r
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Message-ID"))
-        .map(|(_, v)| v.as_str())
-        .unwrap_or(r.rcpt.as_str());
-    (r.time_logged, format!("{}\n{}", r.orig, mid))
+#[derive(Default)]
+struct MsgKey {
+    time_ms: Option<i64>,
+    orig: String,
+    id: String,
+}
+
+impl MsgKey {
+    /// Whether `r` is of another message than the last one; remembers `r`'s (buffers reused).
+    fn is_new(&mut self, r: &Record) -> bool {
+        let id = r
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Message-ID"))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(r.rcpt.as_str());
+        if self.time_ms == Some(r.time_logged) && self.orig == r.orig && self.id == id {
+            return false;
+        }
+        self.time_ms = Some(r.time_logged);
+        self.orig.clear();
+        self.orig.push_str(&r.orig);
+        self.id.clear();
+        self.id.push_str(id);
+        true
+    }
 }
 
 fn event(r: &Record) -> RecentEvent {
     RecentEvent {
         time_ms: r.time_logged,
-        ty: r.ty.map(|t| t.code()).unwrap_or("").to_string(),
+        ty: r.ty.map(|t| t.code()).unwrap_or(""),
         rcpt: r.rcpt.clone(),
         orig: r.orig.clone(),
         queue: r.queue.clone(),
@@ -223,9 +242,7 @@ impl Monitor {
             match r.ty {
                 Some(RecordType::Received) => {
                     // One `r` record per recipient, written together: a new key is a new message.
-                    let key = msg_key(r);
-                    let new_msg = s.last_in_key.as_ref() != Some(&key);
-                    s.last_in_key = Some(key);
+                    let new_msg = s.last_in_key.is_new(r);
                     delta
                         .inbound
                         .add(1, new_msg as u64, if new_msg { size } else { 0 });
@@ -233,9 +250,7 @@ impl Monitor {
                 Some(RecordType::Delivered) => {
                     // A message counts once per delivery transaction: recipients of one message
                     // delivered at the same moment share it.
-                    let key = msg_key(r);
-                    let new_msg = s.last_out_key.as_ref() != Some(&key);
-                    s.last_out_key = Some(key);
+                    let new_msg = s.last_out_key.is_new(r);
                     delta
                         .out
                         .add(1, new_msg as u64, if new_msg { size } else { 0 });
@@ -259,11 +274,13 @@ impl Monitor {
                     s.top_hr = s.top_hr.max(*v);
                 }
             }
-            let domain = r
-                .rcpt
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_ascii_lowercase())
-                .unwrap_or_default();
+            let domain = r.rcpt.rsplit_once('@').map_or("", |(_, d)| d);
+            // Lower-cased only when it is not already (almost always it is).
+            let domain: std::borrow::Cow<str> = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+                domain.to_ascii_lowercase().into()
+            } else {
+                domain.into()
+            };
             let outcome = match r.ty {
                 Some(RecordType::Delivered) => Some(0),
                 Some(RecordType::Transient | RecordType::TransientQueue) => Some(1),
@@ -279,8 +296,10 @@ impl Monitor {
                     );
                 }
                 if let Some((_, map)) = s.domain_minutes.back_mut() {
-                    if map.len() < DOMAINS_PER_MIN || map.contains_key(&domain) {
-                        let e = map.entry(domain).or_default();
+                    if map.len() < DOMAINS_PER_MIN && !map.contains_key(domain.as_ref()) {
+                        map.insert(domain.to_string(), Outcomes::default());
+                    }
+                    if let Some(e) = map.get_mut(domain.as_ref()) {
                         match o {
                             0 => e.delivered += 1,
                             1 => e.deferred += 1,
@@ -318,8 +337,11 @@ impl Monitor {
                         }
                     }
                 }
-                let (events, errors) = s.queue_events.entry(r.queue.clone()).or_default();
-                let e = event(r);
+                let (events, errors) = match s.queue_events.get_mut(&r.queue) {
+                    Some(q) => q,
+                    None => s.queue_events.entry(r.queue.clone()).or_default(),
+                };
+                let e = Arc::new(event(r));
                 if r.ty != Some(RecordType::Delivered) {
                     push_capped(errors, e.clone(), QUEUE_ERRORS);
                 }
@@ -412,8 +434,8 @@ impl Monitor {
                 .get(queue)
                 .map(|(e, x)| {
                     (
-                        e.iter().rev().cloned().collect(),
-                        x.iter().rev().cloned().collect(),
+                        e.iter().rev().map(|e| RecentEvent::clone(e)).collect(),
+                        x.iter().rev().map(|e| RecentEvent::clone(e)).collect(),
                     )
                 })
                 .unwrap_or_default()
