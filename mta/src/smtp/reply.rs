@@ -88,17 +88,33 @@ impl Reply {
 
     /// Wire form: `250-first\r\n250 last\r\n`, the enhanced status on every line.
     pub fn to_wire(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::with_capacity(64);
         let n = self.lines.len().max(1);
+        // The code's digits without the formatting machinery (this runs for every reply sent).
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut c = self.code;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (c % 10) as u8;
+            c /= 10;
+            if c == 0 {
+                break;
+            }
+        }
+        let code = std::str::from_utf8(&digits[at..]).unwrap_or("000");
+        let enhanced = self.enhanced.as_deref();
+        let len: usize = self.lines.iter().map(|l| l.len()).sum::<usize>()
+            + n * (code.len() + enhanced.map_or(0, |e| e.len() + 1) + 3);
+        let mut out = String::with_capacity(len);
         for i in 0..n {
-            let sep = if i + 1 == n { ' ' } else { '-' };
-            let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            // Writing to a String cannot fail.
-            let _ = match &self.enhanced {
-                Some(e) => write!(out, "{}{sep}{e} {text}\r\n", self.code),
-                None => write!(out, "{}{sep}{text}\r\n", self.code),
-            };
+            out.push_str(code);
+            out.push(if i + 1 == n { ' ' } else { '-' });
+            if let Some(e) = enhanced {
+                out.push_str(e);
+                out.push(' ');
+            }
+            out.push_str(self.lines.get(i).map(String::as_str).unwrap_or(""));
+            out.push_str("\r\n");
         }
         out
     }
@@ -178,6 +194,18 @@ mod tests {
             lines: vec!["first".into(), "second".into()],
         };
         assert_eq!(r.to_wire(), "250-2.0.0 first\r\n250 2.0.0 second\r\n");
+        let plain = Reply {
+            code: 421,
+            enhanced: None,
+            lines: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(plain.to_wire(), "421-a\r\n421 b\r\n");
+        let bare = Reply {
+            code: 9,
+            enhanced: None,
+            lines: Vec::new(),
+        };
+        assert_eq!(bare.to_wire(), "9 \r\n");
         let mut p = ReplyParser::default();
         let mut out = None;
         for l in r.to_wire().lines() {
