@@ -23,6 +23,7 @@ use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
 use mta::spool::{MemorySpool, Spool};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -689,6 +690,7 @@ async fn run_async(
             tokio::time::sleep(Duration::from_millis(start)).await;
             let mut client: Option<Client> = None;
             let mut filler = String::new();
+            let mut body = String::new();
             let total = n + t.special.len() as u64;
             for i in 0..total {
                 if client.is_none() {
@@ -711,15 +713,17 @@ async fn run_async(
                     None => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
                 };
                 let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
-                let mut body = format!("From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
+                // One buffer for the stream's messages (writing to a String cannot fail).
+                body.clear();
+                let _ = write!(body, "From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
                 if let Some(v) = &t.vmta {
-                    body.push_str(&format!("X-Virtual-MTA: {v}\r\n"));
+                    let _ = write!(body, "X-Virtual-MTA: {v}\r\n");
                 }
                 if let Some(j) = &t.job_id {
-                    body.push_str(&format!("X-Job: {j}\r\n"));
+                    let _ = write!(body, "X-Job: {j}\r\n");
                 }
                 for (k, v) in &t.headers {
-                    body.push_str(&format!("{k}: {}\r\n", v.replace("{id}", &i.to_string())));
+                    let _ = write!(body, "{k}: {}\r\n", v.replace("{id}", &i.to_string()));
                 }
                 body.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
                 // Whole filler lines up to the size, copied at once from a block grown on demand.

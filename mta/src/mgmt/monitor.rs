@@ -126,6 +126,9 @@ const DOMAINS_PER_MIN: usize = 200;
 /// Queues with per-queue event history (older queues are dropped first).
 const QUEUES_TRACKED: usize = 2000;
 
+/// Recent events, oldest first.
+type Events = VecDeque<Arc<RecentEvent>>;
+
 #[derive(Default)]
 struct Inner {
     total: InOut,
@@ -137,7 +140,7 @@ struct Inner {
     bounces: VecDeque<RecentEvent>,
     feedback: VecDeque<RecentEvent>,
     /// Per queue: its last events and last errors (an error is in both, shared).
-    queue_events: BTreeMap<String, (VecDeque<Arc<RecentEvent>>, VecDeque<Arc<RecentEvent>>)>,
+    queue_events: BTreeMap<String, (Events, Events)>,
     queue_order: VecDeque<String>,
     last_in_key: MsgKey,
     categories: BTreeMap<String, u64>,
