@@ -371,6 +371,7 @@ async fn run_async(
                         slow: Duration::ZERO,
                         drop_at_data: false,
                         helo: String::new(),
+                        spf_seen: None,
                     };
                     let o = opts.clone();
                     tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));

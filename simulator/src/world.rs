@@ -246,6 +246,7 @@ impl World {
                             slow: std::time::Duration::ZERO,
                             drop_at_data: false,
                             helo: String::new(),
+                            spf_seen: None,
                         };
                         let o = o.clone();
                         tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
