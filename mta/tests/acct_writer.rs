@@ -160,3 +160,83 @@ fn killed_pipe_is_restarted_and_nothing_is_lost() {
         "a header per program start"
     );
 }
+
+#[test]
+fn unwritable_file_reports_failure_and_catches_up_later() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // `blocker` is a file where the accounting needs a directory: opening acct.csv fails.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let path = blocker.join("acct.csv");
+    let c = cfg(&format!(
+        "<acct-file {}>\nrecords d\nrecord-fields d *\n</acct-file>\n",
+        path.display()
+    ));
+    let acct = Accounting::new(&c.acct_files);
+    assert_eq!(acct.failure(), None);
+    for i in 0..3 {
+        acct.log(&rec(RecordType::Delivered, 1_000_000, i));
+    }
+    acct.flush(1_000_000);
+    assert_eq!(acct.pending(), 3, "unwritten lines are kept");
+    let err = acct.failure().unwrap_or_default();
+    assert!(err.starts_with(&path.display().to_string()), "{err}");
+    // The directory appears (the disk has room again): the kept lines go out in order.
+    std::fs::remove_file(&blocker).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(&blocker).unwrap_or_else(|e| panic!("{e}"));
+    acct.log(&rec(RecordType::Delivered, 1_001_000, 3));
+    acct.flush(1_001_000);
+    assert_eq!(acct.failure(), None);
+    assert_eq!(acct.pending(), 0);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let rcpts: Vec<&str> = data_lines(&text)
+        .iter()
+        .filter_map(|l| l.split(',').find(|f| f.ends_with("@gmail.com")))
+        .collect();
+    assert_eq!(
+        rcpts,
+        [
+            "user0@gmail.com",
+            "user1@gmail.com",
+            "user2@gmail.com",
+            "user3@gmail.com"
+        ]
+    );
+}
+
+#[test]
+fn existing_file_with_other_columns_is_moved_away_by_its_first_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("acct.csv");
+    // A large older file with another header: only its first line decides.
+    let mut old = String::from("type,rcpt\n");
+    for i in 0..20_000 {
+        old.push_str(&format!("d,user{i}@example.com\n"));
+    }
+    std::fs::write(&path, &old).unwrap_or_else(|e| panic!("{e}"));
+    let c = cfg(&format!(
+        "<acct-file {}>\nrecords d\nrecord-fields d *\n</acct-file>\n",
+        path.display()
+    ));
+    let acct = Accounting::new(&c.acct_files);
+    acct.log(&rec(RecordType::Delivered, 1_000_000, 7));
+    acct.flush(1_000_000);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text.starts_with("type,timeLogged,"),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+    assert_eq!(data_lines(&text).len(), 1);
+    let moved: Vec<String> = std::fs::read_dir(dir.path())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("acct-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let kept = std::fs::read_to_string(dir.path().join(&moved[0])).unwrap_or_default();
+    assert_eq!(kept, old);
+}

@@ -122,9 +122,13 @@ pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Rep
 /// the tap, so the accounting log is the same byte for byte.
 struct RecordSink {
     done: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<crate::tally::Tally>,
+    thread: std::thread::JoinHandle<(crate::tally::Tally, Option<String>)>,
     acct: Arc<Accounting>,
 }
+
+/// Lines the accounting file may hold back (a full disk) before the run gives up writing it:
+/// the accounting keeps unwritten lines for a retry, which must not grow without bound.
+const ACCT_BACKLOG_LIMIT: usize = 100_000;
 
 impl RecordSink {
     fn start(
@@ -139,36 +143,56 @@ impl RecordSink {
         let (stop, out) = (done.clone(), acct.clone());
         // Polled rather than woken: a waiting receiver would cost the engine a futex wake per
         // record; a sleeping one costs nothing, and a millisecond of lag does not matter.
-        let thread = std::thread::spawn(move || loop {
-            match tap.try_recv() {
-                Ok(r) => {
+        let thread = std::thread::spawn(move || {
+            let mut given_up: Option<String> = None;
+            let mut n: u64 = 0;
+            let mut take = |r: Record, given_up: &mut Option<String>| {
+                if given_up.is_none() {
                     out.log(&r);
-                    tally.add(&crate::tally::RecordView::of(&r));
-                }
-                Err(TryRecvError::Disconnected) => return tally,
-                Err(TryRecvError::Empty) if stop.load(Ordering::Acquire) => {
-                    // Everything sent before `done` was set is visible now: take it and stop.
-                    while let Ok(r) = tap.try_recv() {
-                        out.log(&r);
-                        tally.add(&crate::tally::RecordView::of(&r));
+                    n += 1;
+                    if n.is_multiple_of(4096) && out.pending() > ACCT_BACKLOG_LIMIT {
+                        *given_up = out.failure().or_else(|| Some("write failed".into()));
                     }
-                    return tally;
                 }
-                Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+                tally.add(&crate::tally::RecordView::of(&r));
+            };
+            loop {
+                match tap.try_recv() {
+                    Ok(r) => take(r, &mut given_up),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) if stop.load(Ordering::Acquire) => {
+                        // Everything sent before `done` was set is visible now: take it, stop.
+                        while let Ok(r) = tap.try_recv() {
+                            take(r, &mut given_up);
+                        }
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+                }
             }
+            (tally, given_up)
         });
         RecordSink { done, thread, acct }
     }
 
-    /// Takes the records logged so far, writes the accounting file out and returns the tally.
+    /// Takes the records logged so far, writes the accounting file out and returns the tally;
+    /// an error if acct.csv could not be written in full.
     fn finish(self, now_ms: i64) -> Result<crate::tally::Tally, String> {
         self.done.store(true, std::sync::atomic::Ordering::Release);
-        let tally = self
+        let (tally, given_up) = self
             .thread
             .join()
             .map_err(|_| "the accounting thread panicked".to_string())?;
+        if let Some(err) = given_up {
+            return Err(format!(
+                "the accounting log could not be written ({err}); gave up after {ACCT_BACKLOG_LIMIT} unwritten lines"
+            ));
+        }
         self.acct.flush(now_ms);
-        Ok(tally)
+        match self.acct.failure() {
+            Some(err) => Err(format!("the accounting log could not be written: {err}")),
+            None => Ok(tally),
+        }
     }
 }
 

@@ -129,6 +129,36 @@ fn same_seed_same_accounting_log() {
     );
 }
 
+/// A run whose accounting log cannot be written fails and says where, rather than passing with
+/// a log that lacks records (or holding every unwritten line in memory).
+#[test]
+fn unwritable_accounting_log_fails_the_run() {
+    let l = Loaded::load(Path::new("../scenarios/yahoo-tss04-storm.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A directory where acct.csv should be: the file cannot be opened.
+    let acct = dir.path().join("yahoo-tss04-storm").join("acct.csv");
+    std::fs::create_dir_all(&acct).unwrap_or_else(|e| panic!("{e}"));
+    let err = run(
+        &l,
+        &RunOptions {
+            seed: None,
+            volume: 0.01,
+            config: None,
+            report_dir: dir.path().to_path_buf(),
+            no_tls: false,
+            no_dkim: false,
+        },
+    )
+    .err()
+    .unwrap_or_else(|| panic!("the run passed without its accounting log"));
+    assert!(
+        err.contains("accounting log could not be written")
+            && err.contains(&acct.display().to_string()),
+        "{err}"
+    );
+}
+
 /// The dkim-signed scenario at 5% with `config`, `--no-tls` and `--no-dkim` as given: the report
 /// and its DKIM verdict.
 fn dkim_signed_run(

@@ -11,7 +11,7 @@ use crate::config::model::{AcctFile, AcctTarget};
 use crate::config::values::Value;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -100,6 +100,8 @@ struct Sink {
     out: Out,
     /// Lines not yet written (the pipe is down, or a write failed); written first next time.
     pending: VecDeque<String>,
+    /// Why the last write or flush failed, while lines are still pending.
+    failure: Option<String>,
 }
 
 /// All accounting destinations of a config. `log` is cheap (buffered); call `flush` periodically
@@ -126,9 +128,12 @@ impl FileOut {
             std::fs::create_dir_all(dir)?;
         }
         // An existing file written with other columns is moved away rather than mixed.
-        if let Ok(existing) = std::fs::read(&self.path) {
-            let first = existing.split(|b| *b == b'\n').next().unwrap_or_default();
-            if !existing.is_empty() && first != header_line.trim_end().as_bytes() {
+        if let Ok(existing) = std::fs::File::open(&self.path) {
+            // Only the first line matters: read at most the header's length and a newline.
+            let mut first = Vec::with_capacity(header_line.len() + 1);
+            Read::take(existing, header_line.len() as u64 + 1).read_to_end(&mut first)?;
+            let line = first.split(|b| *b == b'\n').next().unwrap_or_default();
+            if !first.is_empty() && line != header_line.trim_end().as_bytes() {
                 self.move_away(now_ms, set)?;
             }
         }
@@ -272,6 +277,7 @@ impl Sink {
             set: Settings::from(a),
             out,
             pending: VecDeque::new(),
+            failure: None,
         }
     }
 
@@ -289,12 +295,22 @@ impl Sink {
             Out::File(f) => drain_file(f, &mut self.pending, &self.header_line, now_ms, &self.set),
             Out::Pipe(p) => drain_pipe(p, &mut self.pending, &self.header_line, now_ms, &self.set),
         };
-        if let Err(err) = result {
-            let target = match &self.out {
-                Out::File(f) => f.path.display().to_string(),
-                Out::Pipe(p) => format!("|{}", p.command),
-            };
-            tracing::error!(%target, %err, pending = self.pending.len(), "accounting write failed; records kept for retry");
+        match result {
+            Err(err) => {
+                let target = self.target();
+                tracing::error!(%target, %err, pending = self.pending.len(), "accounting write failed; records kept for retry");
+                self.failure = Some(format!("{target}: {err}"));
+            }
+            Ok(()) if self.pending.is_empty() => self.failure = None,
+            Ok(()) => {}
+        }
+    }
+
+    /// The file or `|command` this sink writes to.
+    fn target(&self) -> String {
+        match &self.out {
+            Out::File(f) => f.path.display().to_string(),
+            Out::Pipe(p) => format!("|{}", p.command),
         }
     }
 
@@ -314,8 +330,14 @@ impl Sink {
             }) => stdin.flush(),
             _ => Ok(()),
         };
-        if let Err(err) = res {
-            tracing::error!(%err, "accounting flush failed");
+        match res {
+            Err(err) => {
+                let target = self.target();
+                tracing::error!(%target, %err, "accounting flush failed");
+                self.failure = Some(format!("{target}: {err}"));
+            }
+            Ok(()) if self.pending.is_empty() => self.failure = None,
+            Ok(()) => {}
         }
     }
 }
@@ -439,6 +461,12 @@ impl Accounting {
             .lock()
             .map(|s| s.iter().map(|s| s.pending.len()).sum())
             .unwrap_or(0)
+    }
+
+    /// The latest write failure of a destination that has not caught up since (`FILE: error`).
+    pub fn failure(&self) -> Option<String> {
+        let sinks = self.sinks.lock().ok()?;
+        sinks.iter().find_map(|s| s.failure.clone())
     }
 
     /// Flushes everything and closes pipes (waiting for their programs to exit).
