@@ -75,6 +75,7 @@ pub async fn run(
         clock,
         tap: None,
         dkim_signing: true,
+        monitor_on_tap: false,
     });
     let n = recovered.len();
     for r in recovered {

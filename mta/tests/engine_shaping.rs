@@ -202,6 +202,7 @@ async fn world_with(
         clock,
         tap: Some(tx),
         dkim_signing: true,
+        monitor_on_tap: false,
     });
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let r2 = records.clone();

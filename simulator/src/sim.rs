@@ -135,6 +135,7 @@ impl RecordSink {
         mut tap: tokio::sync::mpsc::UnboundedReceiver<Record>,
         acct: Accounting,
         mut tally: crate::tally::Tally,
+        monitor: Arc<mta::mgmt::Monitor>,
     ) -> RecordSink {
         use std::sync::atomic::Ordering;
         use tokio::sync::mpsc::error::TryRecvError;
@@ -147,6 +148,7 @@ impl RecordSink {
             let mut given_up: Option<String> = None;
             let mut n: u64 = 0;
             let mut take = |r: Record, given_up: &mut Option<String>| {
+                monitor.observe(&r);
                 if given_up.is_none() {
                     out.log(&r);
                     n += 1;
@@ -504,7 +506,6 @@ async fn run_async(
             let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
             let acct2 = Accounting::new(&acct_cfg.config.acct_files);
             let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
-            let records = RecordSink::start(tap_rx, acct2, crate::tally::Tally::new(l));
             let engine = Engine::new(Parts {
                 config: config.clone(),
                 spool: Arc::new(Spool::Memory(
@@ -518,7 +519,15 @@ async fn run_async(
                 clock,
                 tap: Some(tap_tx),
                 dkim_signing: !opts.no_dkim,
+                monitor_on_tap: true,
             });
+            // The HTTP status counters are fed on the record thread too.
+            let records = RecordSink::start(
+                tap_rx,
+                acct2,
+                crate::tally::Tally::new(l),
+                engine.shared_monitor(),
+            );
             // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
             let mut listeners: Vec<(SocketAddr, Option<String>)> = config
                 .listeners

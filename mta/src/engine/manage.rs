@@ -485,6 +485,11 @@ impl Engine {
     pub fn monitor(&self) -> &crate::mgmt::Monitor {
         &self.monitor
     }
+
+    /// The monitor, for a tap reader that feeds it (see [`super::Parts::monitor_on_tap`]).
+    pub fn shared_monitor(&self) -> Arc<crate::mgmt::Monitor> {
+        self.monitor.clone()
+    }
 }
 
 /// Failed AUTH attempts from one address that lock it out of AUTH for the rest of the window.

@@ -50,6 +50,9 @@ pub struct Parts {
     /// DKIM signing as the config says (`true`), or never (`false`: throughput benchmarks that
     /// leave the signing cost out, `mtasim run --no-dkim`).
     pub dkim_signing: bool,
+    /// The tap's reader feeds [`Engine::shared_monitor`] with the records instead of the engine
+    /// (the simulator does it on its record thread, off the simulation's); ignored without a tap.
+    pub monitor_on_tap: bool,
 }
 
 struct QueueState {
@@ -102,7 +105,7 @@ pub struct Engine {
     config: std::sync::RwLock<Arc<Config>>,
     /// Counters for status output.
     pub stats: Mutex<Stats>,
-    monitor: crate::mgmt::Monitor,
+    monitor: Arc<crate::mgmt::Monitor>,
     /// `suppress-after` and the list it feeds.
     suppression: (crate::suppress::Policy, Arc<crate::suppress::List>),
     /// Recent AUTH failures per client address.
@@ -227,7 +230,7 @@ impl Engine {
             cursors: PoolCursors::default(),
             keys: crate::dkim::KeyCache::default(),
             stats: Mutex::new(Stats::default()),
-            monitor: crate::mgmt::Monitor::new(now),
+            monitor: Arc::new(crate::mgmt::Monitor::new(now)),
             suppression,
             auth_failures: Mutex::default(),
             settings_cache: Mutex::new((config_at_start, Default::default())),
@@ -275,7 +278,9 @@ impl Engine {
 
     fn log(&self, rec: Record) {
         self.parts.acct.log(&rec);
-        self.monitor.observe(&rec);
+        if !(self.parts.monitor_on_tap && self.parts.tap.is_some()) {
+            self.monitor.observe(&rec);
+        }
         self.maybe_suppress(&rec);
         if let Some(tap) = &self.parts.tap {
             let _ = tap.send(rec);
