@@ -393,6 +393,15 @@ impl Engine {
         source: &crate::config::effective::EffectiveSettings,
         local_ip: Option<IpAddr>,
     ) -> Result<MessageId, String> {
+        // Mail whose records cannot be written is not taken: the backlog stays bounded.
+        let backlog = self.parts.acct.pending();
+        let limit = acct_backlog_limit(&self.config());
+        if backlog >= limit {
+            return Err(format!(
+                "{ACCT_BACKLOG}: {backlog} records wait for an accounting destination (acct-backlog-limit {limit}); {}",
+                self.parts.acct.failure().unwrap_or_default()
+            ));
+        }
         let [x_vmta, x_job, x_campaign, message_id] = headers(
             &body,
             ["X-Virtual-MTA", "X-Job", "X-Campaign", "Message-ID"],
@@ -1657,6 +1666,18 @@ fn open_suppression(cfg: &Config) -> (crate::suppress::Policy, Arc<crate::suppre
         None => crate::suppress::List::in_memory(),
     };
     (policy, Arc::new(list))
+}
+
+/// How an [`Engine::accept`] error caused by the accounting backlog starts.
+pub const ACCT_BACKLOG: &str = "accounting backlog";
+
+/// `acct-backlog-limit` (ours): accounting lines that may wait for a destination that cannot take
+/// them (a full disk, a dead pipe) before new mail is refused with 451 4.3.0. Default 100,000.
+fn acct_backlog_limit(cfg: &Config) -> usize {
+    match cfg.global.get("acct-backlog-limit").map(|s| &s.value) {
+        Some(crate::config::values::Value::Int(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+        _ => 100_000,
+    }
 }
 
 /// `total-max-smtp-out` (PowerMTA's default is 1200 for its Enterprise license, 200 for Standard;

@@ -180,6 +180,14 @@ impl Handler for InboundSession {
         {
             Ok(id) => Outcome::ok("2.0.0", &format!("Ok: queued as {id}")),
             Err(e) if e.starts_with("X-Virtual-MTA") => Outcome::reply(Reply::new(550, "5.7.1", e)),
+            Err(e) if e.starts_with(crate::engine::ACCT_BACKLOG) => {
+                tracing::error!(%e, "refusing mail until the accounting log can be written");
+                Outcome::reply(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Accounting log cannot be written; try again later",
+                ))
+            }
             Err(e) => {
                 tracing::error!(%e, "could not spool a message");
                 Outcome::reply(Reply::new(451, "4.3.0", "Error: queue file write error"))
