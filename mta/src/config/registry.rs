@@ -447,6 +447,7 @@ impl Registry {
             ("max-size", "250M"),
             ("host-name", "the machine's host name"),
             ("total-max-smtp-out", "1200"),
+            ("acct-backlog-limit", "100000"),
         ] {
             if let Some(s) = specs.get_mut(name) {
                 s.default = Some(def);
@@ -510,6 +511,10 @@ mod tests {
             .map(|s| (s.default, s.support, s.blocks.contains("virtual-mta")));
         assert_eq!(s, Some((Some("20"), Support::Acted, true)));
         assert_eq!(r.get("bounce-after").and_then(|s| s.default), Some("4d12h"));
+        assert_eq!(
+            r.get("acct-backlog-limit").map(|s| (s.default, s.support)),
+            Some((Some("100000"), Support::Acted))
+        );
         assert!(r.get("thread-min-priority").is_some() && r.get("thread-max-priority").is_some());
         assert!(r.get("no-http-mgmt-source").is_some());
         assert!(r.get("smtp-client-certificate").is_some());
