@@ -7,17 +7,9 @@ use common::{count, free_port, spawn_mta, start_sink, stop, wait_for, wait_liste
 use std::net::SocketAddr;
 use std::process::Command;
 
-/// Sends one message to `rcpt`; returns the RCPT reply code and text.
+/// Sends one message to `rcpt`; returns the outcome for it (code, text).
 async fn send(at: SocketAddr, rcpt: &str) -> (u16, String) {
-    let mut c = common::client(at, [127, 0, 0, 112], "injector.test").await;
-    let body = format!("From: a@sender.test\r\nTo: {rcpt}\r\nSubject: s\r\n\r\nhi\r\n");
-    let t = c
-        .send("bounces@sender.test", &[rcpt.to_string()], body.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    c.quit().await;
-    let r = t.outcome(0);
-    (r.code, r.to_string())
+    common::send_one(at, [127, 0, 0, 112], rcpt).await
 }
 
 fn cli(args: &[&str]) -> (i32, String) {

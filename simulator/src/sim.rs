@@ -128,7 +128,7 @@ struct RecordSink {
 
 /// Lines the accounting file may hold back (a full disk) before the run gives up writing it:
 /// the accounting keeps unwritten lines for a retry, which must not grow without bound.
-const ACCT_BACKLOG_LIMIT: usize = 100_000;
+const ACCT_BACKLOG_LIMIT: usize = mta::acct::DEFAULT_BACKLOG_LIMIT;
 
 impl RecordSink {
     fn start(
@@ -147,25 +147,25 @@ impl RecordSink {
         let thread = std::thread::spawn(move || {
             let mut given_up: Option<String> = None;
             let mut n: u64 = 0;
-            let mut take = |r: Record, given_up: &mut Option<String>| {
+            let mut take = |r: Record| {
                 monitor.observe(&r);
                 if given_up.is_none() {
                     out.log(&r);
                     n += 1;
                     if n.is_multiple_of(4096) && out.pending() > ACCT_BACKLOG_LIMIT {
-                        *given_up = out.failure().or_else(|| Some("write failed".into()));
+                        given_up = out.failure().or_else(|| Some("write failed".into()));
                     }
                 }
                 tally.add(&crate::tally::RecordView::of(&r));
             };
             loop {
                 match tap.try_recv() {
-                    Ok(r) => take(r, &mut given_up),
+                    Ok(r) => take(r),
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) if stop.load(Ordering::Acquire) => {
                         // Everything sent before `done` was set is visible now: take it, stop.
                         while let Ok(r) = tap.try_recv() {
-                            take(r, &mut given_up);
+                            take(r);
                         }
                         break;
                     }

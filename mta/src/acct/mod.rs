@@ -104,6 +104,10 @@ struct Sink {
     failure: Option<String>,
 }
 
+/// Accounting lines that may wait for a destination that cannot take them before new mail is
+/// refused (`acct-backlog-limit`'s default; the simulator gives up writing acct.csv there).
+pub const DEFAULT_BACKLOG_LIMIT: usize = 100_000;
+
 /// All accounting destinations of a config. `log` is cheap (buffered); call `flush` periodically
 /// and at shutdown.
 pub struct Accounting {
@@ -295,10 +299,15 @@ impl Sink {
             Out::File(f) => drain_file(f, &mut self.pending, &self.header_line, now_ms, &self.set),
             Out::Pipe(p) => drain_pipe(p, &mut self.pending, &self.header_line, now_ms, &self.set),
         };
+        self.note(result, "accounting write failed; records kept for retry");
+    }
+
+    /// Keeps the reason of a failed write or flush until nothing is pending after a good one.
+    fn note(&mut self, result: std::io::Result<()>, what: &str) {
         match result {
             Err(err) => {
                 let target = self.target();
-                tracing::error!(%target, %err, pending = self.pending.len(), "accounting write failed; records kept for retry");
+                tracing::error!(%target, %err, pending = self.pending.len(), "{what}");
                 self.failure = Some(format!("{target}: {err}"));
             }
             Ok(()) if self.pending.is_empty() => self.failure = None,
@@ -330,15 +339,7 @@ impl Sink {
             }) => stdin.flush(),
             _ => Ok(()),
         };
-        match res {
-            Err(err) => {
-                let target = self.target();
-                tracing::error!(%target, %err, "accounting flush failed");
-                self.failure = Some(format!("{target}: {err}"));
-            }
-            Ok(()) if self.pending.is_empty() => self.failure = None,
-            Ok(()) => {}
-        }
+        self.note(res, "accounting flush failed");
     }
 }
 

@@ -395,7 +395,11 @@ impl Engine {
     ) -> Result<MessageId, String> {
         // Mail whose records cannot be written is not taken: the backlog stays bounded.
         let backlog = self.parts.acct.pending();
-        let limit = acct_backlog_limit(&self.config());
+        let limit = if backlog == 0 {
+            usize::MAX // the usual case: no need to look the limit up
+        } else {
+            acct_backlog_limit(&self.config())
+        };
         if backlog >= limit {
             return Err(format!(
                 "{ACCT_BACKLOG}: {backlog} records wait for an accounting destination (acct-backlog-limit {limit}); {}",
@@ -1672,11 +1676,11 @@ fn open_suppression(cfg: &Config) -> (crate::suppress::Policy, Arc<crate::suppre
 pub const ACCT_BACKLOG: &str = "accounting backlog";
 
 /// `acct-backlog-limit` (ours): accounting lines that may wait for a destination that cannot take
-/// them (a full disk, a dead pipe) before new mail is refused with 451 4.3.0. Default 100,000.
+/// them (a full disk, a dead pipe) before new mail is refused with 451 4.3.0.
 fn acct_backlog_limit(cfg: &Config) -> usize {
     match cfg.global.get("acct-backlog-limit").map(|s| &s.value) {
         Some(crate::config::values::Value::Int(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
-        _ => 100_000,
+        _ => crate::acct::DEFAULT_BACKLOG_LIMIT,
     }
 }
 

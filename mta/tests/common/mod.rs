@@ -201,3 +201,17 @@ pub async fn client(at: SocketAddr, src: [u8; 4], helo: &str) -> Client {
     c.ehlo(helo).await.unwrap_or_else(|e| panic!("{e}"));
     c
 }
+
+/// Sends one small message from `src` to `rcpt` in a session of its own; returns the outcome for
+/// the recipient (its RCPT refusal, or the reply to the end of DATA): code and text.
+pub async fn send_one(at: SocketAddr, src: [u8; 4], rcpt: &str) -> (u16, String) {
+    let mut c = client(at, src, "injector.test").await;
+    let body = format!("From: a@sender.test\r\nTo: {rcpt}\r\nSubject: s\r\n\r\nhi\r\n");
+    let t = c
+        .send("bounces@sender.test", &[rcpt.to_string()], body.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.quit().await;
+    let r = t.outcome(0);
+    (r.code, r.to_string())
+}
