@@ -443,6 +443,12 @@ fn share(file: &Path, key: &str, v: f64) -> Result<(), ScenarioError> {
 impl Loaded {
     /// Reads a scenario file, its profiles, and checks every reference.
     pub fn load(file: &Path) -> Result<Loaded, ScenarioError> {
+        Loaded::load_with(file, None)
+    }
+
+    /// As [`Loaded::load`], with `config` (`mtasim --config`) in place of the scenario's MTA
+    /// config: the scenario's own config then need not exist.
+    pub fn load_with(file: &Path, config: Option<&Path>) -> Result<Loaded, ScenarioError> {
         let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Io {
             file: file.to_path_buf(),
             source,
@@ -452,13 +458,25 @@ impl Loaded {
             message: e.to_string().trim_end().to_string(),
         })?;
         let dir = file.parent().unwrap_or(Path::new("."));
-        let config_path = dir.join(&scenario.config);
+        let config_path = match config {
+            Some(c) => c.to_path_buf(),
+            None => dir.join(&scenario.config),
+        };
         if !config_path.is_file() {
-            return Err(invalid(
-                file,
-                "config",
-                format!("`{}` does not exist", config_path.display()),
-            ));
+            return Err(match config {
+                Some(c) => ScenarioError::Io {
+                    file: c.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the --config file does not exist",
+                    ),
+                },
+                None => invalid(
+                    file,
+                    "config",
+                    format!("`{}` does not exist", config_path.display()),
+                ),
+            });
         }
         let profiles = crate::profile::load_dir(&dir.join(&scenario.profiles))?;
         let l = Loaded {

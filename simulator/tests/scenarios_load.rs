@@ -137,3 +137,36 @@ fn errors_name_file_and_key() {
     ))
     .contains("`failure` does not apply to incident kind `reply`"));
 }
+
+/// `mtasim --config` replaces the scenario's config: a scenario copied elsewhere (its own config
+/// path no longer resolving) loads with the override, and a missing override is named.
+#[test]
+fn config_override_replaces_the_scenarios_config() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string("../scenarios/yahoo-tss04-storm.toml").unwrap_or_default();
+    let profiles = std::fs::canonicalize("../isp-profiles").unwrap_or_else(|e| panic!("{e}"));
+    let text = text.replace(
+        "config = ",
+        &format!("profiles = \"{}\"\nconfig = ", profiles.display()),
+    );
+    let f = dir.path().join("s.toml");
+    std::fs::write(&f, text).unwrap_or_else(|e| panic!("{e}"));
+    let own = Loaded::load(&f)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        own.contains("`config`") && own.contains("does not exist"),
+        "{own}"
+    );
+    let hot =
+        std::fs::canonicalize("../fixtures/configs/hot.conf").unwrap_or_else(|e| panic!("{e}"));
+    let l = Loaded::load_with(&f, Some(&hot)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.config_path, hot);
+    let missing = dir.path().join("nope.conf");
+    let e = Loaded::load_with(&f, Some(&missing))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("nope.conf") && e.contains("--config"), "{e}");
+}

@@ -288,7 +288,7 @@ fn main() -> ExitCode {
         "scenario", "accepted", "delivered", "bounced", "expired", "deferrals"
     );
     for path in scenarios {
-        let loaded = match Loaded::load(&path) {
+        let loaded = match Loaded::load_with(&path, opts.config.as_deref()) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("mtasim: {e}");
@@ -361,7 +361,7 @@ fn bench(path: &std::path::Path, opts: &RunOptions) -> ExitCode {
     if let Err(code) = check_volume(opts.volume) {
         return code;
     }
-    let loaded = match Loaded::load(path) {
+    let loaded = match Loaded::load_with(path, opts.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mtasim: {e}");
