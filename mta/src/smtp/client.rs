@@ -359,14 +359,14 @@ async fn read_reply(
 ) -> Result<Reply, ClientError> {
     let mut p = ReplyParser::default();
     loop {
-        let line = match tokio::time::timeout(timeout, s.read_line(4096)).await {
-            Err(_) => return Err(ClientError::Timeout(what)),
-            Ok(Err(LineError::Closed)) => return Err(ClientError::Closed(what)),
-            Ok(Err(LineError::TooLong)) => {
+        let line = match s.read_line_within(4096, timeout).await {
+            Err(LineError::TimedOut) => return Err(ClientError::Timeout(what)),
+            Err(LineError::Closed) => return Err(ClientError::Closed(what)),
+            Err(LineError::TooLong) => {
                 return Err(ClientError::Protocol(what, "reply line too long".into()))
             }
-            Ok(Err(LineError::Io(e))) => return Err(ClientError::Io(what, e)),
-            Ok(Ok(l)) => l,
+            Err(LineError::Io(e)) => return Err(ClientError::Io(what, e)),
+            Ok(l) => l,
         };
         match p.line(&line) {
             Ok(Some(r)) => return Ok(r),

@@ -21,6 +21,9 @@ pub enum LineError {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// No line came within the time allowed ([`SmtpStream::read_line_within`]).
+    #[error("timed out")]
+    TimedOut,
 }
 
 /// What a DATA phase produced.
@@ -118,22 +121,52 @@ impl SmtpStream {
         Ok(n)
     }
 
+    /// As [`SmtpStream::read_line`] within `limit` (else [`LineError::TimedOut`]). A line already
+    /// buffered (pipelined commands, multi-line replies) is taken without setting up a timer.
+    pub async fn read_line_within(
+        &mut self,
+        max: usize,
+        limit: std::time::Duration,
+    ) -> Result<String, LineError> {
+        if let Some(line) = self.buffered_line(max) {
+            return line;
+        }
+        tokio::time::timeout(limit, self.read_line(max))
+            .await
+            .unwrap_or(Err(LineError::TimedOut))
+    }
+
+    /// The next line when a whole one is buffered (see [`SmtpStream::read_line`]).
+    fn buffered_line(&mut self, max: usize) -> Option<Result<String, LineError>> {
+        let pos = memchr(b'\n', &self.buf[self.start..self.end])?;
+        let line_end = self.start + pos;
+        let len = line_end + 1 - self.start;
+        let line = &self.buf[self.start..line_end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // Valid UTF-8 (nearly always) is checked and copied without the lossy decoder's walk.
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t.to_owned(),
+            Err(_) => String::from_utf8_lossy(line).into_owned(),
+        };
+        self.start = line_end + 1;
+        Some(if len > max {
+            Err(LineError::TooLong)
+        } else {
+            Ok(text)
+        })
+    }
+
     /// Reads one line (without its CRLF or LF). Lines longer than `max` octets (CRLF included) are
     /// skipped to their end and reported as [`LineError::TooLong`], without buffering them whole.
     pub async fn read_line(&mut self, max: usize) -> Result<String, LineError> {
         let mut skipping = false;
         loop {
-            if let Some(pos) = memchr(b'\n', &self.buf[self.start..self.end]) {
-                let line_end = self.start + pos;
-                let len = line_end + 1 - self.start;
-                let line = &self.buf[self.start..line_end];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let text = String::from_utf8_lossy(line).into_owned();
-                self.start = line_end + 1;
-                if skipping || len > max {
-                    return Err(LineError::TooLong);
-                }
-                return Ok(text);
+            if let Some(line) = self.buffered_line(max) {
+                return if skipping {
+                    Err(LineError::TooLong)
+                } else {
+                    line
+                };
             }
             if self.end - self.start > max {
                 skipping = true;
@@ -238,6 +271,11 @@ impl SmtpStream {
                 return Err(DataError::Closed);
             }
         }
+    }
+
+    /// Queues a reply in its wire form (sent by [`SmtpStream::flush`]).
+    pub fn queue_reply(&mut self, reply: &super::Reply) {
+        reply.write_wire(&mut self.out);
     }
 
     /// Queues bytes for sending (sent by [`SmtpStream::flush`]).

@@ -15,19 +15,15 @@ pub struct Reply {
 
 /// True if `s` looks like an enhanced status code `c.s.d` (class 2, 4 or 5).
 pub fn is_enhanced(s: &str) -> bool {
-    let mut parts = s.split('.');
-    let (Some(a), Some(b), Some(c), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    matches!(a, "2" | "4" | "5")
-        && !b.is_empty()
-        && b.len() <= 3
-        && b.bytes().all(|x| x.is_ascii_digit())
-        && !c.is_empty()
-        && c.len() <= 3
-        && c.bytes().all(|x| x.is_ascii_digit())
+    // Bytes, not `split('.')`: this runs for every reply line the client reads.
+    let digits = |p: &[u8]| (1..=3).contains(&p.len()) && p.iter().all(u8::is_ascii_digit);
+    match s.as_bytes() {
+        [b'2' | b'4' | b'5', b'.', rest @ ..] => rest
+            .iter()
+            .position(|&c| c == b'.')
+            .is_some_and(|dot| digits(&rest[..dot]) && digits(&rest[dot + 1..])),
+        _ => false,
+    }
 }
 
 impl Reply {
@@ -88,6 +84,14 @@ impl Reply {
 
     /// Wire form: `250-first\r\n250 last\r\n`, the enhanced status on every line.
     pub fn to_wire(&self) -> String {
+        let mut out = Vec::new();
+        self.write_wire(&mut out);
+        // Built from `&str` pieces and ASCII only.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the wire form (as [`Reply::to_wire`]) to `out`, without a String of its own.
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
         let n = self.lines.len().max(1);
         // The code's digits without the formatting machinery (this runs for every reply sent).
         let mut digits = [0u8; 5];
@@ -105,18 +109,23 @@ impl Reply {
         let enhanced = self.enhanced.as_deref();
         let len: usize = self.lines.iter().map(|l| l.len()).sum::<usize>()
             + n * (code.len() + enhanced.map_or(0, |e| e.len() + 1) + 3);
-        let mut out = String::with_capacity(len);
+        out.reserve(len);
         for i in 0..n {
-            out.push_str(code);
-            out.push(if i + 1 == n { ' ' } else { '-' });
+            out.extend_from_slice(code.as_bytes());
+            out.push(if i + 1 == n { b' ' } else { b'-' });
             if let Some(e) = enhanced {
-                out.push_str(e);
-                out.push(' ');
+                out.extend_from_slice(e.as_bytes());
+                out.push(b' ');
             }
-            out.push_str(self.lines.get(i).map(String::as_str).unwrap_or(""));
-            out.push_str("\r\n");
+            out.extend_from_slice(
+                self.lines
+                    .get(i)
+                    .map(String::as_str)
+                    .unwrap_or("")
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\r\n");
         }
-        out
     }
 }
 
@@ -153,16 +162,14 @@ impl ReplyParser {
         }
         let sep = line.as_bytes().get(3).copied();
         let rest = line.get(4..).unwrap_or("");
-        let text = match rest.split_once(' ') {
-            Some((e, t)) if is_enhanced(e) => {
-                self.enhanced.get_or_insert_with(|| e.to_string());
-                t
-            }
-            None if is_enhanced(rest) => {
-                self.enhanced.get_or_insert_with(|| rest.to_string());
-                ""
-            }
-            _ => rest,
+        // The first word, found by byte (a space is ASCII, so both sides are on char boundaries).
+        let space = rest.as_bytes().iter().position(|&c| c == b' ');
+        let word = space.map_or(rest, |i| &rest[..i]);
+        let text = if is_enhanced(word) {
+            self.enhanced.get_or_insert_with(|| word.to_string());
+            space.map_or("", |i| &rest[i + 1..])
+        } else {
+            rest
         };
         self.code = Some(code);
         self.lines.push(text.to_string());
@@ -216,6 +223,66 @@ mod tests {
             Reply::new(550, "5.1.1", "no such user").to_string(),
             "550 5.1.1 no such user"
         );
+    }
+
+    #[test]
+    fn enhanced_status_codes() {
+        for yes in ["2.0.0", "5.7.26", "4.16.55", "5.123.999", "4.4.7"] {
+            assert!(is_enhanced(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "2",
+            "2.0",
+            "2.0.",
+            "2..0",
+            ".0.0",
+            "3.0.0",
+            "25.0.0",
+            "2.1234.0",
+            "2.0.1234",
+            "2.a.0",
+            "2.0.0 ",
+            " 2.0.0",
+            "4.16.55.1",
+            "2.0.0.",
+            "2-0-0",
+            "2.0.é",
+        ] {
+            assert!(!is_enhanced(no), "{no}");
+        }
+        let mut p = ReplyParser::default();
+        let r = p
+            .line("250 2.1.5")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!());
+        assert_eq!(
+            (r.enhanced.as_deref(), r.text().as_str()),
+            (Some("2.1.5"), "")
+        );
+        let r = ReplyParser::default()
+            .line("550 5.1.1  two spaces")
+            .ok()
+            .flatten();
+        let r = r.unwrap_or_else(|| panic!());
+        assert_eq!(
+            (r.enhanced.as_deref(), r.text().as_str()),
+            (Some("5.1.1"), " two spaces")
+        );
+        let r = ReplyParser::default()
+            .line("554 30 Sorry (554.30)")
+            .ok()
+            .flatten();
+        let r = r.unwrap_or_else(|| panic!());
+        assert_eq!(
+            (r.enhanced.as_deref(), r.text().as_str()),
+            (None, "30 Sorry (554.30)")
+        );
+        assert_eq!(r.to_wire(), "554 30 Sorry (554.30)\r\n");
+        let mut wire = b"x".to_vec();
+        Reply::new(250, "2.0.0", "Ok").write_wire(&mut wire);
+        assert_eq!(wire, b"x250 2.0.0 Ok\r\n");
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub async fn serve<H: Handler>(
     if !greet.delay.is_zero() {
         tokio::time::sleep(greet.delay).await;
     }
-    s.queue(greet.reply.to_wire().as_bytes());
+    s.queue_reply(&greet.reply);
     if s.flush().await.is_err() || greet.close {
         let _ = s.shutdown().await;
         return stats;
@@ -179,36 +179,28 @@ pub async fn serve<H: Handler>(
         if !s.has_buffered_input() && s.flush().await.is_err() {
             return stats;
         }
-        let line = match tokio::time::timeout(opts.command_timeout, s.read_line(MAX_LINE)).await {
-            Err(_) => {
-                s.queue(
-                    Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{} Error: timeout exceeded", opts.host_name),
-                    )
-                    .to_wire()
-                    .as_bytes(),
-                );
+        let line = match s.read_line_within(MAX_LINE, opts.command_timeout).await {
+            Err(LineError::TimedOut) => {
+                s.queue_reply(&Reply::new(
+                    421,
+                    "4.4.2",
+                    format!("{} Error: timeout exceeded", opts.host_name),
+                ));
                 let _ = s.shutdown().await;
                 return stats;
             }
-            Ok(Err(LineError::TooLong)) => {
-                s.queue(
-                    Reply::new(500, "5.5.2", "Error: line too long")
-                        .to_wire()
-                        .as_bytes(),
-                );
+            Err(LineError::TooLong) => {
+                s.queue_reply(&Reply::new(500, "5.5.2", "Error: line too long"));
                 continue;
             }
-            Ok(Err(_)) => return stats,
-            Ok(Ok(l)) => l,
+            Err(_) => return stats,
+            Ok(l) => l,
         };
         let pipelined_ahead = s.has_buffered_input();
         let request = match parse_command(&line) {
             Ok(r) => r,
             Err(reply) => {
-                s.queue(reply.to_wire().as_bytes());
+                s.queue_reply(&reply);
                 continue;
             }
         };
@@ -273,11 +265,7 @@ pub async fn serve<H: Handler>(
                 State::Greeted => {
                     if let (Some(max), true) = (opts.max_message_size, from.size > 0) {
                         if from.size as u64 > max {
-                            s.queue(
-                                Reply::new(552, "5.3.4", "Error: message file too big")
-                                    .to_wire()
-                                    .as_bytes(),
-                            );
+                            s.queue_reply(&Reply::new(552, "5.3.4", "Error: message file too big"));
                             continue;
                         }
                     }
@@ -304,11 +292,7 @@ pub async fn serve<H: Handler>(
                     if let Some(refusal) = handler.data() {
                         refusal
                     } else {
-                        s.queue(
-                            Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
-                                .to_wire()
-                                .as_bytes(),
-                        );
+                        s.queue_reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
                         if s.flush().await.is_err() {
                             return stats;
                         }
@@ -371,7 +355,7 @@ pub async fn serve<H: Handler>(
             }
             Request::Noop { .. } => Outcome::ok("2.0.0", "Ok"),
             Request::Quit => {
-                s.queue(Reply::new(221, "2.0.0", "Bye").to_wire().as_bytes());
+                s.queue_reply(&Reply::new(221, "2.0.0", "Bye"));
                 let _ = s.shutdown().await;
                 return stats;
             }
@@ -382,11 +366,7 @@ pub async fn serve<H: Handler>(
             )),
             Request::StartTls => match (&opts.tls, stats.tls) {
                 (Some(acceptor), false) => {
-                    s.queue(
-                        Reply::new(220, "2.0.0", "Ready to start TLS")
-                            .to_wire()
-                            .as_bytes(),
-                    );
+                    s.queue_reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
                     if s.flush().await.is_err() {
                         return stats;
                     }
@@ -431,7 +411,7 @@ pub async fn serve<H: Handler>(
                         match auth_exchange(&mut s, mechanism, &initial_response, opts).await {
                             Ok(c) => c,
                             Err(o) => {
-                                s.queue(o.reply.to_wire().as_bytes());
+                                s.queue_reply(&o.reply);
                                 if o.close {
                                     let _ = s.shutdown().await;
                                     return stats;
@@ -474,7 +454,7 @@ pub async fn serve<H: Handler>(
             }
             tokio::time::sleep(out.delay).await;
         }
-        s.queue(out.reply.to_wire().as_bytes());
+        s.queue_reply(&out.reply);
         if out.close {
             let _ = s.shutdown().await;
             return stats;
