@@ -294,17 +294,29 @@ fn fold(text: &str, width: usize) -> Vec<String> {
 
 /// The header section of `original` with CRLF line endings (no trailing blank line).
 fn original_headers(original: &[u8]) -> String {
-    let text = String::from_utf8_lossy(original).replace("\r\n", "\n");
-    let head = match text.find("\n\n") {
-        Some(p) => &text[..p],
-        None => text.as_str(),
-    };
+    // Only the header section is decoded (a body can be megabytes).
+    let text = String::from_utf8_lossy(&original[..header_end(original)]).replace("\r\n", "\n");
+    let head = text.as_str();
     head.split('\n')
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("\r\n")
         + "\r\n"
+}
+
+/// Where the header section ends: at the LF before the first empty line (LF, or CR LF), else the
+/// end. (A CR before that LF stays; the caller trims line ends.)
+fn header_end(b: &[u8]) -> usize {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &b[from..]) {
+        let lf = from + i;
+        if matches!(&b[lf + 1..], [b'\n', ..] | [b'\r', b'\n', ..]) {
+            return lf;
+        }
+        from = lf + 1;
+    }
+    b.len()
 }
 
 /// Formats a time as an RFC 5322 date in UTC: `Mon, 23 Nov 2026 10:15:01 +0000`.
@@ -347,6 +359,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The header section is found on the bytes as it was on the whole decoded message
+        /// (CRLF and bare LF line ends, stray CRs, invalid UTF-8).
+        #[test]
+        fn header_section_found_on_bytes(parts in proptest::collection::vec(
+            proptest::sample::select(vec!["\r\n", "\n", "\r", "H: v", "\u{e9}", "\u{ff}", "x"]), 0..24),
+            bad in proptest::bool::ANY,
+        ) {
+            let mut original: Vec<u8> = parts.concat().into_bytes();
+            if bad {
+                original.insert(original.len() / 2, 0xff);
+            }
+            let whole = String::from_utf8_lossy(&original).replace("\r\n", "\n");
+            let head = whole.find("\n\n").map_or(whole.as_str(), |p| &whole[..p]);
+            let expected = head
+                .split('\n')
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                + "\r\n";
+            proptest::prop_assert_eq!(original_headers(&original), expected);
+        }
+    }
     use std::time::Duration;
 
     #[test]
