@@ -295,15 +295,23 @@ impl Engine {
     }
 
     fn queue_settings(&self, key: &QueueKey) -> QueueSettings {
+        self.with_queue_settings(key, QueueSettings::clone)
+    }
+
+    /// Reads a queue's settings (as [`Engine::queue_settings`]) without copying them.
+    fn with_queue_settings<R>(&self, key: &QueueKey, f: impl FnOnce(&QueueSettings) -> R) -> R {
         let cfg = self.config();
         let merge = || QueueSettings::from_effective(&cfg.domain_settings(&key.domain, key.vmta()));
         let Ok(mut cache) = self.settings_cache.lock() else {
-            return merge();
+            return f(&merge());
         };
         if !Arc::ptr_eq(&cache.0, &cfg) {
             *cache = (cfg.clone(), Default::default());
         }
-        cache.1.entry(key.clone()).or_insert_with(merge).clone()
+        if let Some(qs) = cache.1.get(key) {
+            return f(qs);
+        }
+        f(cache.1.entry(key.clone()).or_insert_with(merge))
     }
 
     /// Adds a stored message's unfinished recipients to their queues (`vmtas[i]` per recipient).
@@ -333,20 +341,31 @@ impl Engine {
             let natural = QueueKey::new(domain, vmta.as_deref());
             let key = queue_to
                 .entry(natural.clone())
-                .or_insert_with(|| match self.queue_settings(&natural).queue_to {
-                    Some(t) if !t.trim().is_empty() => QueueKey::new(t.trim(), vmta.as_deref()),
-                    _ => natural.clone(),
+                .or_insert_with(|| {
+                    match self.with_queue_settings(&natural, |qs| qs.queue_to.clone()) {
+                        Some(t) if !t.trim().is_empty() => QueueKey::new(t.trim(), vmta.as_deref()),
+                        _ => natural.clone(),
+                    }
                 })
                 .clone();
             groups.entry(key).or_default().push(i as u32);
         }
         let remaining = groups.values().map(|v| v.len() as u32).sum();
         let received = env.received_ms;
-        let settings: Vec<(QueueKey, QueueSettings)> = groups
+        // Settings are looked up only for queues that do not exist yet (an existing queue keeps
+        // its own, which a reload updates).
+        let missing: Vec<bool> =
+            self.with(|s| groups.keys().map(|k| !s.queues.contains_key(k)).collect());
+        let settings: Vec<Option<QueueSettings>> = groups
             .keys()
-            .map(|k| (k.clone(), self.queue_settings(k)))
+            .zip(missing)
+            .map(|(k, m)| m.then(|| self.queue_settings(k)))
             .collect();
-        self.with(|s| {
+        let plan = self.with(|s| {
+            // The planner only needs waking when a queue may want another connection: a new or
+            // unconnected queue, or one backed up beyond what its open connections take (as in
+            // `plan`); otherwise the open connections pick the mail up (`arrivals`).
+            let mut plan = false;
             s.messages.insert(
                 id,
                 MsgState {
@@ -357,17 +376,29 @@ impl Engine {
                     signatures: BTreeMap::new(),
                 },
             );
-            for ((key, rcpts), (_, qs)) in groups.into_iter().zip(settings) {
-                let max_rcpt = qs.max_rcpt_per_message.unwrap_or(u64::MAX).max(1) as usize;
-                let q = s.queues.entry(key.clone()).or_insert_with(|| QueueState {
-                    queue: Queue::new(key.clone(), qs.clone()),
-                    shaper: Shaper::new(&key.to_string(), qs),
-                    last_error: None,
-                    not_before_ms: 0,
-                    paused: false,
-                    opened: 0,
-                    arrivals: Arc::new(Notify::new()),
-                });
+            for ((key, rcpts), qs) in groups.into_iter().zip(settings) {
+                let q = match s.queues.entry(key.clone()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        // Created between the two looks (live mode): settings as usual.
+                        let qs = qs.unwrap_or_else(|| self.queue_settings(&key));
+                        e.insert(QueueState {
+                            queue: Queue::new(key.clone(), qs.clone()),
+                            shaper: Shaper::new(&key.to_string(), qs),
+                            last_error: None,
+                            not_before_ms: 0,
+                            paused: false,
+                            opened: 0,
+                            arrivals: Arc::new(Notify::new()),
+                        })
+                    }
+                };
+                let max_rcpt = q
+                    .queue
+                    .settings
+                    .max_rcpt_per_message
+                    .unwrap_or(u64::MAX)
+                    .max(1) as usize;
                 q.arrivals.notify_waiters();
                 for chunk in rcpts.chunks(max_rcpt) {
                     q.queue.push(
@@ -380,9 +411,14 @@ impl Engine {
                         due_ms,
                     );
                 }
+                let open = q.shaper.connections();
+                plan |= open == 0 || q.queue.len() as u64 > open * 20;
             }
+            plan
         });
-        self.wake.notify_one();
+        if plan {
+            self.wake.notify_one();
+        }
     }
 
     /// Picks vMTAs, stores the message durably, writes `r` records and queues it. Returns the id.
