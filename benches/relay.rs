@@ -5,35 +5,17 @@
 //! 20 ms and reports its latency percentiles (the target: p99 under 50 ms at full speed).
 //! `cargo bench -p mta --bench relay` (RELAY_N and RELAY_SESSIONS override 20000 and 20).
 
+#[path = "sink.rs"]
+mod sink;
+
 use mta::net::{LiveNet, Net};
 use mta::smtp::client::{Client, Timeouts};
-use mta::smtp::io::Data;
-use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
-use mta::smtp::{MailFrom, RcptTo, Reply};
+use mta::smtp::server::{serve, ServerOptions};
+use sink::Sink;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Clone)]
-struct Sink(Arc<AtomicU64>);
-
-impl Handler for Sink {
-    fn connect(&mut self) -> Outcome {
-        Outcome::reply(Reply::new(220, "", "sink ESMTP"))
-    }
-    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
-        Outcome::ok("2.1.0", "Ok")
-    }
-    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
-        Outcome::ok("2.1.5", "Ok")
-    }
-    async fn message(&mut self, _: Data) -> Outcome {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Outcome::ok("2.0.0", "Ok")
-    }
-    fn reset(&mut self) {}
-}
 
 async fn inject(to: SocketAddr, n: u64, sessions: u64) {
     let body = format!(

@@ -10,11 +10,14 @@
 //! A simulated message crosses two such hops (traffic -> MTA, MTA -> provider), so a scenario's
 //! ceiling is about half the per-hop figure. `cargo bench -p mta --bench smtp_ceiling`.
 
+#[path = "sink.rs"]
+mod sink;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mta::smtp::client::{Client, Timeouts};
-use mta::smtp::io::Data;
-use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
-use mta::smtp::{MailFrom, RcptTo, Reply, Request};
+use mta::smtp::server::{serve, ServerOptions};
+use mta::smtp::Request;
+use sink::Sink;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -177,26 +180,6 @@ async fn bare_server(mut s: DuplexStream) -> usize {
     }
 }
 
-#[derive(Clone)]
-struct Sink;
-
-impl Handler for Sink {
-    fn connect(&mut self) -> Outcome {
-        Outcome::reply(Reply::new(220, "", "sink ESMTP"))
-    }
-    fn mail(&mut self, _: &MailFrom<String>) -> Outcome {
-        Outcome::ok("2.1.0", "Ok")
-    }
-    fn rcpt(&mut self, _: &RcptTo<String>) -> Outcome {
-        Outcome::ok("2.1.5", "Ok")
-    }
-    async fn message(&mut self, data: Data) -> Outcome {
-        assert!(!data.body.is_empty());
-        Outcome::ok("2.0.0", "Ok")
-    }
-    fn reset(&mut self) {}
-}
-
 async fn ours_client(s: DuplexStream, bodies: Arc<Vec<Vec<u8>>>, which: Vec<usize>) {
     let mut c = Client::connect(Box::new(s), Timeouts::default())
         .await
@@ -232,7 +215,12 @@ fn run(ours: bool, bodies: &Arc<Vec<Vec<u8>>>) {
             let bodies = bodies.clone();
             if ours {
                 tokio::spawn(async move {
-                    serve(Box::new(server), &mut Sink, &ServerOptions::default()).await
+                    serve(
+                        Box::new(server),
+                        &mut Sink::default(),
+                        &ServerOptions::default(),
+                    )
+                    .await
                 });
                 tasks.push(tokio::spawn(ours_client(client, bodies, which)));
             } else {

@@ -251,35 +251,18 @@ mod tests {
         ] {
             assert!(!is_enhanced(no), "{no}");
         }
-        let mut p = ReplyParser::default();
-        let r = p
-            .line("250 2.1.5")
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!());
-        assert_eq!(
-            (r.enhanced.as_deref(), r.text().as_str()),
-            (Some("2.1.5"), "")
-        );
-        let r = ReplyParser::default()
-            .line("550 5.1.1  two spaces")
-            .ok()
-            .flatten();
-        let r = r.unwrap_or_else(|| panic!());
-        assert_eq!(
-            (r.enhanced.as_deref(), r.text().as_str()),
-            (Some("5.1.1"), " two spaces")
-        );
-        let r = ReplyParser::default()
-            .line("554 30 Sorry (554.30)")
-            .ok()
-            .flatten();
-        let r = r.unwrap_or_else(|| panic!());
-        assert_eq!(
-            (r.enhanced.as_deref(), r.text().as_str()),
-            (None, "30 Sorry (554.30)")
-        );
-        assert_eq!(r.to_wire(), "554 30 Sorry (554.30)\r\n");
+        for (line, enhanced, text) in [
+            ("250 2.1.5", Some("2.1.5"), ""),
+            ("550 5.1.1  two spaces", Some("5.1.1"), " two spaces"),
+            ("554 30 Sorry (554.30)", None, "30 Sorry (554.30)"),
+        ] {
+            let r = ReplyParser::default().line(line).ok().flatten();
+            let r = r.unwrap_or_else(|| panic!("{line}"));
+            assert_eq!((r.enhanced.as_deref(), r.text().as_str()), (enhanced, text));
+            if !text.is_empty() {
+                assert_eq!(r.to_wire(), format!("{line}\r\n"));
+            }
+        }
         let mut wire = b"x".to_vec();
         Reply::new(250, "2.0.0", "Ok").write_wire(&mut wire);
         assert_eq!(wire, b"x250 2.0.0 Ok\r\n");
