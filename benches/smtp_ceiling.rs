@@ -5,7 +5,9 @@
 //! - `bare`: the least a correct exchange needs: commands parsed with smtp-proto, pipelined
 //!   MAIL/RCPT/DATA, the body scanned for its terminator and kept (one copy), replies read;
 //! - `ours`: our own `smtp::client::Client` and `smtp::server::serve` (line and DATA framing with
-//!   the limits and smuggling checks, dot-stuffing, reply parsing, timeouts) with a sink handler.
+//!   the limits and smuggling checks, dot-stuffing, reply parsing, timeouts) with a sink handler;
+//! - `ours-sim-pipe`: the same over the simulated network's own pipe (`mta::net::pipe`), which
+//!   hands whole buffers across instead of copying bytes in and out.
 //!
 //! A simulated message crosses two such hops (traffic -> MTA, MTA -> provider), so a scenario's
 //! ceiling is about half the per-hop figure. `cargo bench -p mta --bench smtp_ceiling`.
@@ -14,6 +16,8 @@
 mod sink;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mta::net::pipe::pipe;
+use mta::net::BoxStream;
 use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
 use mta::smtp::Request;
@@ -180,8 +184,8 @@ async fn bare_server(mut s: DuplexStream) -> usize {
     }
 }
 
-async fn ours_client(s: DuplexStream, bodies: Arc<Vec<Vec<u8>>>, which: Vec<usize>) {
-    let mut c = Client::connect(Box::new(s), Timeouts::default())
+async fn ours_client(s: BoxStream, bodies: Arc<Vec<Vec<u8>>>, which: Vec<usize>) {
+    let mut c = Client::connect(s, Timeouts::default())
         .await
         .expect("greeting")
         .expect("220");
@@ -200,8 +204,20 @@ async fn ours_client(s: DuplexStream, bodies: Arc<Vec<Vec<u8>>>, which: Vec<usiz
     c.quit().await;
 }
 
+/// The three stacks measured.
+#[derive(Clone, Copy)]
+enum Stack {
+    /// `bare_client` and `bare_server` over `tokio::io::duplex`.
+    Bare,
+    /// Our client and server over `tokio::io::duplex`.
+    Ours,
+    /// Our client and server over the simulated network's pipe (`mta::net::pipe`), as in
+    /// `mtasim` runs: whole buffers cross without the byte pipe's two copies.
+    OursSimPipe,
+}
+
 /// One run: `PER_RUN` transactions over `SESSIONS` sessions on a paused current-thread runtime.
-fn run(ours: bool, bodies: &Arc<Vec<Vec<u8>>>) {
+fn run(stack: Stack, bodies: &Arc<Vec<Vec<u8>>>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -210,23 +226,28 @@ fn run(ours: bool, bodies: &Arc<Vec<Vec<u8>>>) {
     rt.block_on(async {
         let mut tasks = Vec::new();
         for s in 0..SESSIONS {
-            let (client, server) = tokio::io::duplex(PIPE);
             let which: Vec<usize> = (s..PER_RUN).step_by(SESSIONS).collect();
             let bodies = bodies.clone();
-            if ours {
-                tokio::spawn(async move {
-                    serve(
-                        Box::new(server),
-                        &mut Sink::default(),
-                        &ServerOptions::default(),
-                    )
-                    .await
-                });
-                tasks.push(tokio::spawn(ours_client(client, bodies, which)));
-            } else {
-                tokio::spawn(bare_server(server));
-                tasks.push(tokio::spawn(bare_client(client, bodies, which)));
-            }
+            let (client, server): (BoxStream, BoxStream) = match stack {
+                Stack::Bare => {
+                    let (client, server) = tokio::io::duplex(PIPE);
+                    tokio::spawn(bare_server(server));
+                    tasks.push(tokio::spawn(bare_client(client, bodies, which)));
+                    continue;
+                }
+                Stack::Ours => {
+                    let (client, server) = tokio::io::duplex(PIPE);
+                    (Box::new(client), Box::new(server))
+                }
+                Stack::OursSimPipe => {
+                    let (client, server) = pipe(PIPE);
+                    (Box::new(client), Box::new(server))
+                }
+            };
+            tokio::spawn(async move {
+                serve(server, &mut Sink::default(), &ServerOptions::default()).await
+            });
+            tasks.push(tokio::spawn(ours_client(client, bodies, which)));
         }
         for t in tasks {
             t.await.expect("session");
@@ -240,9 +261,13 @@ fn ceiling(c: &mut Criterion) {
     g.throughput(Throughput::Elements(PER_RUN as u64));
     for (name, mix) in [("2k", false), ("mixed-production", true)] {
         let bodies = bodies(mix);
-        for (stack, ours) in [("bare", false), ("ours", true)] {
-            g.bench_with_input(BenchmarkId::new(stack, name), &bodies, |b, bodies| {
-                b.iter(|| run(ours, bodies))
+        for (label, stack) in [
+            ("bare", Stack::Bare),
+            ("ours", Stack::Ours),
+            ("ours-sim-pipe", Stack::OursSimPipe),
+        ] {
+            g.bench_with_input(BenchmarkId::new(label, name), &bodies, |b, bodies| {
+                b.iter(|| run(stack, bodies))
             });
         }
     }

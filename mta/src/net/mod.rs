@@ -1,10 +1,12 @@
 //! The network seam: connect from a chosen source IP to an address, and listen on an address.
 //! `LiveNet` uses real TCP (binding the source address before connecting, so per-IP limits are real);
-//! `SimNet` is an in-memory network of `tokio::io::duplex` pipes where every connection still knows
+//! `SimNet` is an in-memory network of byte pipes ([`pipe`]) where every connection still knows
 //! its source and destination address, for the simulated mode.
 
+pub mod pipe;
 pub mod sim;
 
+pub use pipe::Pipe;
 pub use sim::SimNet;
 
 use std::future::Future;
@@ -14,8 +16,16 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream: a TCP socket or an in-memory pipe.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The simulated network's [`Pipe`], when this stream is one (it can pass whole buffers).
+    /// Call it on the stream itself (`(*boxed).as_pipe()`), not on a box around it.
+    fn as_pipe(&mut self) -> Option<&mut Pipe>;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {
+    fn as_pipe(&mut self) -> Option<&mut Pipe> {
+        (self as &mut dyn std::any::Any).downcast_mut::<Pipe>()
+    }
+}
 
 /// A boxed stream, so TLS can wrap either kind.
 pub type BoxStream = Box<dyn AsyncStream>;

@@ -1,5 +1,5 @@
 //! An in-memory network for simulated runs: listeners keyed by address, connections made of
-//! `tokio::io::duplex` pipes that carry both ends' addresses, deterministic ephemeral ports, and
+//! in-memory pipes ([`super::pipe`]) that carry both ends' addresses, deterministic ephemeral ports, and
 //! switches to make an address refuse connections or swallow them (unreachable: the connect never
 //! completes, so the caller's connect timeout fires on the paused clock).
 
@@ -166,7 +166,7 @@ impl Net for SimNet {
                 Route::Hang => return std::future::pending().await,
                 Route::Go(tx, local) => (tx, local),
             };
-            let (client, server) = tokio::io::duplex(PIPE_BUFFER);
+            let (client, server) = super::pipe::pipe(PIPE_BUFFER);
             tx.send(Connection {
                 stream: Box::new(server),
                 local: dst,

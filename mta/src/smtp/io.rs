@@ -70,6 +70,10 @@ pub struct SmtpStream {
 /// The read buffer's starting capacity (it doubles when a line or chunk needs more).
 const READ_BUFFER: usize = 16 * 1024;
 
+/// From this size a buffer is handed to or taken from the simulated network whole
+/// ([`crate::net::Pipe`]) rather than copied.
+const OWNED_CHUNK: usize = 4096;
+
 /// The most a declared SIZE reserves up front (the body grows past it as it arrives).
 const MAX_SIZE_HINT: u64 = 16 * 1024 * 1024;
 
@@ -107,6 +111,24 @@ impl SmtpStream {
     async fn fill(&mut self) -> Result<usize, io::Error> {
         // `buf` holds exactly the bytes read (its length is `end`); reads go into its spare
         // capacity, which is never zeroed.
+        if self.start == self.end {
+            if let Some(pipe) = (*self.inner).as_pipe() {
+                // Nothing buffered: a large chunk from the simulated network becomes the buffer
+                // as it is (no copy); a small one goes into the buffer we have.
+                let Some(chunk) = pipe.recv_owned().await else {
+                    return Ok(0);
+                };
+                self.start = 0;
+                self.end = chunk.len();
+                if chunk.len() >= OWNED_CHUNK {
+                    self.buf = chunk;
+                } else {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&chunk);
+                }
+                return Ok(self.end);
+            }
+        }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -307,6 +329,13 @@ impl SmtpStream {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.len() >= OWNED_CHUNK {
+            if let Some(pipe) = (*self.inner).as_pipe() {
+                // The simulated network takes the buffer itself (a message body is not copied).
+                let out = std::mem::replace(&mut self.out, Vec::with_capacity(4096));
+                return pipe.send_owned(out).await;
+            }
+        }
         if !self.out.is_empty() {
             self.inner.write_all(&self.out).await?;
             self.out.clear();
@@ -488,18 +517,38 @@ mod tests {
         fn data_round_trips_across_chunk_boundaries(
             lines in proptest::collection::vec("[a. ]{0,1100}", 0..40),
             pipe in 1usize..300,
+            sim in proptest::bool::ANY,
         ) {
             let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap_or_else(|e| panic!("{e}"));
             let d = rt.block_on(async {
-                let (a, b) = tokio::io::duplex(pipe);
-                let mut tx = SmtpStream::new(Box::new(a));
-                tx.queue_data(body.as_bytes());
-                tx.queue(b"QUIT\r\n");
+                let (a, b): (BoxStream, BoxStream) = if sim {
+                    // The simulated network's pipe, the bytes sent as whole chunks of `pipe * 16`
+                    // bytes (taken as they are from 4096 up, copied below).
+                    let (mut a, b) = crate::net::pipe::pipe(pipe);
+                    let mut wire = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
+                    wire.queue_data(body.as_bytes());
+                    wire.queue(b"QUIT\r\n");
+                    let chunks: Vec<Vec<u8>> = wire.out.chunks(pipe * 16).map(<[u8]>::to_vec).collect();
+                    tokio::spawn(async move {
+                        for c in chunks {
+                            let _ = a.send_owned(c).await;
+                        }
+                    });
+                    (Box::new(tokio::io::duplex(1).0), Box::new(b))
+                } else {
+                    let (a, b) = tokio::io::duplex(pipe);
+                    (Box::new(a), Box::new(b))
+                };
+                let mut tx = SmtpStream::new(a);
+                if !sim {
+                    tx.queue_data(body.as_bytes());
+                    tx.queue(b"QUIT\r\n");
+                }
                 let writer = tokio::spawn(async move { tx.flush().await });
-                let mut rx = SmtpStream::new(Box::new(b));
+                let mut rx = SmtpStream::new(b);
                 let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
                 let next = rx.read_line(MAX_LINE).await.ok();
                 let _ = writer.await;

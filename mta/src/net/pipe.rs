@@ -1,0 +1,271 @@
+//! The simulated network's connection: a pair of in-memory byte pipes, one per direction, like
+//! `tokio::io::duplex` (bounded, EOF on shutdown or drop, `BrokenPipe` writing to a dropped
+//! reader), that also hands whole buffers across: [`Pipe::send_owned`] queues a `Vec` without
+//! copying it and [`Pipe::recv_owned`] takes one back the same way. `SmtpStream` uses these for
+//! its writes and for reads into an empty buffer, so a message body crosses a simulated
+//! connection without the two copies a byte pipe costs (write in, read out).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// One direction: the chunks written and not yet read.
+#[derive(Default)]
+struct Channel {
+    /// Written chunks; the first may be partly read (`offset`).
+    chunks: VecDeque<Vec<u8>>,
+    offset: usize,
+    /// Unread bytes in `chunks`.
+    len: usize,
+    /// The writer shut down or went away: EOF once drained.
+    closed: bool,
+    /// The reader went away: writes fail.
+    reader_gone: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+impl Channel {
+    fn wake_reader(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Channel>>;
+
+fn lock(c: &Shared) -> MutexGuard<'_, Channel> {
+    // A panic while holding the lock leaves plain data behind; keep using it.
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One end of a simulated connection.
+pub struct Pipe {
+    read: Shared,
+    write: Shared,
+    /// Bytes the other side may have waiting before writes wait.
+    capacity: usize,
+}
+
+/// A connected pair of ends, each holding up to `capacity` unread bytes per direction.
+pub fn pipe(capacity: usize) -> (Pipe, Pipe) {
+    let (a, b) = (Shared::default(), Shared::default());
+    (
+        Pipe {
+            read: a.clone(),
+            write: b.clone(),
+            capacity,
+        },
+        Pipe {
+            read: b,
+            write: a,
+            capacity,
+        },
+    )
+}
+
+impl Pipe {
+    /// Queues `chunk` for the other side without copying it; waits while the pipe is full.
+    pub async fn send_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        let mut chunk = Some(chunk);
+        poll_fn(|cx| {
+            let mut c = lock(&self.write);
+            if c.reader_gone {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if c.closed {
+                return Poll::Ready(Err(io::Error::other("write after shutdown")));
+            }
+            if c.len >= self.capacity {
+                c.write_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if let Some(chunk) = chunk.take().filter(|b| !b.is_empty()) {
+                c.len += chunk.len();
+                c.chunks.push_back(chunk);
+                c.wake_reader();
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// The next whole chunk written by the other side (the rest of one partly read), or `None`
+    /// at EOF.
+    pub async fn recv_owned(&mut self) -> Option<Vec<u8>> {
+        poll_fn(|cx| {
+            let mut c = lock(&self.read);
+            let Some(mut chunk) = c.chunks.pop_front() else {
+                if c.closed {
+                    return Poll::Ready(None);
+                }
+                c.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            };
+            let offset = std::mem::take(&mut c.offset);
+            if offset > 0 {
+                chunk.drain(..offset);
+            }
+            c.len -= chunk.len();
+            c.wake_writer();
+            Poll::Ready(Some(chunk))
+        })
+        .await
+    }
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut c = lock(&self.read);
+        if c.chunks.is_empty() {
+            if !c.closed {
+                c.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        while buf.remaining() > 0 {
+            let offset = c.offset;
+            let Some(front) = c.chunks.front() else {
+                break;
+            };
+            let n = buf.remaining().min(front.len() - offset);
+            buf.put_slice(&front[offset..offset + n]);
+            let whole = offset + n == front.len();
+            c.len -= n;
+            if whole {
+                c.chunks.pop_front();
+                c.offset = 0;
+            } else {
+                c.offset = offset + n;
+            }
+        }
+        c.wake_writer();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut c = lock(&self.write);
+        if c.reader_gone {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if c.closed {
+            return Poll::Ready(Err(io::Error::other("write after shutdown")));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let room = self.capacity.saturating_sub(c.len);
+        if room == 0 {
+            c.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(buf.len());
+        c.chunks.push_back(buf[..n].to_vec());
+        c.len += n;
+        c.wake_reader();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut c = lock(&self.write);
+        c.closed = true;
+        c.wake_reader();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        let mut w = lock(&self.write);
+        w.closed = true;
+        w.wake_reader();
+        drop(w);
+        let mut r = lock(&self.read);
+        r.reader_gone = true;
+        r.chunks.clear();
+        r.len = 0;
+        r.wake_writer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_and_owned_chunks_arrive_in_order_then_eof() {
+        let (mut a, mut b) = pipe(8);
+        a.write_all(b"hel").await.unwrap_or_else(|e| panic!("{e}"));
+        a.send_owned(b"lo ".to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut two = [0u8; 2];
+        b.read_exact(&mut two)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&two, b"he");
+        // The rest of a partly read chunk, then a whole one.
+        assert_eq!(b.recv_owned().await, Some(b"l".to_vec()));
+        assert_eq!(b.recv_owned().await, Some(b"lo ".to_vec()));
+        // Bounded: a writer past the capacity waits for the reader.
+        let writer = tokio::spawn(async move {
+            a.write_all(b"world, and more than eight bytes")
+                .await
+                .map(|_| a)
+        });
+        let mut got = Vec::new();
+        while got.len() < 32 {
+            let mut chunk = [0u8; 5];
+            let n = b.read(&mut chunk).await.unwrap_or_else(|e| panic!("{e}"));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, b"world, and more than eight bytes");
+        let mut a = writer
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        a.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            b.read(&mut [0u8; 4]).await.ok(),
+            Some(0),
+            "EOF after shutdown"
+        );
+        assert_eq!(b.recv_owned().await, None);
+        // Writing to a dropped reader fails; reading from a dropped writer is EOF.
+        drop(b);
+        let (mut c, d) = pipe(8);
+        drop(d);
+        assert_eq!(
+            c.write_all(b"x").await.map_err(|e| e.kind()),
+            Err(io::ErrorKind::BrokenPipe)
+        );
+        assert_eq!(c.read(&mut [0u8; 4]).await.ok(), Some(0));
+    }
+}
