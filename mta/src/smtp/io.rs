@@ -211,7 +211,6 @@ impl SmtpStream {
         let mut data = Data::default();
         let hint = std::mem::take(&mut self.size_hint).min(MAX_SIZE_HINT);
         let hint = max_size.map_or(hint, |m| hint.min(m));
-        data.body.reserve_exact(hint as usize + 2);
         // False after part of an endless line was taken: the next bytes continue that line.
         let mut at_line_start = true;
         loop {
@@ -239,6 +238,31 @@ impl SmtpStream {
                 continue;
             };
             let region = &hay[..=last_lf];
+            if data.size == 0
+                && self.start == 0
+                && region.len() == self.end
+                && region.ends_with(b"\r\n.\r\n")
+                && !self.exact_only
+            {
+                // The buffer may be the whole message (as a simulated connection delivers it):
+                // then it becomes the body as it is, unless dots were stuffed or it is too big.
+                let body_len = region.len() - 3;
+                let clean = !region.starts_with(b".")
+                    && plain_crlf(&region[..body_len]) == Some(false)
+                    && max_size.is_none_or(|m| body_len as u64 <= m);
+                if clean {
+                    let mut body = std::mem::take(&mut self.buf);
+                    body.truncate(body_len);
+                    (self.start, self.end) = (0, 0);
+                    data.size = body_len as u64;
+                    data.body = body;
+                    return Ok(finish(data));
+                }
+            }
+            if data.body.capacity() == 0 {
+                // Reserved on the first bytes taken (not when the buffer was kept as the body).
+                data.body.reserve_exact(hint as usize + 2);
+            }
             let mut run = 0; // start of the bytes not yet taken
             if at_line_start && region.first() == Some(&b'.') {
                 if let Some(end) = dot_line(&mut data, region, &mut run, 0, max_size) {
@@ -438,6 +462,35 @@ mod tests {
         b.write_all(input).await.unwrap_or_else(|e| panic!("{e}"));
         drop(b);
         SmtpStream::new(Box::new(a))
+    }
+
+    /// A message arriving whole in one simulated-network chunk becomes the body without a copy;
+    /// one with a stuffed dot, or over the size limit, or followed by more input, goes the usual way.
+    #[tokio::test]
+    async fn a_whole_message_chunk_is_kept_as_the_body() {
+        let text = "Subject: hi\r\n\r\n".to_string() + &"word word word word\r\n".repeat(300);
+        for (wire, limit, want, kept) in [
+            (format!("{text}.\r\n"), None, text.clone(), true),
+            (
+                format!("{text}..x\r\n.\r\n"),
+                None,
+                format!("{text}.x\r\n"),
+                false,
+            ),
+            (format!("{text}.\r\nQUIT\r\n"), None, text.clone(), false),
+            (format!("{text}.\r\n"), Some(100), String::new(), false),
+        ] {
+            let (mut a, b) = crate::net::pipe::pipe(1 << 20);
+            let chunk = wire.into_bytes();
+            let sent = chunk.as_ptr();
+            a.send_owned(chunk).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut rx = SmtpStream::new(Box::new(b));
+            let d = rx.read_data(limit).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(String::from_utf8_lossy(&d.body), want);
+            assert_eq!(d.too_big, limit.is_some());
+            assert_eq!(d.size, want.len().max(text.len()) as u64);
+            assert_eq!(d.body.as_ptr() == sent, kept, "kept as sent: {kept}");
+        }
     }
 
     #[tokio::test]
