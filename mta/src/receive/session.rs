@@ -158,8 +158,13 @@ impl Handler for InboundSession {
                 now,
             )
             .into_bytes();
-            h.extend_from_slice(&body);
-            body = h;
+            if body.capacity() - body.len() >= h.len() {
+                // Room behind the body (a kept read buffer often has it): shift it in place.
+                body.splice(0..0, h);
+            } else {
+                h.extend_from_slice(&body);
+                body = h;
+            }
         }
         let env = Envelope {
             mail_from: self.from.clone().unwrap_or_default(),

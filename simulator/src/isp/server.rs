@@ -147,14 +147,20 @@ impl IspHandler {
         let fb = &self.isp.profile.feedback;
         let now = self.clock.now_ms();
         let mid = mta::engine::header(body, "Message-ID").unwrap_or_default();
-        let end = body
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(body.len(), |p| p + 4);
-        let headers = String::from_utf8_lossy(&body[..end]).to_string();
-        let author = mta::engine::header(body, "From")
-            .and_then(|f| mta::bounce::parse::find_address(&f))
-            .unwrap_or_default();
+        // The original's header section and author, worked out only for a late bounce or a
+        // complaint (most messages draw neither).
+        let headers = || {
+            let end = body
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(body.len(), |p| p + 4);
+            String::from_utf8_lossy(&body[..end]).into_owned()
+        };
+        let author = || {
+            mta::engine::header(body, "From")
+                .and_then(|f| mta::bounce::parse::find_address(&f))
+                .unwrap_or_default()
+        };
         let seed = self.back.seed.to_le_bytes();
         tracing::debug!(provider = %self.isp.profile.name, accepted = self.accepted.len(), "feedback draw");
         for rcpt in &self.accepted {
@@ -186,7 +192,7 @@ impl IspHandler {
                     arrival: at(now),
                     now: at(now + delay.as_millis() as i64),
                     seed: &format!("{now:x}{}", rcpt.len()),
-                    original: headers.as_bytes(),
+                    original: headers().as_bytes(),
                     recipients: &recipients,
                 });
                 if let Some(d) = dsn {
@@ -212,6 +218,7 @@ impl IspHandler {
             }
             self.isp.complaint(self.peer, now);
             let fbl_to = self.back.fbl_address.clone().unwrap_or_else(|| {
+                let author = author();
                 format!("fbl@fbl.{}", author.rsplit_once('@').map_or("", |(_, d)| d))
             });
             let report_from = fb.report_from.clone();
@@ -226,7 +233,7 @@ impl IspHandler {
                 original_rcpt_to: rcpt,
                 source_ip: Some(self.peer),
                 arrival_date: now / 1000,
-                original: &headers,
+                original: &headers(),
                 from: &report_from,
                 to: &fbl_to,
             });
