@@ -52,15 +52,19 @@ impl Capabilities {
         for line in r.lines.iter().skip(1) {
             let mut words = line.split_whitespace();
             let Some(kw) = words.next() else { continue };
-            let kw = kw.to_ascii_uppercase();
-            match kw.as_str() {
-                "PIPELINING" => c.pipelining = true,
-                "STARTTLS" => c.starttls = true,
-                "SIZE" => c.size = words.next().and_then(|n| n.parse().ok()).or(Some(0)),
-                "8BITMIME" => c.eight_bit = true,
-                "ENHANCEDSTATUSCODES" => c.enhanced = true,
-                "SMTPUTF8" => c.smtputf8 = true,
-                _ => {}
+            let is = |name: &str| kw.eq_ignore_ascii_case(name);
+            if is("PIPELINING") {
+                c.pipelining = true;
+            } else if is("STARTTLS") {
+                c.starttls = true;
+            } else if is("SIZE") {
+                c.size = words.next().and_then(|n| n.parse().ok()).or(Some(0));
+            } else if is("8BITMIME") {
+                c.eight_bit = true;
+            } else if is("ENHANCEDSTATUSCODES") {
+                c.enhanced = true;
+            } else if is("SMTPUTF8") {
+                c.smtputf8 = true;
             }
             c.keywords.push(line.clone());
         }
@@ -368,7 +372,7 @@ async fn read_reply(
             Err(LineError::Io(e)) => return Err(ClientError::Io(what, e)),
             Ok(l) => l,
         };
-        match p.line(&line) {
+        match p.line_owned(line) {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
             Err(e) => return Err(ClientError::Protocol(what, e.to_string())),

@@ -155,37 +155,48 @@ pub struct BadReply(pub String);
 impl ReplyParser {
     /// Feeds one line (without CRLF); returns the reply when it was the last line.
     pub fn line(&mut self, line: &str) -> Result<Option<Reply>, BadReply> {
-        let bad = || BadReply(line.chars().take(200).collect());
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+        self.line_owned(line.to_string())
+    }
+
+    /// As [`ReplyParser::line`], keeping the line's own buffer as the reply's text line (the
+    /// client reads every reply line this way: no second allocation per line).
+    pub fn line_owned(&mut self, mut line: String) -> Result<Option<Reply>, BadReply> {
+        let bad = |line: &str| BadReply(line.chars().take(200).collect());
+        let code: u16 = match line.get(..3).and_then(|c| c.parse().ok()) {
+            Some(c) => c,
+            None => return Err(bad(&line)),
+        };
         if !(200..600).contains(&code) || self.code.is_some_and(|c| c != code) {
-            return Err(bad());
+            return Err(bad(&line));
         }
         let sep = line.as_bytes().get(3).copied();
-        let rest = line.get(4..).unwrap_or("");
+        let (rest_at, rest) = line.get(4..).map_or((line.len(), ""), |r| (4, r));
         // The first word, found by byte (a space is ASCII, so both sides are on char boundaries).
         let space = rest.as_bytes().iter().position(|&c| c == b' ');
         let word = space.map_or(rest, |i| &rest[..i]);
-        let text = if is_enhanced(word) {
+        let text_at = if is_enhanced(word) {
             self.enhanced.get_or_insert_with(|| word.to_string());
-            space.map_or("", |i| &rest[i + 1..])
+            rest_at + space.map_or(rest.len(), |i| i + 1)
         } else {
-            rest
+            rest_at
+        };
+        let last = match sep {
+            Some(b'-') => false,
+            Some(b' ') | None => true,
+            _ => return Err(bad(&line)),
         };
         self.code = Some(code);
-        self.lines.push(text.to_string());
-        match sep {
-            Some(b'-') => Ok(None),
-            Some(b' ') | None => {
-                let r = Reply {
-                    code,
-                    enhanced: self.enhanced.take(),
-                    lines: std::mem::take(&mut self.lines),
-                };
-                self.code = None;
-                Ok(Some(r))
-            }
-            _ => Err(bad()),
+        line.drain(..text_at);
+        self.lines.push(line);
+        if !last {
+            return Ok(None);
         }
+        self.code = None;
+        Ok(Some(Reply {
+            code,
+            enhanced: self.enhanced.take(),
+            lines: std::mem::take(&mut self.lines),
+        }))
     }
 }
 
