@@ -70,10 +70,6 @@ pub struct SmtpStream {
 /// The read buffer's starting capacity (it doubles when a line or chunk needs more).
 const READ_BUFFER: usize = 16 * 1024;
 
-/// From this size a buffer is handed to or taken from the simulated network whole
-/// ([`crate::net::Pipe`]) rather than copied.
-const OWNED_CHUNK: usize = 4096;
-
 /// The most a declared SIZE reserves up front (the body grows past it as it arrives).
 const MAX_SIZE_HINT: u64 = 16 * 1024 * 1024;
 
@@ -113,19 +109,14 @@ impl SmtpStream {
         // capacity, which is never zeroed.
         if self.start == self.end {
             if let Some(pipe) = (*self.inner).as_pipe() {
-                // Nothing buffered: a large chunk from the simulated network becomes the buffer
-                // as it is (no copy); a small one goes into the buffer we have.
+                // Nothing buffered: the chunk from the simulated network becomes the buffer as
+                // it is (no copy; a whole message arriving this way can then become the body).
                 let Some(chunk) = pipe.recv_owned().await else {
                     return Ok(0);
                 };
                 self.start = 0;
                 self.end = chunk.len();
-                if chunk.len() >= OWNED_CHUNK {
-                    self.buf = chunk;
-                } else {
-                    self.buf.clear();
-                    self.buf.extend_from_slice(&chunk);
-                }
+                self.buf = chunk;
                 return Ok(self.end);
             }
         }
@@ -353,10 +344,10 @@ impl SmtpStream {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if self.out.len() >= OWNED_CHUNK {
+        if !self.out.is_empty() {
             if let Some(pipe) = (*self.inner).as_pipe() {
                 // The simulated network takes the buffer itself (a message body is not copied).
-                let out = std::mem::replace(&mut self.out, Vec::with_capacity(4096));
+                let out = std::mem::take(&mut self.out);
                 return pipe.send_owned(out).await;
             }
         }
@@ -579,7 +570,7 @@ mod tests {
             let d = rt.block_on(async {
                 let (a, b): (BoxStream, BoxStream) = if sim {
                     // The simulated network's pipe, the bytes sent as whole chunks of `pipe * 16`
-                    // bytes (taken as they are from 4096 up, copied below).
+                    // bytes, each taken as the reader's buffer as it is.
                     let (mut a, b) = crate::net::pipe::pipe(pipe);
                     let mut wire = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
                     wire.queue_data(body.as_bytes());
