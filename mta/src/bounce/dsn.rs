@@ -296,8 +296,7 @@ fn fold(text: &str, width: usize) -> Vec<String> {
 fn original_headers(original: &[u8]) -> String {
     // Only the header section is decoded (a body can be megabytes).
     let text = String::from_utf8_lossy(&original[..header_end(original)]).replace("\r\n", "\n");
-    let head = text.as_str();
-    head.split('\n')
+    text.split('\n')
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
