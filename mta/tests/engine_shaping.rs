@@ -37,6 +37,8 @@ struct Scripted {
     counted: bool,
     /// DKIM-Signature of every message body received (empty when unsigned).
     bodies: Arc<Mutex<Vec<String>>>,
+    /// Every message body received, as received.
+    full: Arc<Mutex<Vec<Vec<u8>>>>,
     /// The first this many DATA are deferred.
     defer_data: usize,
     /// Messages taken on this connection; pushed to `per_conn` when it closes.
@@ -97,6 +99,9 @@ impl Handler for Scripted {
     }
     async fn message(&mut self, d: Data) -> Outcome {
         let sig = mta::engine::header(&d.body, "DKIM-Signature").unwrap_or_default();
+        if let Ok(mut f) = self.full.lock() {
+            f.push(d.body.clone());
+        }
         let n = self
             .bodies
             .lock()
@@ -116,7 +121,9 @@ impl Handler for Scripted {
 
 struct World {
     engine: Arc<Engine>,
+    net: SimNet,
     bodies: Arc<Mutex<Vec<String>>>,
+    full: Arc<Mutex<Vec<Vec<u8>>>>,
     open: Arc<(AtomicUsize, AtomicUsize)>,
     log: Log,
     records: Arc<Mutex<Vec<Record>>>,
@@ -147,6 +154,7 @@ async fn world_with(
     let log: Log = Arc::default();
     let open: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
     let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let full: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let per_conn: Arc<Mutex<Vec<usize>>> = Arc::default();
     let rcpt_open: Arc<Mutex<Vec<(i64, usize)>>> = Arc::default();
     let banners: Arc<Mutex<std::collections::BTreeMap<IpAddr, Reply>>> = Arc::default();
@@ -176,6 +184,7 @@ async fn world_with(
             open: open.clone(),
             counted: false,
             bodies: bodies.clone(),
+            full: full.clone(),
             defer_data,
             msgs: 0,
             per_conn: per_conn.clone(),
@@ -197,7 +206,7 @@ async fn world_with(
         config: cfg,
         spool: Arc::new(Spool::Memory(MemorySpool::default())),
         acct: Arc::new(Accounting::new(&[])),
-        net: Arc::new(net),
+        net: Arc::new(net.clone()),
         dns: Arc::new(dns.clone()),
         clock,
         tap: Some(tx),
@@ -216,7 +225,9 @@ async fn world_with(
     tokio::spawn(engine.clone().run(std::future::pending()));
     World {
         engine,
+        net,
         bodies,
+        full,
         open,
         log,
         records,
@@ -254,6 +265,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         received_ms: START_MS,
         size: 100,
         message_id: None,
+        dot_free: false,
     }
 }
 
@@ -915,4 +927,97 @@ async fn connection_idle_timeout_keeps_a_connection_for_trickled_mail() {
             }
         }
     }
+}
+
+/// Messages taken in by the MTA's own SMTP server and relayed: one with dot-started lines (stuffed
+/// on both hops) and one without (sent on without a dot-stuffing search) arrive as they were sent,
+/// under the Received header, signed and unsigned alike.
+#[tokio::test(start_paused = true)]
+async fn relayed_bodies_with_and_without_dot_lines_arrive_intact() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/keys/rsa2048-pkcs8.pem"
+    );
+    let cfg = format!(
+        "
+domain-key s1,sender.test,{key}
+<source 0/0>
+    default-virtual-mta v
+    always-allow-relaying yes
+</source>
+<virtual-mta v>
+    smtp-source-host 127.0.0.2 a.sender.test
+</virtual-mta>
+<domain signed.test>
+    dkim-sign yes
+</domain>
+<domain *>
+    use-starttls no
+</domain>
+"
+    );
+    let w = world(
+        &cfg,
+        &[("plain.test", "127.0.0.50"), ("signed.test", "127.0.0.51")],
+        Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok")),
+    )
+    .await;
+    let mta: SocketAddr = "127.0.0.1:25".parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut l = w.net.listen(mta).await.unwrap_or_else(|e| panic!("{e}"));
+    let engine = w.engine.clone();
+    tokio::spawn(async move {
+        while let Ok(c) = l.accept().await {
+            let mut h =
+                mta::receive::session::InboundSession::new(engine.clone(), c.peer, c.local, None);
+            tokio::spawn(async move { serve(c.stream, &mut h, &ServerOptions::default()).await });
+        }
+    });
+    let from = "From: a@sender.test\r\nSubject: t\r\n\r\n";
+    let bodies = [
+        format!("{from}.leading dot\r\n..two dots\r\n.\r\nend\r\n"),
+        format!("{from}no dot. at all.\r\n"),
+    ];
+    let conn = w
+        .net
+        .connect(
+            Some("127.0.0.9".parse().unwrap_or_else(|e| panic!("{e}"))),
+            mta,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = mta::smtp::client::Client::connect(conn.stream, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("inject.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for domain in ["plain.test", "signed.test"] {
+        for body in &bodies {
+            let t = c
+                .send("s@sender.test", &[format!("x@{domain}")], body.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(t.outcome(0).code, 250, "{t:?}");
+        }
+    }
+    c.quit().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let got = w.full.lock().map(|f| f.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 4, "every message relayed");
+    for body in &bodies {
+        let arrived: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|g| g.ends_with(body.as_bytes()))
+            .collect();
+        assert_eq!(arrived.len(), 2, "{body:?} arrived on both routes: {got:?}");
+        for g in arrived {
+            assert!(g.starts_with(b"Received: ") || g.starts_with(b"DKIM-Signature: "));
+        }
+    }
+    let signed = got
+        .iter()
+        .filter(|g| g.starts_with(b"DKIM-Signature: "))
+        .count();
+    assert_eq!(signed, 2, "the signed domain's two messages");
 }

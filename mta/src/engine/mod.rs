@@ -670,6 +670,7 @@ impl Engine {
             received_ms: now,
             size: dsn.bytes.len() as u64,
             message_id: Some(dsn.message_id.clone()),
+            dot_free: crate::smtp::io::dot_free(&dsn.bytes),
         };
         match self.parts.spool.store(denv.clone(), dsn.bytes).await {
             Ok(did) => {
@@ -1418,8 +1419,11 @@ impl Engine {
                 .iter()
                 .filter_map(|i| env.rcpts.get(*i as usize).map(|r| r.address.clone()))
                 .collect();
-            let body = self.maybe_sign(key, qs, w.id, &env, body);
-            let t = match client.send(&env.mail_from, &rcpts, &body).await {
+            let (body, dot_free) = self.maybe_sign(key, qs, w.id, &env, body);
+            let t = match client
+                .send_body(&env.mail_from, &rcpts, &body, dot_free)
+                .await
+            {
                 Ok(t) => t,
                 Err(e) => {
                     let reply = match &e {
@@ -1577,6 +1581,7 @@ impl Engine {
     }
 
     /// DKIM-signs the body when the queue says `dkim-sign yes` and a key fits the author domain.
+    /// Also says whether the body to send is dot-free ([`Envelope::dot_free`]).
     fn maybe_sign(
         &self,
         key: &QueueKey,
@@ -1584,18 +1589,18 @@ impl Engine {
         id: MessageId,
         env: &Envelope,
         body: Arc<Vec<u8>>,
-    ) -> Arc<Vec<u8>> {
+    ) -> (Arc<Vec<u8>>, bool) {
         if !qs.dkim_sign || !self.parts.dkim_signing {
-            return body;
+            return (body, env.dot_free);
         }
         let Some(author) = crate::dkim::author_domain(&body) else {
-            return body;
+            return (body, env.dot_free);
         };
         let cfg = &self.config();
         let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), env.pool.as_deref(), &author)
         else {
             tracing::warn!(queue = %key, %author, "dkim-sign yes but no domain-key fits; sending unsigned");
-            return body;
+            return (body, env.dot_free);
         };
         let domain = if dk.domain == "*" {
             author.clone()
@@ -1641,11 +1646,12 @@ impl Engine {
                 let mut out = Vec::with_capacity(h.len() + body.len());
                 out.extend_from_slice(h.as_bytes());
                 out.extend_from_slice(&body);
-                Arc::new(out)
+                let dot_free = env.dot_free && crate::smtp::io::dot_free(h.as_bytes());
+                (Arc::new(out), dot_free)
             }
             Err(e) => {
                 tracing::error!(queue = %key, %e, "DKIM signing failed; sending unsigned");
-                body
+                (body, env.dot_free)
             }
         }
     }

@@ -149,6 +149,7 @@ impl Handler for InboundSession {
             return Outcome::ok("2.0.0", "Ok: accepted for local processing");
         }
         let mut body = data.body;
+        let mut dot_free = !data.dot_lines;
         if p.source.bool("add-received-header") {
             let mut h = received_header(
                 &self.helo,
@@ -158,6 +159,7 @@ impl Handler for InboundSession {
                 now,
             )
             .into_bytes();
+            dot_free &= crate::smtp::io::dot_free(&h);
             if body.capacity() - body.len() >= h.len() {
                 // Room behind the body (a kept read buffer often has it): shift it in place.
                 body.splice(0..0, h);
@@ -177,6 +179,7 @@ impl Handler for InboundSession {
             received_ms: now,
             size: body.len() as u64,
             message_id: None,
+            dot_free,
         };
         match self
             .engine

@@ -219,6 +219,18 @@ impl Client {
         rcpts: &[String],
         body: &[u8],
     ) -> Result<Transaction, ClientError> {
+        self.send_body(mail_from, rcpts, body, false).await
+    }
+
+    /// [`send`](Self::send) for a body the caller may know to be `dot_free` (no line of it starts
+    /// with a dot, see [`crate::smtp::io::dot_free`]): it is then not searched for dot lines.
+    pub async fn send_body(
+        &mut self,
+        mail_from: &str,
+        rcpts: &[String],
+        body: &[u8],
+        dot_free: bool,
+    ) -> Result<Transaction, ClientError> {
         let size = if self.caps.size.is_some() {
             format!(" SIZE={}", body.len())
         } else {
@@ -290,7 +302,7 @@ impl Client {
                     data: None,
                 });
             }
-            self.s.queue_data(body);
+            self.s.queue_body(body, dot_free);
             self.s
                 .flush()
                 .await
@@ -331,7 +343,7 @@ impl Client {
                 data: Some(go),
             });
         }
-        self.s.queue_data(body);
+        self.s.queue_body(body, dot_free);
         self.s
             .flush()
             .await

@@ -37,6 +37,9 @@ pub struct Data {
     pub too_big: bool,
     /// A line over 1000 octets was seen.
     pub long_line: bool,
+    /// A line of the body starts with a dot (it came stuffed); when false, sending the body on
+    /// needs no dot-stuffing ([`SmtpStream::queue_body`]).
+    pub dot_lines: bool,
 }
 
 /// Why DATA failed before its end.
@@ -218,6 +221,7 @@ impl SmtpStream {
                     }
                     if at_line_start && chunk.first() == Some(&b'.') {
                         chunk = &chunk[1..];
+                        data.dot_lines = true;
                     }
                     take(&mut data, chunk, max_size);
                     self.start = self.end - keep;
@@ -322,6 +326,25 @@ impl SmtpStream {
 
     /// Queues a message body dot-stuffed, ending with CRLF.CRLF. A body without a final CRLF gets one.
     pub fn queue_data(&mut self, body: &[u8]) {
+        self.queue_body(body, false);
+    }
+
+    /// [`queue_data`](Self::queue_data) for a body whose caller may know that no line of it starts
+    /// with a dot (`dot_free`, see [`dot_free`]): then it is copied without looking for one.
+    pub fn queue_body(&mut self, body: &[u8], dot_free: bool) {
+        debug_assert!(
+            !dot_free || self::dot_free(body),
+            "a body said dot-free has a dot line"
+        );
+        if dot_free {
+            self.out.reserve(body.len() + 5);
+            self.out.extend_from_slice(body);
+            if !body.is_empty() && !body.ends_with(b"\r\n") {
+                self.out.extend_from_slice(b"\r\n");
+            }
+            self.out.extend_from_slice(b".\r\n");
+            return;
+        }
         self.out.reserve(body.len() + body.len() / 64 + 8);
         // Dot-stuffing: a '.' at the start of a line gets another in front. Copy whole runs between
         // line starts that begin with '.', found with memmem (this is the hot path of every DATA).
@@ -390,6 +413,12 @@ fn plain_crlf(region: &[u8]) -> Option<bool> {
     (odd == 0 && short).then_some(dots != 0)
 }
 
+/// Whether no line of `bytes`, the first included, starts with a dot (so sending them as a message
+/// body needs no dot-stuffing).
+pub fn dot_free(bytes: &[u8]) -> bool {
+    bytes.first() != Some(&b'.') && !has_dot_line(bytes)
+}
+
 /// Whether a line after the first starts with a dot (one branch-free pass; cheaper than a memmem
 /// search for two bytes as common as LF and '.').
 fn has_dot_line(bytes: &[u8]) -> bool {
@@ -416,6 +445,7 @@ fn dot_line(
         return Some(line + 3);
     }
     *run = line + 1;
+    data.dot_lines = true;
     None
 }
 
@@ -602,6 +632,10 @@ mod tests {
             proptest::prop_assert_eq!(d.0.size as usize, body.len());
             let long = lines.iter().any(|l| l.len() + l.starts_with('.') as usize + 2 > MAX_LINE);
             proptest::prop_assert_eq!(d.0.long_line, long);
+            // Dot lines are noticed as they are unstuffed, whichever path read them.
+            let dots = lines.iter().any(|l| l.starts_with('.'));
+            proptest::prop_assert_eq!(d.0.dot_lines, dots);
+            proptest::prop_assert_eq!(dot_free(body.as_bytes()), !dots);
             proptest::prop_assert_eq!(d.1.as_deref(), Some("QUIT"));
         }
     }
@@ -621,11 +655,12 @@ mod tests {
             rx.exact_only = exact_only;
             let d = match rx.read_data(Some(2500)).await {
                 Ok(d) => format!(
-                    "ok {:?} {} {} {}",
+                    "ok {:?} {} {} {} {}",
                     String::from_utf8_lossy(&d.body),
                     d.size,
                     d.long_line,
-                    d.too_big
+                    d.too_big,
+                    d.dot_lines
                 ),
                 Err(e) => format!("err {e}"),
             };
@@ -659,6 +694,28 @@ mod tests {
                 read_both_ways(input.as_bytes(), pipe, false),
                 read_both_ways(input.as_bytes(), pipe, true)
             );
+        }
+    }
+
+    #[test]
+    fn a_dot_free_body_is_queued_as_the_stuffing_path_queues_it() {
+        let bodies: [&[u8]; 5] = [
+            b"",
+            b"Subject: x\r\n\r\nno dots. here.\r\n",
+            b"Subject: x\r\n\r\nno final line end",
+            b"a.\r\nb .\r\n",
+            b"\r\n\r\n",
+        ];
+        for body in bodies {
+            assert!(dot_free(body), "{body:?}");
+            let mut a = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
+            let mut b = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
+            a.queue_data(body);
+            b.queue_body(body, true);
+            assert_eq!(a.out, b.out, "{body:?}");
+        }
+        for body in [&b".a\r\n"[..], b"a\r\n.b\r\n", b"a\r\n.\r\n"] {
+            assert!(!dot_free(body), "{body:?}");
         }
     }
 

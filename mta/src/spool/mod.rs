@@ -77,6 +77,10 @@ pub struct Envelope {
     pub size: u64,
     /// Message-ID header, for accounting.
     pub message_id: Option<String>,
+    /// No line of the body starts with a dot (known at receipt), so delivery sends it without
+    /// looking for lines to dot-stuff; false when not known (a spool written before this field).
+    #[serde(default)]
+    pub dot_free: bool,
 }
 
 #[allow(clippy::large_enum_variant)] // one short-lived value per record
@@ -879,6 +883,7 @@ mod tests {
             received_ms: 1,
             size: 3,
             message_id: None,
+            dot_free: false,
         }
     }
 
