@@ -724,7 +724,6 @@ async fn run_async(
             tokio::time::sleep(Duration::from_millis(start)).await;
             let mut client: Option<Client> = None;
             let mut filler = String::new();
-            let mut body = String::new();
             let total = n + t.special.len() as u64;
             for i in 0..total {
                 if client.is_none() {
@@ -747,8 +746,9 @@ async fn run_async(
                     None => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
                 };
                 let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
-                // One buffer for the stream's messages (writing to a String cannot fail).
-                body.clear();
+                // Each message its own buffer, handed to the MTA whole (writing to a String
+                // cannot fail).
+                let mut body = String::with_capacity(size as usize + 1024);
                 let _ = write!(body, "From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
                 if let Some(v) = &t.vmta {
                     let _ = write!(body, "X-Virtual-MTA: {v}\r\n");
@@ -760,6 +760,8 @@ async fn run_async(
                     let _ = write!(body, "{k}: {}\r\n", v.replace("{id}", &i.to_string()));
                 }
                 body.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
+                // The filler has no dot-started line (a test says so); the headers are checked.
+                let dot_free = mta::smtp::io::dot_free(body.as_bytes());
                 // Whole filler lines up to the size, copied at once from a block grown on demand.
                 if (body.len() as u64) < size {
                     let lines = (size as usize - body.len()).div_ceil(FILLER.len());
@@ -769,7 +771,7 @@ async fn run_async(
                     body.push_str(&filler[..lines * FILLER.len()]);
                 }
                 let sent = match client.as_mut() {
-                    Some(c) => c.send(t.mail_from.as_deref().unwrap_or(&t.sender), std::slice::from_ref(&rcpt), body.as_bytes()).await.is_ok(),
+                    Some(c) => c.send_owned(t.mail_from.as_deref().unwrap_or(&t.sender), std::slice::from_ref(&rcpt), body.into_bytes(), dot_free).await.is_ok(),
                     None => false,
                 };
                 if !sent {
@@ -1026,4 +1028,15 @@ fn build_report(
         tracing::error!(%e, "could not write the report");
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    /// The injector sends its messages as dot-free on the strength of this: headers are checked
+    /// per message, the filler lines are not.
+    #[test]
+    fn the_filler_has_no_dot_started_line() {
+        assert!(mta::smtp::io::dot_free(super::FILLER.repeat(3).as_bytes()));
+        assert!(super::FILLER.ends_with("\r\n"));
+    }
 }

@@ -231,6 +231,30 @@ impl Client {
         body: &[u8],
         dot_free: bool,
     ) -> Result<Transaction, ClientError> {
+        self.transact(mail_from, rcpts, Body::Borrowed(body), dot_free)
+            .await
+    }
+
+    /// [`send_body`](Self::send_body) with a body the caller gives away: when it is dot-free it
+    /// becomes the output itself (on the simulated network, the very buffer the server reads).
+    pub async fn send_owned(
+        &mut self,
+        mail_from: &str,
+        rcpts: &[String],
+        body: Vec<u8>,
+        dot_free: bool,
+    ) -> Result<Transaction, ClientError> {
+        self.transact(mail_from, rcpts, Body::Owned(body), dot_free)
+            .await
+    }
+
+    async fn transact(
+        &mut self,
+        mail_from: &str,
+        rcpts: &[String],
+        body: Body<'_>,
+        dot_free: bool,
+    ) -> Result<Transaction, ClientError> {
         let size = if self.caps.size.is_some() {
             format!(" SIZE={}", body.len())
         } else {
@@ -302,7 +326,7 @@ impl Client {
                     data: None,
                 });
             }
-            self.s.queue_body(body, dot_free);
+            body.queue(&mut self.s, dot_free);
             self.s
                 .flush()
                 .await
@@ -343,7 +367,7 @@ impl Client {
                 data: Some(go),
             });
         }
-        self.s.queue_body(body, dot_free);
+        body.queue(&mut self.s, dot_free);
         self.s
             .flush()
             .await
@@ -489,4 +513,27 @@ pub fn self_signed_acceptor(names: &[String]) -> Result<tokio_rustls::TlsAccepto
     let mut cfg = cfg;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
+}
+
+/// A message body to send: borrowed (copied into the output) or owned (handed over when it needs
+/// no dot-stuffing).
+enum Body<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Borrowed(b) => b.len(),
+            Body::Owned(b) => b.len(),
+        }
+    }
+
+    fn queue(self, s: &mut SmtpStream, dot_free: bool) {
+        match self {
+            Body::Borrowed(b) => s.queue_body(b, dot_free),
+            Body::Owned(b) => s.queue_body_owned(b, dot_free),
+        }
+    }
 }

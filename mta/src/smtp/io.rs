@@ -365,6 +365,20 @@ impl SmtpStream {
         self.out.extend_from_slice(b".\r\n");
     }
 
+    /// [`queue_body`](Self::queue_body) for a body given away: a dot-free one becomes the output
+    /// buffer itself when nothing else is queued, so it is not copied.
+    pub fn queue_body_owned(&mut self, mut body: Vec<u8>, dot_free: bool) {
+        if !dot_free || !self.out.is_empty() {
+            return self.queue_body(&body, dot_free);
+        }
+        debug_assert!(self::dot_free(&body), "a body said dot-free has a dot line");
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b".\r\n");
+        self.out = body;
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
@@ -710,9 +724,18 @@ mod tests {
             assert!(dot_free(body), "{body:?}");
             let mut a = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
             let mut b = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
+            let mut c = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
             a.queue_data(body);
             b.queue_body(body, true);
+            c.queue_body_owned(body.to_vec(), true);
             assert_eq!(a.out, b.out, "{body:?}");
+            assert_eq!(a.out, c.out, "{body:?}");
+            // Behind a queued command it is appended, not swapped in.
+            let mut d = SmtpStream::new(Box::new(tokio::io::duplex(1).0));
+            d.queue(b"X\r\n");
+            d.queue_body_owned(body.to_vec(), true);
+            assert_eq!(d.out[..3], *b"X\r\n");
+            assert_eq!(d.out[3..], a.out, "{body:?}");
         }
         for body in [&b".a\r\n"[..], b"a\r\n.b\r\n", b"a\r\n.\r\n"] {
             assert!(!dot_free(body), "{body:?}");
