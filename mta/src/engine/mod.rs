@@ -1406,22 +1406,13 @@ impl Engine {
                 }
             };
             idle_since = None;
-            let Some((env, body)) = self.message_for(w.id) else {
+            let Some((a, body)) = self.attempt_for(&w, now) else {
                 continue;
             };
-            self.with(|s| {
-                if let Some(m) = s.messages.get_mut(&w.id) {
-                    m.first_attempt_ms.get_or_insert(now);
-                }
-            });
-            let rcpts: Vec<String> = w
-                .rcpts
-                .iter()
-                .filter_map(|i| env.rcpts.get(*i as usize).map(|r| r.address.clone()))
-                .collect();
-            let (body, dot_free) = self.maybe_sign(key, qs, w.id, &env, body);
+            let (body, dot_free) =
+                self.maybe_sign(key, qs, w.id, a.pool.as_deref(), a.dot_free, body);
             let t = match client
-                .send_body(&env.mail_from, &rcpts, &body, dot_free)
+                .send_body(&a.mail_from, &a.rcpts, &body, dot_free)
                 .await
             {
                 Ok(t) => t,
@@ -1569,15 +1560,35 @@ impl Engine {
         client.quit().await;
     }
 
-    fn message_for(&self, id: MessageId) -> Option<(Envelope, Arc<Vec<u8>>)> {
-        let env = self.with(|s| s.messages.get(&id).map(|m| m.env.clone()))?;
-        match self.parts.spool.body(id) {
-            Ok(b) => Some((env, b)),
+    /// What one delivery attempt of `w` needs of its message (not the whole envelope), and its
+    /// body; notes the first attempt's time.
+    fn attempt_for(&self, w: &Waiting<MessageId>, now: i64) -> Option<(Attempt, Arc<Vec<u8>>)> {
+        let a = self.with(|s| {
+            let env = &s.messages.get(&w.id)?.env;
+            Some(Attempt {
+                mail_from: env.mail_from.clone(),
+                rcpts: w
+                    .rcpts
+                    .iter()
+                    .filter_map(|i| env.rcpts.get(*i as usize).map(|r| r.address.clone()))
+                    .collect(),
+                pool: env.pool.clone(),
+                dot_free: env.dot_free,
+            })
+        })?;
+        let body = match self.parts.spool.body(w.id) {
+            Ok(b) => b,
             Err(e) => {
-                tracing::error!(%id, %e, "message body unreadable");
-                None
+                tracing::error!(id = %w.id, %e, "message body unreadable");
+                return None;
             }
-        }
+        };
+        self.with(|s| {
+            if let Some(m) = s.messages.get_mut(&w.id) {
+                m.first_attempt_ms.get_or_insert(now);
+            }
+        });
+        Some((a, body))
     }
 
     /// DKIM-signs the body when the queue says `dkim-sign yes` and a key fits the author domain.
@@ -1587,20 +1598,20 @@ impl Engine {
         key: &QueueKey,
         qs: &QueueSettings,
         id: MessageId,
-        env: &Envelope,
+        pool: Option<&str>,
+        dot_free: bool,
         body: Arc<Vec<u8>>,
     ) -> (Arc<Vec<u8>>, bool) {
         if !qs.dkim_sign || !self.parts.dkim_signing {
-            return (body, env.dot_free);
+            return (body, dot_free);
         }
         let Some(author) = crate::dkim::author_domain(&body) else {
-            return (body, env.dot_free);
+            return (body, dot_free);
         };
         let cfg = &self.config();
-        let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), env.pool.as_deref(), &author)
-        else {
+        let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), pool, &author) else {
             tracing::warn!(queue = %key, %author, "dkim-sign yes but no domain-key fits; sending unsigned");
-            return (body, env.dot_free);
+            return (body, dot_free);
         };
         let domain = if dk.domain == "*" {
             author.clone()
@@ -1646,12 +1657,12 @@ impl Engine {
                 let mut out = Vec::with_capacity(h.len() + body.len());
                 out.extend_from_slice(h.as_bytes());
                 out.extend_from_slice(&body);
-                let dot_free = env.dot_free && crate::smtp::io::dot_free(h.as_bytes());
+                let dot_free = dot_free && crate::smtp::io::dot_free(h.as_bytes());
                 (Arc::new(out), dot_free)
             }
             Err(e) => {
                 tracing::error!(queue = %key, %e, "DKIM signing failed; sending unsigned");
-                (body, env.dot_free)
+                (body, dot_free)
             }
         }
     }
@@ -1660,6 +1671,15 @@ impl Engine {
     pub fn mode_of(&self, key: &QueueKey) -> Option<Mode> {
         self.with(|s| s.queues.get(key).map(|q| q.shaper.mode()))
     }
+}
+
+/// What a delivery attempt takes from its message's envelope.
+struct Attempt {
+    mail_from: String,
+    /// The attempt's recipients' addresses.
+    rcpts: Vec<String>,
+    pool: Option<String>,
+    dot_free: bool,
 }
 
 #[derive(Default)]
