@@ -615,19 +615,10 @@ impl Engine {
             return;
         }
         let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-        let original = self
-            .parts
-            .spool
-            .body(id)
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
+        let original = self.parts.spool.body(id).unwrap_or_default();
         let Some(r) = env.rcpts.get(rcpt as usize) else {
             return;
         };
-        let category = self
-            .classifier()
-            .classify_status(&o.reply.status(), &o.reply.to_string())
-            .category;
         let recipients = [crate::bounce::dsn::DsnRecipient {
             recipient: r.address.clone(),
             original_recipient: r.orcpt.clone(),
@@ -635,7 +626,11 @@ impl Engine {
             status: o.reply.status(),
             remote_mta: o.dest.map(|d| d.ip().to_string()),
             diagnostic: o.reply.to_string(),
-            category: o.category.parse().unwrap_or(category),
+            category: o.category.parse().unwrap_or_else(|_| {
+                self.classifier()
+                    .classify_status(&o.reply.status(), &o.reply.to_string())
+                    .category
+            }),
             last_attempt: Some(at(now)),
             will_retry_until: None,
         }];
