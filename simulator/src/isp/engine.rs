@@ -506,12 +506,9 @@ impl Engine {
             let mut hit = false;
             for w in &p.limits.message_rates {
                 let ms = w.duration().as_millis() as i64;
-                let n = st
-                    .accepted
-                    .iter()
-                    .rev()
-                    .take_while(|t| **t > now - ms)
-                    .count() as u64;
+                // Times are pushed in order: the window's count is found by bisection.
+                let n =
+                    (st.accepted.len() - st.accepted.partition_point(|t| *t <= now - ms)) as u64;
                 if n >= w.count {
                     hit = true;
                 }
