@@ -1443,7 +1443,7 @@ impl Engine {
             // A `bounce-queue` rule on a MAIL, RCPT or data reply: the whole queue bounces.
             let mut bounce_queue: Option<Reply> = None;
             for (i, r) in w.rcpts.iter().enumerate() {
-                let reply = t.outcome(i).clone();
+                let reply = t.outcome(i);
                 if reply.is_positive() {
                     let now = self.now_ms();
                     self.with(|s| {
@@ -1458,7 +1458,7 @@ impl Engine {
                         *r,
                         Outcome {
                             ty: RecordType::Delivered,
-                            reply: &reply,
+                            reply,
                             category: String::new(),
                             dlv_ip,
                             dest: Some(dest),
@@ -1469,8 +1469,8 @@ impl Engine {
                     .await;
                     continue;
                 }
-                let acted = self.apply_patterns(key, &reply, dlv_ip);
-                let category = self.category(&reply);
+                let acted = self.apply_patterns(key, reply, dlv_ip);
+                let category = self.category(reply);
                 if acted.bounce_queue {
                     bounce_queue = Some(reply.clone());
                 }
@@ -1484,7 +1484,7 @@ impl Engine {
                         *r,
                         Outcome {
                             ty: RecordType::Bounced,
-                            reply: &reply,
+                            reply,
                             category,
                             dlv_ip,
                             dest: Some(dest),
@@ -1500,7 +1500,7 @@ impl Engine {
                         *r,
                         Outcome {
                             ty: RecordType::Transient,
-                            reply: &reply,
+                            reply,
                             category,
                             dlv_ip,
                             dest: Some(dest),

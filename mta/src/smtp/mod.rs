@@ -13,9 +13,18 @@ pub use smtp_proto::{MailFrom, RcptTo, Request};
 
 /// Parses one command line (without CRLF) into a request, or the reply that refuses it.
 pub fn parse_command(line: &str) -> Result<Request<String>, Reply> {
-    let mut bytes = Vec::with_capacity(line.len() + 2);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.extend_from_slice(b"\r\n");
+    // The parser wants the CRLF back: a command line (at most 512 octets) gets it on the stack.
+    let mut stack = [0u8; 512];
+    let heap: Vec<u8>;
+    let n = line.len();
+    let bytes: &[u8] = if n + 2 <= stack.len() {
+        stack[..n].copy_from_slice(line.as_bytes());
+        stack[n..n + 2].copy_from_slice(b"\r\n");
+        &stack[..n + 2]
+    } else {
+        heap = [line.as_bytes(), b"\r\n"].concat();
+        &heap
+    };
     let parsed = Request::parse(&mut bytes.iter()).map(|r| match r {
         Request::Ehlo { host } => Request::Ehlo {
             host: host.into_owned(),
@@ -134,6 +143,15 @@ mod tests {
             Err(555)
         );
         assert!(parse_command("RCPT TO:<>").is_err());
+        // A line past the stack buffer is parsed the same way.
+        let long = "x".repeat(600);
+        let got = parse_command(&format!("NOOP {long}"));
+        assert!(
+            matches!(&got, Ok(Request::Noop { value }) if *value == long),
+            "{got:?}"
+        );
+        let got = parse_command(&format!("RCPT TO:<{long}@b.example>"));
+        assert_eq!(got.map(|_| ()).map_err(|r| r.code), Err(501));
     }
 
     proptest! {
