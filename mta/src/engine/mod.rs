@@ -323,31 +323,25 @@ impl Engine {
         due_ms: i64,
     ) {
         let mut groups: BTreeMap<QueueKey, Vec<u32>> = BTreeMap::new();
-        let mut queue_to: BTreeMap<QueueKey, QueueKey> = BTreeMap::new();
         let mut pools = BTreeMap::new();
         for (i, r) in env.rcpts.iter().enumerate() {
             if r.done {
                 continue;
             }
             let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d);
-            let (vmta, pool) = vmtas
-                .get(i)
-                .cloned()
-                .unwrap_or((env.vmta.clone(), env.pool.clone()));
+            let (vmta, pool) = match vmtas.get(i) {
+                Some((v, p)) => (v.as_deref(), p.as_ref()),
+                None => (env.vmta.as_deref(), env.pool.as_ref()),
+            };
             if let Some(p) = pool {
-                pools.insert(i as u32, p);
+                pools.insert(i as u32, p.clone());
             }
             // `queue-to` puts a domain's mail into another queue (sharing its limits and MX).
-            let natural = QueueKey::new(domain, vmta.as_deref());
-            let key = queue_to
-                .entry(natural.clone())
-                .or_insert_with(|| {
-                    match self.with_queue_settings(&natural, |qs| qs.queue_to.clone()) {
-                        Some(t) if !t.trim().is_empty() => QueueKey::new(t.trim(), vmta.as_deref()),
-                        _ => natural.clone(),
-                    }
-                })
-                .clone();
+            let natural = QueueKey::new(domain, vmta);
+            let key = match self.with_queue_settings(&natural, |qs| qs.queue_to.clone()) {
+                Some(t) if !t.trim().is_empty() => QueueKey::new(t.trim(), vmta),
+                _ => natural,
+            };
             groups.entry(key).or_default().push(i as u32);
         }
         let remaining = groups.values().map(|v| v.len() as u32).sum();
@@ -377,12 +371,13 @@ impl Engine {
                 },
             );
             for ((key, rcpts), qs) in groups.into_iter().zip(settings) {
-                let q = match s.queues.entry(key.clone()) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
+                // Looked up before an entry is made, so an existing queue costs no key copy.
+                let q = match s.queues.get_mut(&key) {
+                    Some(q) => q,
+                    None => {
                         // Created between the two looks (live mode): settings as usual.
                         let qs = qs.unwrap_or_else(|| self.queue_settings(&key));
-                        e.insert(QueueState {
+                        s.queues.entry(key.clone()).or_insert(QueueState {
                             queue: Queue::new(key.clone(), qs.clone()),
                             shaper: Shaper::new(&key.to_string(), qs),
                             last_error: None,
@@ -550,7 +545,7 @@ impl Engine {
             .unwrap_or_default();
         rec.dlv_esmtp_available = o.esmtp.clone();
         rec.vmta = key.vmta.clone();
-        rec.queue = key.to_string();
+        rec.queue = key.name();
         rec.vmta_pool = pool.unwrap_or_default();
         self.log(rec);
         if let Ok(mut st) = self.stats.lock() {
