@@ -468,7 +468,7 @@ impl Engine {
         let id = self
             .parts
             .spool
-            .store(env.clone(), body)
+            .store(&env, body)
             .await
             .map_err(|e| e.to_string())?;
         let now = self.now_ms();
@@ -662,7 +662,7 @@ impl Engine {
             message_id: Some(dsn.message_id.clone()),
             dot_free: crate::smtp::io::dot_free(&dsn.bytes),
         };
-        match self.parts.spool.store(denv.clone(), dsn.bytes).await {
+        match self.parts.spool.store(&denv, dsn.bytes).await {
             Ok(did) => {
                 let rec = self.base_record(RecordType::Received, now, &denv, 0);
                 self.log(rec);

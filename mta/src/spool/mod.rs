@@ -462,19 +462,18 @@ impl DiskSpool {
     }
 
     /// Stores a message durably; returns after its fsync.
-    pub async fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
+    pub async fn store(&self, env: &Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         let id = MessageId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let dir = self.next_dir.fetch_add(1, Ordering::Relaxed) % self.dirs.len().max(1);
-        let (segment, offset) = self
-            .submit(
-                dir,
-                &Rec::Message {
-                    id,
-                    env: env.clone(),
-                    body,
-                },
-            )
-            .await?;
+        let rec = Rec::Message {
+            id,
+            env: env.clone(),
+            body,
+        };
+        let (segment, offset) = self.submit(dir, &rec).await?;
+        let Rec::Message { env, .. } = rec else {
+            return Ok(id);
+        };
         if let Ok(mut ix) = self.index.lock() {
             ix.bodies.insert(
                 id,
@@ -572,9 +571,6 @@ enum HeldBody {
         len: u64,
     },
 }
-
-/// A message held in memory: envelope and body.
-type Held = (Envelope, HeldBody);
 
 /// Overflow segment files roll over at this size.
 const OVERFLOW_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -686,7 +682,8 @@ impl Overflow {
 #[derive(Default)]
 pub struct MemorySpool {
     next: AtomicU64,
-    messages: Mutex<BTreeMap<MessageId, Held>>,
+    /// The bodies of the messages held (the engine keeps the envelopes).
+    messages: Mutex<BTreeMap<MessageId, HeldBody>>,
     held_bytes: AtomicU64,
     /// Messages below this id hold no body in memory any more (spilled or finished).
     spill_cursor: AtomicU64,
@@ -725,16 +722,16 @@ impl MemorySpool {
 
     /// Stores a message. Past the budget, the oldest bodies still in memory are written out
     /// (mail that has waited longest is the backlog; new mail usually leaves within seconds).
-    pub fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
+    pub fn store(&self, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         let id = MessageId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         let len = body.len() as u64;
         let mut m = self.messages.lock().map_err(|_| SpoolError::Stopped)?;
         self.held_bytes.fetch_add(len, Ordering::Relaxed);
-        m.insert(id, (env, HeldBody::Memory(Arc::new(body))));
+        m.insert(id, HeldBody::Memory(Arc::new(body)));
         if let Some(o) = &self.overflow {
             let mut cursor = self.spill_cursor.load(Ordering::Relaxed);
             while self.held_bytes.load(Ordering::Relaxed) > o.budget {
-                let Some((&old, (_, held))) = m.range_mut(MessageId(cursor)..).next() else {
+                let Some((&old, held)) = m.range_mut(MessageId(cursor)..).next() else {
                     break;
                 };
                 cursor = old.0 + 1;
@@ -758,8 +755,8 @@ impl MemorySpool {
             .as_deref()
             .and_then(|m| m.get(&id))
         {
-            Some((_, HeldBody::Memory(b))) => return Ok(b.clone()),
-            Some((_, HeldBody::Spilled { seg, offset, len })) => Some((*seg, *offset, *len)),
+            Some(HeldBody::Memory(b)) => return Ok(b.clone()),
+            Some(HeldBody::Spilled { seg, offset, len }) => Some((*seg, *offset, *len)),
             None => None,
         };
         match (&self.overflow, spilled) {
@@ -768,26 +765,14 @@ impl MemorySpool {
         }
     }
 
-    /// Marks a recipient finished.
-    pub fn rcpt_done(&self, id: MessageId, rcpt: u32) {
-        if let Ok(mut m) = self.messages.lock() {
-            if let Some(r) = m
-                .get_mut(&id)
-                .and_then(|(e, _)| e.rcpts.get_mut(rcpt as usize))
-            {
-                r.done = true;
-            }
-        }
-    }
-
     /// Forgets a finished message.
     pub fn message_done(&self, id: MessageId) {
         let removed = self.messages.lock().ok().and_then(|mut m| m.remove(&id));
         match (removed, &self.overflow) {
-            (Some((_, HeldBody::Memory(b))), _) => {
+            (Some(HeldBody::Memory(b)), _) => {
                 self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
             }
-            (Some((_, HeldBody::Spilled { seg, .. })), Some(o)) => o.release(seg),
+            (Some(HeldBody::Spilled { seg, .. }), Some(o)) => o.release(seg),
             _ => {}
         }
     }
@@ -823,10 +808,10 @@ impl Spool {
     }
 
     /// Stores a message (durably for disk) and returns its id.
-    pub async fn store(&self, env: Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
+    pub async fn store(&self, env: &Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         match self {
             Spool::Disk(d) => d.store(env, body).await,
-            Spool::Memory(m) => m.store(env, body),
+            Spool::Memory(m) => m.store(body),
         }
     }
 
@@ -842,10 +827,8 @@ impl Spool {
     pub async fn rcpt_done(&self, id: MessageId, rcpt: u32) -> Result<(), SpoolError> {
         match self {
             Spool::Disk(d) => d.rcpt_done(id, rcpt).await,
-            Spool::Memory(m) => {
-                m.rcpt_done(id, rcpt);
-                Ok(())
-            }
+            // A memory spool keeps no envelopes: the engine knows which recipients are done.
+            Spool::Memory(_) => Ok(()),
         }
     }
 
@@ -901,7 +884,7 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..6 {
             ids.push(
-                sp.store(env(2), format!("body {i}").into_bytes())
+                sp.store(&env(2), format!("body {i}").into_bytes())
                     .await
                     .unwrap_or_else(|e| panic!("{e}")),
             );
@@ -943,7 +926,7 @@ mod tests {
         );
         assert_eq!(sp.body(ids[5]).unwrap_or_default(), b"body 5");
         let fresh = sp
-            .store(env(1), b"new".to_vec())
+            .store(&env(1), b"new".to_vec())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!ids.contains(&fresh), "ids stay unique across restarts");
@@ -961,7 +944,7 @@ mod tests {
                 let mut ids = Vec::new();
                 for i in 0..25 {
                     ids.push(
-                        sp.store(env(1), vec![b'x'; 2048 + t * 25 + i])
+                        sp.store(&env(1), vec![b'x'; 2048 + t * 25 + i])
                             .await
                             .unwrap_or_else(|e| panic!("{e}")),
                     );
@@ -992,7 +975,7 @@ mod tests {
             MemorySpool::with_limits(100, 100, parent.path()).unwrap_or_else(|e| panic!("{e}"));
         let store = |fill: u8| {
             spool
-                .store(env(1), vec![fill; 80])
+                .store(vec![fill; 80])
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         let files = || {
