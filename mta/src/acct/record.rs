@@ -210,7 +210,7 @@ pub struct Record {
     /// ORCPT given at reception.
     pub orcpt: String,
     /// DSN action: delivered, failed, delayed, relayed.
-    pub dsn_action: String,
+    pub dsn_action: Cow<'static, str>,
     /// Enhanced status, e.g. `5.1.1`.
     pub dsn_status: String,
     /// Diagnostic, e.g. `smtp;550 5.1.1 user unknown`.
@@ -220,11 +220,11 @@ pub struct Record {
     /// Bounce category.
     pub bounce_cat: String,
     /// How the message came in: `smtp`, `pickup`, `api`.
-    pub src_type: String,
+    pub src_type: Cow<'static, str>,
     /// The client that sent it in: `name (ip)`.
     pub src_mta: String,
     /// Delivery type: `smtp`, ...
-    pub dlv_type: String,
+    pub dlv_type: Cow<'static, str>,
     /// Source IP used for delivery.
     pub dlv_source_ip: String,
     /// Destination IP delivered to.

@@ -106,7 +106,7 @@ impl BounceReport {
                 time_logged,
                 rcpt: r.recipient.clone(),
                 orcpt: r.original_recipient.clone().unwrap_or_default(),
-                dsn_action: r.action.clone(),
+                dsn_action: r.action.clone().into(),
                 dsn_status: r.status.clone(),
                 dsn_diag: r.diagnostic.clone(),
                 dsn_mta: r.remote_mta.clone().unwrap_or_default(),

@@ -15,6 +15,7 @@ use crate::shaping::{match_reply, Shaper, VmtaGate};
 use crate::smtp::client::{Client, ClientError, Timeouts};
 use crate::smtp::Reply;
 use crate::spool::{Envelope, MessageId, Spool};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -495,7 +496,7 @@ impl Engine {
             .map(|x| x.address.clone())
             .unwrap_or_default();
         r.time_queued = Some(env.received_ms);
-        r.src_type = "smtp".into();
+        r.src_type = Cow::Borrowed("smtp");
         r.src_mta = env.source_ip.clone().unwrap_or_default();
         r.rcv_source_ip = env.source_ip.clone().unwrap_or_default();
         r.dlv_size = Some(env.size);
@@ -536,7 +537,7 @@ impl Engine {
         } else {
             o.category.clone()
         };
-        rec.dlv_type = "smtp".into();
+        rec.dlv_type = Cow::Borrowed("smtp");
         rec.dlv_source_ip = o.dlv_ip.map(|i| i.to_string()).unwrap_or_default();
         rec.dlv_destination_ip = o.dest.map(|d| d.ip().to_string()).unwrap_or_default();
         rec.dsn_mta = o
