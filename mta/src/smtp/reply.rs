@@ -132,10 +132,20 @@ impl Reply {
 impl fmt::Display for Reply {
     /// One line: `550 5.1.1 text` (used in logs and accounting).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.enhanced {
-            Some(e) => write!(f, "{} {e} {}", self.code, self.text()),
-            None => write!(f, "{} {}", self.code, self.text()),
+        write!(f, "{}", self.code)?;
+        if let Some(e) = &self.enhanced {
+            f.write_str(" ")?;
+            f.write_str(e)?;
         }
+        // The text's lines joined by spaces, written as they are (no joined copy).
+        f.write_str(" ")?;
+        for (i, l) in self.lines.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(l)?;
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +244,25 @@ mod tests {
             Reply::new(550, "5.1.1", "no such user").to_string(),
             "550 5.1.1 no such user"
         );
+        let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let multi = Reply {
+            code: 421,
+            enhanced: Some("4.7.0".into()),
+            lines: lines(&["first", "second"]),
+        };
+        assert_eq!(multi.to_string(), "421 4.7.0 first second");
+        let plain = Reply {
+            code: 250,
+            enhanced: None,
+            lines: lines(&["a", "b", "c"]),
+        };
+        assert_eq!(plain.to_string(), "250 a b c");
+        let empty = Reply {
+            code: 250,
+            enhanced: None,
+            lines: Vec::new(),
+        };
+        assert_eq!(empty.to_string(), "250 ");
     }
 
     #[test]
