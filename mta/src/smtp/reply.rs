@@ -8,9 +8,62 @@ pub struct Reply {
     /// The three-digit code.
     pub code: u16,
     /// Enhanced status such as `5.1.1`, if the reply carries one.
-    pub enhanced: Option<String>,
+    pub enhanced: Option<Enhanced>,
     /// Text lines (without code and enhanced status).
     pub lines: Vec<String>,
+}
+
+/// An enhanced status code such as `5.1.1`, kept inline: every reply has one, and a valid code
+/// (`c.sss.ddd`) is at most 9 octets. Longer text is cut at [`Enhanced::MAX`] octets.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Enhanced {
+    len: u8,
+    bytes: [u8; Enhanced::MAX],
+}
+
+impl Enhanced {
+    /// The most octets kept.
+    pub const MAX: usize = 23;
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str` cut at a char boundary.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Enhanced {
+    fn from(s: &str) -> Enhanced {
+        let mut n = s.len().min(Enhanced::MAX);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut bytes = [0u8; Enhanced::MAX];
+        bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Enhanced {
+            len: n as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Enhanced {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// True if `s` looks like an enhanced status code `c.s.d` (class 2, 4 or 5).
@@ -31,7 +84,7 @@ impl Reply {
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
         Reply {
             code,
-            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
+            enhanced: (!enhanced.is_empty()).then(|| Enhanced::from(enhanced)),
             lines: vec![text.into()],
         }
     }
@@ -44,8 +97,8 @@ impl Reply {
         }
         let rest = line.get(3..).unwrap_or("").trim_start_matches([' ', '-']);
         let (enhanced, text) = match rest.split_once(' ') {
-            Some((e, t)) if is_enhanced(e) => (Some(e.to_string()), t.to_string()),
-            None if is_enhanced(rest) => (Some(rest.to_string()), String::new()),
+            Some((e, t)) if is_enhanced(e) => (Some(Enhanced::from(e)), t.to_string()),
+            None if is_enhanced(rest) => (Some(Enhanced::from(rest)), String::new()),
             _ => (None, rest.to_string()),
         };
         Some(Reply {
@@ -73,7 +126,7 @@ impl Reply {
     /// The enhanced status, or one derived from the code's class (`x.0.0`).
     pub fn status(&self) -> String {
         self.enhanced
-            .clone()
+            .map(|e| e.to_string())
             .unwrap_or_else(|| format!("{}.0.0", self.code / 100))
     }
 
@@ -153,7 +206,7 @@ impl fmt::Display for Reply {
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     code: Option<u16>,
-    enhanced: Option<String>,
+    enhanced: Option<Enhanced>,
     lines: Vec<String>,
 }
 
@@ -185,7 +238,7 @@ impl ReplyParser {
         let space = rest.as_bytes().iter().position(|&c| c == b' ');
         let word = space.map_or(rest, |i| &rest[..i]);
         let text_at = if is_enhanced(word) {
-            self.enhanced.get_or_insert_with(|| word.to_string());
+            self.enhanced.get_or_insert_with(|| Enhanced::from(word));
             rest_at + space.map_or(rest.len(), |i| i + 1)
         } else {
             rest_at
@@ -266,6 +319,26 @@ mod tests {
     }
 
     #[test]
+    fn enhanced_codes_are_kept_inline() {
+        let e = Enhanced::from("5.7.26");
+        assert_eq!(
+            (e.as_str(), format!("{e}"), format!("{e:?}")),
+            ("5.7.26", "5.7.26".into(), "\"5.7.26\"".into())
+        );
+        assert_eq!(Enhanced::from("").as_str(), "");
+        // Text past the limit is cut, at a char boundary.
+        let long = format!("{}é", "x".repeat(Enhanced::MAX - 1));
+        assert_eq!(
+            Enhanced::from(long.as_str()).as_str(),
+            &long[..Enhanced::MAX - 1]
+        );
+        assert_eq!(
+            Reply::parse_line("550 5.1.1 no such user").and_then(|r| r.enhanced),
+            Some(Enhanced::from("5.1.1"))
+        );
+    }
+
+    #[test]
     fn enhanced_status_codes() {
         for yes in ["2.0.0", "5.7.26", "4.16.55", "5.123.999", "4.4.7"] {
             assert!(is_enhanced(yes), "{yes}");
@@ -317,10 +390,7 @@ mod tests {
             (421, Some("4.7.0"), "[TSS04] Messages from 1.2.3.4 deferred")
         );
         let r = Reply::parse_line("421 RP-001 The mail server IP ...").unwrap_or_else(|| panic!());
-        assert_eq!(
-            (r.enhanced.clone(), r.status()),
-            (None, "4.0.0".to_string())
-        );
+        assert_eq!((r.enhanced, r.status()), (None, "4.0.0".to_string()));
         let r = Reply::parse_line("554 30 Sorry, your message cannot be delivered (554.30)")
             .unwrap_or_else(|| panic!());
         assert_eq!(r.enhanced, None);
