@@ -18,6 +18,12 @@ use std::time::Duration;
 
 const START_MS: i64 = 1_780_000_000_000;
 
+/// The DKIM key the signing tests configure.
+const RSA_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/keys/rsa2048-pkcs8.pem"
+);
+
 /// What the scripted server saw: (time ms, source IP, server IP, recipient, reply code).
 type Log = Arc<Mutex<Vec<(i64, IpAddr, IpAddr, String, u16)>>>;
 
@@ -493,10 +499,7 @@ total-max-smtp-out 3
 
 #[tokio::test(start_paused = true)]
 async fn a_message_is_signed_once_whatever_the_retries() {
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/keys/rsa2048-pkcs8.pem"
-    );
+    let key = RSA_KEY;
     let cfg = format!(
         "
 domain-key s1,sender.test,{key}
@@ -934,10 +937,7 @@ async fn connection_idle_timeout_keeps_a_connection_for_trickled_mail() {
 /// under the Received header, signed and unsigned alike.
 #[tokio::test(start_paused = true)]
 async fn relayed_bodies_with_and_without_dot_lines_arrive_intact() {
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/keys/rsa2048-pkcs8.pem"
-    );
+    let key = RSA_KEY;
     let cfg = format!(
         "
 domain-key s1,sender.test,{key}

@@ -291,7 +291,8 @@ pub fn iso_time(ms: i64) -> String {
     put(11, 2, rem / 3600);
     put(14, 2, rem % 3600 / 60);
     put(17, 2, rem % 60);
-    b.iter().map(|&c| char::from(c)).collect()
+    // ASCII digits and separators only.
+    String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
