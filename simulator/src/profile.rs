@@ -109,12 +109,17 @@ pub struct Window {
     pub count: u64,
     /// The window, as an interval (`1m`, `1h`, `1d`).
     pub per: String,
+    /// `per` parsed, on first use (a provider asks for every recipient).
+    #[serde(skip)]
+    parsed: std::sync::OnceLock<Duration>,
 }
 
 impl Window {
     /// The window length (validated at load).
     pub fn duration(&self) -> Duration {
-        parse_interval(&self.per).unwrap_or(Duration::from_secs(60))
+        *self
+            .parsed
+            .get_or_init(|| parse_interval(&self.per).unwrap_or(Duration::from_secs(60)))
     }
 }
 
