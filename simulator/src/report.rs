@@ -152,15 +152,20 @@ impl Timeline {
             return None;
         }
         let n = self.buckets;
-        let s = self
-            .series
-            .entry(provider.to_string())
-            .or_default()
-            .entry(metric.to_string())
-            .or_insert_with(|| Series {
-                values: vec![0.0; n],
-            });
-        s.values.get_mut(i as usize)
+        // Looked up first: the names are copied only when a series is new.
+        if !self.series.contains_key(provider) {
+            self.series.insert(provider.to_string(), Default::default());
+        }
+        let by_metric = self.series.get_mut(provider)?;
+        if !by_metric.contains_key(metric) {
+            by_metric.insert(
+                metric.to_string(),
+                Series {
+                    values: vec![0.0; n],
+                },
+            );
+        }
+        by_metric.get_mut(metric)?.values.get_mut(i as usize)
     }
 
     /// Adds `delta` to the bucket of `t_ms` (counts such as deliveries).
