@@ -144,44 +144,69 @@ impl SmtpStream {
         max: usize,
         limit: std::time::Duration,
     ) -> Result<String, LineError> {
-        if let Some(line) = self.buffered_line(max) {
-            return line;
+        let mut line = String::new();
+        self.read_line_within_into(&mut line, max, limit).await?;
+        Ok(line)
+    }
+
+    /// [`SmtpStream::read_line_within`] into `line` (cleared first), so a caller that reads line
+    /// after line can keep one buffer.
+    pub async fn read_line_within_into(
+        &mut self,
+        line: &mut String,
+        max: usize,
+        limit: std::time::Duration,
+    ) -> Result<(), LineError> {
+        if let Some(done) = self.buffered_line_into(max, line) {
+            return done;
         }
-        tokio::time::timeout(limit, self.read_line(max))
+        tokio::time::timeout(limit, self.read_line_into(line, max))
             .await
             .unwrap_or(Err(LineError::TimedOut))
     }
 
-    /// The next line when a whole one is buffered (see [`SmtpStream::read_line`]).
-    fn buffered_line(&mut self, max: usize) -> Option<Result<String, LineError>> {
+    /// The next line into `out` when a whole one is buffered (see [`SmtpStream::read_line`]).
+    fn buffered_line_into(
+        &mut self,
+        max: usize,
+        out: &mut String,
+    ) -> Option<Result<(), LineError>> {
         let pos = memchr(b'\n', &self.buf[self.start..self.end])?;
         let line_end = self.start + pos;
         let len = line_end + 1 - self.start;
         let line = &self.buf[self.start..line_end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        out.clear();
         // Valid UTF-8 (nearly always) is checked and copied without the lossy decoder's walk.
-        let text = match std::str::from_utf8(line) {
-            Ok(t) => t.to_owned(),
-            Err(_) => String::from_utf8_lossy(line).into_owned(),
-        };
+        match std::str::from_utf8(line) {
+            Ok(t) => out.push_str(t),
+            Err(_) => out.push_str(&String::from_utf8_lossy(line)),
+        }
         self.start = line_end + 1;
         Some(if len > max {
             Err(LineError::TooLong)
         } else {
-            Ok(text)
+            Ok(())
         })
     }
 
     /// Reads one line (without its CRLF or LF). Lines longer than `max` octets (CRLF included) are
     /// skipped to their end and reported as [`LineError::TooLong`], without buffering them whole.
     pub async fn read_line(&mut self, max: usize) -> Result<String, LineError> {
+        let mut line = String::new();
+        self.read_line_into(&mut line, max).await?;
+        Ok(line)
+    }
+
+    /// [`SmtpStream::read_line`] into `line` (cleared first).
+    pub async fn read_line_into(&mut self, line: &mut String, max: usize) -> Result<(), LineError> {
         let mut skipping = false;
         loop {
-            if let Some(line) = self.buffered_line(max) {
+            if let Some(done) = self.buffered_line_into(max, line) {
                 return if skipping {
                     Err(LineError::TooLong)
                 } else {
-                    line
+                    done
                 };
             }
             if self.end - self.start > max {
@@ -527,6 +552,17 @@ mod tests {
             assert_eq!(d.too_big, limit.is_some());
             assert_eq!(d.size, want.len().max(text.len()) as u64);
             assert_eq!(d.body.as_ptr() == sent, kept, "kept as sent: {kept}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_buffer_serves_line_after_line() {
+        let mut s = feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d>\r\nDATA\r\n").await;
+        let mut line = String::from("left over");
+        let limit = std::time::Duration::from_secs(1);
+        for want in ["MAIL FROM:<a@b.example>", "RCPT TO:<c@d>", "DATA"] {
+            let got = s.read_line_within_into(&mut line, MAX_LINE, limit).await;
+            assert_eq!((got.ok(), line.as_str()), (Some(()), want));
         }
     }
 

@@ -174,12 +174,17 @@ pub async fn serve<H: Handler>(
     let mut state = State::Fresh;
     let mut extended = false;
     let mut auth_failures = 0u32;
+    // One buffer for the session's command lines.
+    let mut line = String::new();
     loop {
         // Batch replies while the client has pipelined more commands; flush before waiting.
         if !s.has_buffered_input() && s.flush().await.is_err() {
             return stats;
         }
-        let line = match s.read_line_within(MAX_LINE, opts.command_timeout).await {
+        match s
+            .read_line_within_into(&mut line, MAX_LINE, opts.command_timeout)
+            .await
+        {
             Err(LineError::TimedOut) => {
                 s.queue_reply(&Reply::new(
                     421,
@@ -194,8 +199,8 @@ pub async fn serve<H: Handler>(
                 continue;
             }
             Err(_) => return stats,
-            Ok(l) => l,
-        };
+            Ok(()) => {}
+        }
         let pipelined_ahead = s.has_buffered_input();
         let request = match parse_command(&line) {
             Ok(r) => r,
