@@ -499,22 +499,9 @@ total-max-smtp-out 3
 
 #[tokio::test(start_paused = true)]
 async fn a_message_is_signed_once_whatever_the_retries() {
-    let key = RSA_KEY;
-    let cfg = format!(
-        "
-domain-key s1,sender.test,{key}
-<source 0/0>
-    default-virtual-mta v
-</source>
-<virtual-mta v>
-    smtp-source-host 127.0.0.2 a.sender.test
-</virtual-mta>
-<domain *>
-    use-starttls no
-    dkim-sign yes
-    retry-after 1m
-</domain>
-"
+    let cfg = single_ip_config(
+        &format!("domain-key s1,sender.test,{RSA_KEY}\n"),
+        "    use-starttls no\n    dkim-sign yes\n    retry-after 1m\n",
     );
     let w = world_with(
         &cfg,
@@ -937,10 +924,10 @@ async fn connection_idle_timeout_keeps_a_connection_for_trickled_mail() {
 /// under the Received header, signed and unsigned alike.
 #[tokio::test(start_paused = true)]
 async fn relayed_bodies_with_and_without_dot_lines_arrive_intact() {
-    let key = RSA_KEY;
+    // Relaying for the injecting client is a source setting, so not `single_ip_config`.
     let cfg = format!(
         "
-domain-key s1,sender.test,{key}
+domain-key s1,sender.test,{RSA_KEY}
 <source 0/0>
     default-virtual-mta v
     always-allow-relaying yes

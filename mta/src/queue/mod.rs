@@ -33,12 +33,11 @@ impl QueueKey {
         }
     }
 
-    /// The queue's name, `domain/vmta` (as its `Display`, in one allocation).
+    /// The queue's name as its `Display` writes it, in a String sized for it at once.
     pub fn name(&self) -> String {
+        use fmt::Write as _;
         let mut s = String::with_capacity(self.domain.len() + 1 + self.vmta.len());
-        s.push_str(&self.domain);
-        s.push('/');
-        s.push_str(&self.vmta);
+        let _ = write!(s, "{self}"); // writing to a String cannot fail
         s
     }
 

@@ -361,47 +361,36 @@ impl SmtpStream {
             !dot_free || self::dot_free(body),
             "a body said dot-free has a dot line"
         );
-        if dot_free {
-            self.out.reserve(body.len() + 5);
-            self.out.extend_from_slice(body);
-            if !body.is_empty() && !body.ends_with(b"\r\n") {
-                self.out.extend_from_slice(b"\r\n");
-            }
-            self.out.extend_from_slice(b".\r\n");
-            return;
-        }
-        self.out.reserve(body.len() + body.len() / 64 + 8);
+        self.out
+            .reserve(body.len() + if dot_free { 5 } else { body.len() / 64 + 8 });
         // Dot-stuffing: a '.' at the start of a line gets another in front. Copy whole runs between
         // line starts that begin with '.', found with memmem (this is the hot path of every DATA).
         let mut start = 0;
-        if body.first() == Some(&b'.') {
-            self.out.push(b'.');
-        }
-        let dot_lines = memchr::memmem::find_iter(body, b"\n.");
-        for nl in dot_lines.take(if has_dot_line(body) { usize::MAX } else { 0 }) {
-            self.out.extend_from_slice(&body[start..=nl]);
-            self.out.push(b'.');
-            start = nl + 1;
+        if !dot_free {
+            if body.first() == Some(&b'.') {
+                self.out.push(b'.');
+            }
+            let dot_lines = memchr::memmem::find_iter(body, b"\n.");
+            for nl in dot_lines.take(if has_dot_line(body) { usize::MAX } else { 0 }) {
+                self.out.extend_from_slice(&body[start..=nl]);
+                self.out.push(b'.');
+                start = nl + 1;
+            }
         }
         self.out.extend_from_slice(&body[start..]);
-        if !body.is_empty() && !body.ends_with(b"\r\n") {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.out.extend_from_slice(b".\r\n");
+        end_data(&mut self.out, open_line(body));
     }
 
     /// [`queue_body`](Self::queue_body) for a body given away: a dot-free one becomes the output
     /// buffer itself when nothing else is queued, so it is not copied.
-    pub fn queue_body_owned(&mut self, mut body: Vec<u8>, dot_free: bool) {
+    pub fn queue_body_owned(&mut self, body: Vec<u8>, dot_free: bool) {
         if !dot_free || !self.out.is_empty() {
             return self.queue_body(&body, dot_free);
         }
         debug_assert!(self::dot_free(&body), "a body said dot-free has a dot line");
-        if !body.is_empty() && !body.ends_with(b"\r\n") {
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(b".\r\n");
+        let open = open_line(&body);
         self.out = body;
+        end_data(&mut self.out, open);
     }
 
     /// Writes everything queued.
@@ -425,6 +414,20 @@ impl SmtpStream {
         self.flush().await?;
         self.inner.shutdown().await
     }
+}
+
+/// Ends the DATA after a body already in `out`: a CRLF first if the body's last line is `open`
+/// (see [`open_line`]), then `.` CRLF.
+fn end_data(out: &mut Vec<u8>, open: bool) {
+    if open {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+/// Whether `body` ends inside a line (not empty, no final CRLF).
+fn open_line(body: &[u8]) -> bool {
+    !body.is_empty() && !body.ends_with(b"\r\n")
 }
 
 /// Whether `region` (which ends with LF) is all CRLF-terminated lines of at most [`MAX_LINE`]

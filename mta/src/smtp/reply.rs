@@ -13,8 +13,9 @@ pub struct Reply {
     pub lines: Vec<String>,
 }
 
-/// An enhanced status code such as `5.1.1`, kept inline: every reply has one, and a valid code
-/// (`c.sss.ddd`) is at most 9 octets. Longer text is cut at [`Enhanced::MAX`] octets.
+/// An enhanced status code such as `5.1.1`, kept inline (most replies carry one; a String each
+/// was an allocation per reply). A valid code (`c.sss.ddd`) is at most 9 octets; longer text is
+/// cut at [`Enhanced::MAX`] octets.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Enhanced {
     len: u8,

@@ -465,15 +465,16 @@ impl DiskSpool {
     pub async fn store(&self, env: &Envelope, body: Vec<u8>) -> Result<MessageId, SpoolError> {
         let id = MessageId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let dir = self.next_dir.fetch_add(1, Ordering::Relaxed) % self.dirs.len().max(1);
-        let rec = Rec::Message {
-            id,
-            env: env.clone(),
-            body,
-        };
-        let (segment, offset) = self.submit(dir, &rec).await?;
-        let Rec::Message { env, .. } = rec else {
-            return Ok(id);
-        };
+        let (segment, offset) = self
+            .submit(
+                dir,
+                &Rec::Message {
+                    id,
+                    env: env.clone(),
+                    body,
+                },
+            )
+            .await?;
         if let Ok(mut ix) = self.index.lock() {
             ix.bodies.insert(
                 id,
@@ -483,7 +484,7 @@ impl DiskSpool {
                     offset,
                 },
             );
-            ix.envelopes.insert(id, env);
+            ix.envelopes.insert(id, env.clone());
             *ix.live.entry((dir, segment)).or_insert(0) += 1;
         }
         Ok(id)
