@@ -106,7 +106,7 @@ impl Handler for Scripted {
     async fn message(&mut self, d: Data) -> Outcome {
         let sig = mta::engine::header(&d.body, "DKIM-Signature").unwrap_or_default();
         if let Ok(mut f) = self.full.lock() {
-            f.push(d.body.clone());
+            f.push(d.body.to_vec());
         }
         let n = self
             .bodies

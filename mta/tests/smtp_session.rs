@@ -37,7 +37,7 @@ impl Handler for Sink {
     }
     async fn message(&mut self, data: Data) -> Outcome {
         if let Ok(mut g) = self.got.lock() {
-            g.push((self.from.clone(), self.rcpts.clone(), data.body));
+            g.push((self.from.clone(), self.rcpts.clone(), data.body.into_vec()));
         }
         Outcome::ok("2.0.0", "Ok: queued")
     }

@@ -1403,7 +1403,7 @@ impl Engine {
             let (body, dot_free) =
                 self.maybe_sign(key, qs, w.id, a.pool.as_deref(), a.dot_free, body);
             let t = match client
-                .send_body(&a.mail_from, &a.rcpts, &body, dot_free)
+                .send_shared(&a.mail_from, &a.rcpts, body, dot_free)
                 .await
             {
                 Ok(t) => t,

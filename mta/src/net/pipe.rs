@@ -3,7 +3,9 @@
 //! reader), that also hands whole buffers across: [`Pipe::send_owned`] queues a `Vec` without
 //! copying it and [`Pipe::recv_owned`] takes one back the same way. `SmtpStream` uses these for
 //! its writes and for reads into an empty buffer, so a message body crosses a simulated
-//! connection without the two copies a byte pipe costs (write in, read out).
+//! connection without the two copies a byte pipe costs (write in, read out). A body that stays
+//! with its sender (a spooled message, kept for a retry) crosses shared: [`Pipe::send_message`]
+//! queues it as a [`Chunk::Message`], which reads as its bytes followed by the DATA ending.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -13,11 +15,55 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What a writer queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Bytes as written.
+    Bytes(Vec<u8>),
+    /// A message body shared with the writer, which reads as the body followed by `.` CRLF. The
+    /// body ends with CRLF and no line of it starts with a dot, so these are its exact DATA bytes.
+    Message(Arc<Vec<u8>>),
+}
+
+/// The DATA ending a [`Chunk::Message`] reads as after its body.
+const DATA_END: &[u8] = b".\r\n";
+
+impl Chunk {
+    /// Bytes it reads as.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.len(),
+            Chunk::Message(m) => m.len() + DATA_END.len(),
+        }
+    }
+
+    /// True if it reads as nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes it reads as, copied out of a shared body only if the writer still holds it.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Chunk::Bytes(b) => b,
+            Chunk::Message(m) => {
+                let mut b = Arc::try_unwrap(m).unwrap_or_else(|m| {
+                    let mut b = Vec::with_capacity(m.len() + DATA_END.len());
+                    b.extend_from_slice(&m);
+                    b
+                });
+                b.extend_from_slice(DATA_END);
+                b
+            }
+        }
+    }
+}
+
 /// One direction: the chunks written and not yet read.
 #[derive(Default)]
 struct Channel {
-    /// Written chunks; the first may be partly read (`offset`).
-    chunks: VecDeque<Vec<u8>>,
+    /// Written chunks; the first may be partly read (`offset`, only ever into a `Bytes` chunk).
+    chunks: VecDeque<Chunk>,
     offset: usize,
     /// Unread bytes in `chunks`.
     len: usize,
@@ -78,6 +124,20 @@ pub fn pipe(capacity: usize) -> (Pipe, Pipe) {
 impl Pipe {
     /// Queues `chunk` for the other side without copying it; waits while the pipe is full.
     pub async fn send_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.send_chunk(Chunk::Bytes(chunk)).await
+    }
+
+    /// Queues a message body the caller keeps too, read as its DATA bytes (see
+    /// [`Chunk::Message`]: the caller vouches that it ends with CRLF and has no dot-started line).
+    pub async fn send_message(&mut self, body: Arc<Vec<u8>>) -> io::Result<()> {
+        debug_assert!(
+            body.is_empty() || body.ends_with(b"\r\n"),
+            "a shared message ends with CRLF"
+        );
+        self.send_chunk(Chunk::Message(body)).await
+    }
+
+    async fn send_chunk(&mut self, chunk: Chunk) -> io::Result<()> {
         let mut chunk = Some(chunk);
         poll_fn(|cx| {
             let mut c = lock(&self.write);
@@ -101,9 +161,15 @@ impl Pipe {
         .await
     }
 
+    /// The next whole chunk written by the other side (the rest of one partly read) as bytes, or
+    /// `None` at EOF.
+    pub async fn recv_owned(&mut self) -> Option<Vec<u8>> {
+        self.recv_chunk().await.map(Chunk::into_bytes)
+    }
+
     /// The next whole chunk written by the other side (the rest of one partly read), or `None`
     /// at EOF.
-    pub async fn recv_owned(&mut self) -> Option<Vec<u8>> {
+    pub async fn recv_chunk(&mut self) -> Option<Chunk> {
         poll_fn(|cx| {
             let mut c = lock(&self.read);
             let Some(mut chunk) = c.chunks.pop_front() else {
@@ -115,7 +181,10 @@ impl Pipe {
             };
             let offset = std::mem::take(&mut c.offset);
             if offset > 0 {
-                chunk.drain(..offset);
+                chunk = Chunk::Bytes(chunk.into_bytes());
+                if let Chunk::Bytes(b) = &mut chunk {
+                    b.drain(..offset);
+                }
             }
             c.len -= chunk.len();
             c.wake_writer();
@@ -141,7 +210,15 @@ impl AsyncRead for Pipe {
         }
         while buf.remaining() > 0 {
             let offset = c.offset;
-            let Some(front) = c.chunks.front() else {
+            let Some(front) = c.chunks.front_mut() else {
+                break;
+            };
+            if let Chunk::Message(_) = front {
+                // Read as bytes from here on (a byte reader is not the fast path).
+                let m = std::mem::replace(front, Chunk::Bytes(Vec::new()));
+                *front = Chunk::Bytes(m.into_bytes());
+            }
+            let Chunk::Bytes(front) = front else {
                 break;
             };
             let n = buf.remaining().min(front.len() - offset);
@@ -182,7 +259,7 @@ impl AsyncWrite for Pipe {
             return Poll::Pending;
         }
         let n = room.min(buf.len());
-        c.chunks.push_back(buf[..n].to_vec());
+        c.chunks.push_back(Chunk::Bytes(buf[..n].to_vec()));
         c.len += n;
         c.wake_reader();
         Poll::Ready(Ok(n))
@@ -218,6 +295,33 @@ impl Drop for Pipe {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A shared message is handed over as it is to a chunk reader and read as its body and the
+    /// DATA ending by a byte reader, even one that takes it in pieces.
+    #[tokio::test]
+    async fn a_shared_message_reads_as_its_data_bytes() {
+        let (mut a, mut b) = pipe(1 << 10);
+        let body = Arc::new(b"Subject: x\r\n\r\nhi\r\n".to_vec());
+        for _ in 0..3 {
+            a.send_message(body.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        match b.recv_chunk().await {
+            Some(Chunk::Message(m)) => assert!(Arc::ptr_eq(&m, &body)),
+            other => panic!("{other:?}"),
+        }
+        let want = b"Subject: x\r\n\r\nhi\r\n.\r\n";
+        let mut first = [0u8; 5];
+        b.read_exact(&mut first)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&first, &want[..5]);
+        assert_eq!(b.recv_owned().await.as_deref(), Some(&want[5..]));
+        assert_eq!(b.recv_owned().await.as_deref(), Some(&want[..]));
+        drop(a);
+        assert_eq!(b.recv_chunk().await, None);
+    }
 
     #[tokio::test]
     async fn bytes_and_owned_chunks_arrive_in_order_then_eof() {

@@ -4,7 +4,7 @@
 use super::policy::SessionPolicy;
 use crate::config::values::Value;
 use crate::engine::Engine;
-use crate::smtp::io::Data;
+use crate::smtp::io::{Data, MessageBody};
 use crate::smtp::server::{Handler, Outcome};
 use crate::smtp::{MailFrom, RcptTo, Reply};
 use crate::spool::{Envelope, Recipient};
@@ -160,14 +160,19 @@ impl Handler for InboundSession {
             )
             .into_bytes();
             dot_free &= crate::smtp::io::dot_free(&h);
-            if body.capacity() - body.len() >= h.len() {
-                // Room behind the body (a kept read buffer often has it): shift it in place.
-                body.splice(0..0, h);
-            } else {
-                h.extend_from_slice(&body);
-                body = h;
-            }
+            body = MessageBody::Owned(match body {
+                MessageBody::Owned(mut b) if b.capacity() - b.len() >= h.len() => {
+                    // Room behind the body (a kept read buffer often has it): shift it in place.
+                    b.splice(0..0, h);
+                    b
+                }
+                other => {
+                    h.extend_from_slice(&other);
+                    h
+                }
+            });
         }
+        let body = body.into_vec();
         let env = Envelope {
             mail_from: self.from.clone().unwrap_or_default(),
             rcpts: remote,

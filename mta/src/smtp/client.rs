@@ -248,6 +248,19 @@ impl Client {
             .await
     }
 
+    /// [`send_body`](Self::send_body) with a body the caller keeps a share of (a spooled
+    /// message): on the simulated network a dot-free one crosses without a copy.
+    pub async fn send_shared(
+        &mut self,
+        mail_from: &str,
+        rcpts: &[String],
+        body: std::sync::Arc<Vec<u8>>,
+        dot_free: bool,
+    ) -> Result<Transaction, ClientError> {
+        self.transact(mail_from, rcpts, Body::Shared(body), dot_free)
+            .await
+    }
+
     async fn transact(
         &mut self,
         mail_from: &str,
@@ -515,11 +528,12 @@ pub fn self_signed_acceptor(names: &[String]) -> Result<tokio_rustls::TlsAccepto
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
 }
 
-/// A message body to send: borrowed (copied into the output) or owned (handed over when it needs
-/// no dot-stuffing).
+/// A message body to send: borrowed (copied into the output), owned (handed over when it needs
+/// no dot-stuffing) or shared (handed across a simulated connection when it needs none).
 enum Body<'a> {
     Borrowed(&'a [u8]),
     Owned(Vec<u8>),
+    Shared(std::sync::Arc<Vec<u8>>),
 }
 
 impl Body<'_> {
@@ -527,6 +541,7 @@ impl Body<'_> {
         match self {
             Body::Borrowed(b) => b.len(),
             Body::Owned(b) => b.len(),
+            Body::Shared(b) => b.len(),
         }
     }
 
@@ -534,6 +549,7 @@ impl Body<'_> {
         match self {
             Body::Borrowed(b) => s.queue_body(b, dot_free),
             Body::Owned(b) => s.queue_body_owned(b, dot_free),
+            Body::Shared(b) => s.queue_body_shared(b, dot_free),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! limit, DATA with dot-unstuffing and Postfix-style rejection of bare LF and bare CR (only
 //! CRLF.CRLF ends the data: no SMTP smuggling), dot-stuffing for sending, batched writes.
 
+use crate::net::pipe::Chunk;
 use crate::net::BoxStream;
 use std::io;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// RFC 5321 line limit, CRLF included.
@@ -30,7 +32,7 @@ pub enum LineError {
 #[derive(Debug, Default)]
 pub struct Data {
     /// The message, dot-unstuffed, with CRLF line ends (empty if `too_big`).
-    pub body: Vec<u8>,
+    pub body: MessageBody,
     /// Size in octets as received (after unstuffing).
     pub size: u64,
     /// Over the size limit: the data was read to its end and discarded.
@@ -40,6 +42,54 @@ pub struct Data {
     /// A line of the body starts with a dot (it came stuffed); when false, sending the body on
     /// needs no dot-stuffing ([`SmtpStream::queue_body`]).
     pub dot_lines: bool,
+}
+
+/// A message body as read: owned, or shared with its sender (a body the sender keeps, such as a
+/// spooled message, crosses a simulated connection without a copy; see [`Chunk::Message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Read into a buffer of its own.
+    Owned(Vec<u8>),
+    /// The sender's buffer.
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Default for MessageBody {
+    fn default() -> Self {
+        MessageBody::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for MessageBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            MessageBody::Owned(b) => b,
+            MessageBody::Shared(b) => b,
+        }
+    }
+}
+
+impl MessageBody {
+    /// The bytes as a buffer of the caller's own (a shared body is copied unless no one else
+    /// holds it any more).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            MessageBody::Owned(b) => b,
+            MessageBody::Shared(b) => Arc::try_unwrap(b).unwrap_or_else(|b| b.to_vec()),
+        }
+    }
+}
+
+/// A DATA phase being read (its body always owned).
+#[derive(Default)]
+struct Reading {
+    body: Vec<u8>,
+    size: u64,
+    too_big: bool,
+    long_line: bool,
+    dot_lines: bool,
 }
 
 /// Why DATA failed before its end.
@@ -64,6 +114,8 @@ pub struct SmtpStream {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// A shared body queued to go as a [`Chunk::Message`] before `out` (simulated connections).
+    message: Option<Arc<Vec<u8>>>,
     /// The size the client declared for its next message (MAIL FROM's SIZE=), a capacity hint.
     size_hint: u64,
     /// Always false outside tests, which compare the whole-region fast path with the exact one.
@@ -85,6 +137,7 @@ impl SmtpStream {
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
+            message: None,
             size_hint: 0,
             exact_only: false,
         }
@@ -219,6 +272,42 @@ impl SmtpStream {
         }
     }
 
+    /// At the start of DATA with nothing buffered on a simulated connection: a shared message
+    /// becomes the body as it is, after the checks a kept read buffer passes (no dot-started line,
+    /// only CRLF line ends, no long line, within `max_size`); any other chunk is buffered for
+    /// the byte path, which then reads it as it would have from the wire.
+    async fn shared_message(&mut self, max_size: Option<u64>) -> Result<Option<Data>, DataError> {
+        if self.start != self.end || self.exact_only {
+            return Ok(None);
+        }
+        let Some(pipe) = (*self.inner).as_pipe() else {
+            return Ok(None);
+        };
+        let Some(chunk) = pipe.recv_chunk().await else {
+            return Err(DataError::Closed);
+        };
+        let body = match chunk {
+            Chunk::Message(body)
+                if body.ends_with(b"\r\n")
+                    && !body.starts_with(b".")
+                    && plain_crlf(&body) == Some(false)
+                    && max_size.is_none_or(|m| body.len() as u64 <= m) =>
+            {
+                body
+            }
+            other => {
+                self.buf = other.into_bytes();
+                (self.start, self.end) = (0, self.buf.len());
+                return Ok(None);
+            }
+        };
+        Ok(Some(Data {
+            size: body.len() as u64,
+            body: MessageBody::Shared(body),
+            ..Data::default()
+        }))
+    }
+
     /// Reads message data after a 354, up to the CRLF.CRLF that ends it. `max_size` caps the body:
     /// beyond it the rest is read and discarded (answer `552 5.3.4`).
     ///
@@ -227,9 +316,12 @@ impl SmtpStream {
     /// dot; only a region failing them is walked line end by line end (to find the bare CR or LF,
     /// or mark the long line). Bytes between dot-started lines are copied as whole runs.
     pub async fn read_data(&mut self, max_size: Option<u64>) -> Result<Data, DataError> {
-        let mut data = Data::default();
+        let mut data = Reading::default();
         let hint = std::mem::take(&mut self.size_hint).min(MAX_SIZE_HINT);
         let hint = max_size.map_or(hint, |m| hint.min(m));
+        if let Some(body) = self.shared_message(max_size).await? {
+            return Ok(body);
+        }
         // False after part of an endless line was taken: the next bytes continue that line.
         let mut at_line_start = true;
         loop {
@@ -393,8 +485,31 @@ impl SmtpStream {
         end_data(&mut self.out, open);
     }
 
+    /// [`queue_body`](Self::queue_body) for a body the caller keeps a share of: on a simulated
+    /// connection a dot-free body ending with CRLF goes across shared (read as exactly its DATA
+    /// bytes, see [`Chunk::Message`]) when nothing else is queued; otherwise it is copied.
+    pub fn queue_body_shared(&mut self, body: Arc<Vec<u8>>, dot_free: bool) {
+        let whole = dot_free && !body.is_empty() && !open_line(&body);
+        let pipe = (*self.inner).as_pipe().is_some();
+        if !whole || !pipe || !self.out.is_empty() || self.message.is_some() {
+            return self.queue_body(&body, dot_free);
+        }
+        debug_assert!(self::dot_free(&body), "a body said dot-free has a dot line");
+        self.message = Some(body);
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if let Some(body) = self.message.take() {
+            // Queued when `out` was empty: whatever is in `out` now came after it.
+            if let Some(pipe) = (*self.inner).as_pipe() {
+                pipe.send_message(body).await?;
+            } else {
+                self.inner
+                    .write_all(&Chunk::Message(body).into_bytes())
+                    .await?;
+            }
+        }
         if !self.out.is_empty() {
             if let Some(pipe) = (*self.inner).as_pipe() {
                 // The simulated network takes the buffer itself (a message body is not copied).
@@ -478,7 +593,7 @@ fn has_dot_line(bytes: &[u8]) -> bool {
 /// A line of `region` starting at `line` begins with a dot: takes the bytes before it, then either
 /// returns the offset past the terminator (`.` CRLF) or drops the stuffed dot.
 fn dot_line(
-    data: &mut Data,
+    data: &mut Reading,
     region: &[u8],
     run: &mut usize,
     line: usize,
@@ -494,7 +609,7 @@ fn dot_line(
 }
 
 /// Adds unstuffed bytes to the body (counting them even past the size limit).
-fn take(data: &mut Data, bytes: &[u8], max_size: Option<u64>) {
+fn take(data: &mut Reading, bytes: &[u8], max_size: Option<u64>) {
     data.size += bytes.len() as u64;
     if max_size.is_some_and(|m| data.size > m) {
         data.too_big = true;
@@ -504,14 +619,20 @@ fn take(data: &mut Data, bytes: &[u8], max_size: Option<u64>) {
     }
 }
 
-fn finish(mut data: Data) -> Data {
+fn finish(mut data: Reading) -> Data {
     if data.too_big {
         data.body = Vec::new();
     } else if data.body.capacity() > 2 * data.body.len() + 4096 {
         // A declared SIZE far above what came.
         data.body.shrink_to_fit();
     }
-    data
+    Data {
+        body: MessageBody::Owned(data.body),
+        size: data.size,
+        too_big: data.too_big,
+        long_line: data.long_line,
+        dot_lines: data.dot_lines,
+    }
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
@@ -558,6 +679,64 @@ mod tests {
         }
     }
 
+    /// A spooled body sent shared crosses a simulated connection without a copy only when its
+    /// bytes need nothing done (dot-free, ending with CRLF, nothing else queued, within the
+    /// receiver's limit); otherwise it arrives as the same bytes by the byte path.
+    #[tokio::test]
+    async fn a_shared_body_crosses_uncopied_only_when_it_may() {
+        let text = "Subject: hi\r\n\r\n".to_string() + &"word word word\r\n".repeat(200);
+        let dotted = format!("{text}.dot line\r\n");
+        let open = "Subject: hi\r\n\r\nno final line end".to_string();
+        // (body, dot-free, receiver's limit, body read, shared)
+        for (body, dot_free, limit, want, shared) in [
+            (text.clone(), true, None, text.clone(), true),
+            (text.clone(), false, None, text.clone(), false),
+            (dotted.clone(), false, None, dotted.clone(), false),
+            (open.clone(), true, None, format!("{open}\r\n"), false),
+            (text.clone(), true, Some(100), String::new(), false),
+        ] {
+            let (a, b) = crate::net::pipe::pipe(1 << 20);
+            let mut tx = SmtpStream::new(Box::new(a));
+            let mut rx = SmtpStream::new(Box::new(b));
+            let body = Arc::new(body.into_bytes());
+            tx.queue_body_shared(body.clone(), dot_free);
+            tx.queue(b"QUIT\r\n");
+            tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
+            let d = rx.read_data(limit).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(String::from_utf8_lossy(&d.body), want);
+            assert_eq!(d.too_big, limit.is_some());
+            let same = matches!(&d.body, MessageBody::Shared(b) if Arc::ptr_eq(b, &body));
+            assert_eq!(same, shared, "shared: {shared}, dot-free: {dot_free}");
+            assert_eq!(rx.read_line(MAX_LINE).await.ok().as_deref(), Some("QUIT"));
+        }
+        // A shared message read as lines, or over a byte stream, is its DATA bytes.
+        let (mut a, b) = crate::net::pipe::pipe(1 << 20);
+        a.send_message(Arc::new(b"one\r\ntwo\r\n".to_vec()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut rx = SmtpStream::new(Box::new(b));
+        for want in ["one", "two", "."] {
+            assert_eq!(rx.read_line(MAX_LINE).await.ok().as_deref(), Some(want));
+        }
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut tx = SmtpStream::new(Box::new(a));
+        tx.queue_body_shared(Arc::new(text.clone().into_bytes()), true);
+        tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        let d = SmtpStream::new(Box::new(b))
+            .read_data(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(d.body, MessageBody::Owned(_)));
+        assert_eq!(String::from_utf8_lossy(&d.body), text);
+        // The receiver still checks a shared message: a bare LF in one is refused.
+        let (mut a, b) = crate::net::pipe::pipe(1 << 20);
+        a.send_message(Arc::new(b"Subject: x\r\n\nbare\r\n".to_vec()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = SmtpStream::new(Box::new(b)).read_data(None).await;
+        assert!(matches!(got, Err(DataError::BareNewline)), "{got:?}");
+    }
+
     #[tokio::test]
     async fn one_line_buffer_serves_line_after_line() {
         let mut s = feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d>\r\nDATA\r\n").await;
@@ -602,7 +781,7 @@ mod tests {
     async fn data_unstuffing_and_end() {
         let mut s = feed(b"Subject: x\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n").await;
         let d = s.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(d.body, b"Subject: x\r\n\r\n.leading dot\r\n");
+        assert_eq!(&d.body[..], b"Subject: x\r\n\r\n.leading dot\r\n");
         assert_eq!(s.read_line(MAX_LINE).await.ok(), Some("QUIT".into()));
     }
 
@@ -792,7 +971,10 @@ mod tests {
         tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
         let mut rx = SmtpStream::new(Box::new(b));
         let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(d.body, b"Subject: dots\r\n\r\n.one\r\n..two\r\nend\r\n");
+        assert_eq!(
+            &d.body[..],
+            b"Subject: dots\r\n\r\n.one\r\n..two\r\nend\r\n"
+        );
         // A body starting with a dot, a lone dot line and dots at both ends.
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut tx = SmtpStream::new(Box::new(a));
@@ -801,6 +983,6 @@ mod tests {
         tx.flush().await.unwrap_or_else(|e| panic!("{e}"));
         let mut rx = SmtpStream::new(Box::new(b));
         let d = rx.read_data(None).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(d.body, msg.to_vec());
+        assert_eq!(&d.body[..], &msg[..]);
     }
 }
