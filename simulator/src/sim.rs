@@ -745,6 +745,16 @@ async fn run_async(
                     Some(a) => a.clone(),
                     None => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
                 };
+                // `recipients_per_message` above 1: more recipients, each domain drawn on its own
+                // (a named special address is sent to alone).
+                let mut rcpts = vec![rcpt];
+                if t.special.get(i as usize).is_none() {
+                    for k in 1..t.recipients_per_message {
+                        let draw = format!("{}#{k}", t.name);
+                        rcpts.push(format!("user{i}.{k}@{}", pick_domain(&domains, seed, &draw, i)));
+                    }
+                }
+                let rcpt = &rcpts[0];
                 let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
                 // Each message its own buffer, handed to the MTA whole (writing to a String
                 // cannot fail).
@@ -771,7 +781,7 @@ async fn run_async(
                     body.push_str(&filler[..lines * FILLER.len()]);
                 }
                 let sent = match client.as_mut() {
-                    Some(c) => c.send_owned(t.mail_from.as_deref().unwrap_or(&t.sender), std::slice::from_ref(&rcpt), body.into_bytes(), dot_free).await.is_ok(),
+                    Some(c) => c.send_owned(t.mail_from.as_deref().unwrap_or(&t.sender), &rcpts, body.into_bytes(), dot_free).await.is_ok(),
                     None => false,
                 };
                 if !sent {

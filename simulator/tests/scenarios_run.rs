@@ -239,3 +239,84 @@ fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
         "the shared limit is reached and held"
     );
 }
+
+/// `recipients_per_message` gives each message that many recipients, their domains drawn each on
+/// its own, and the MTA splits and delivers them all: one `r` and one final record per recipient.
+#[test]
+fn recipients_per_message_sends_each_message_to_that_many() {
+    let mut l =
+        Loaded::load(Path::new("../scenarios/dkim-signed.toml")).unwrap_or_else(|e| panic!("{e}"));
+    for t in &mut l.scenario.traffic {
+        t.recipients_per_message = 3;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let r = run(
+        &l,
+        &RunOptions {
+            seed: None,
+            volume: 0.25,
+            config: None,
+            report_dir: dir.path().to_path_buf(),
+            no_tls: true,
+            no_dkim: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acct = std::fs::read_to_string(dir.path().join("dkim-signed").join("acct.csv"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut lines = acct.lines();
+    let head: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| {
+        head.iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
+    let (rcpt, msgid) = (col("rcpt"), col("header_Message-ID"));
+    // Recipients and their domains per message, from the `r` records.
+    let mut per_msg: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut finals = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        match f.first() {
+            Some(&"r") => per_msg
+                .entry(f[msgid].to_string())
+                .or_default()
+                .push(f[rcpt].to_string()),
+            Some(&"d") | Some(&"b") => finals += 1,
+            _ => {}
+        }
+    }
+    let injected: Vec<_> = per_msg
+        .iter()
+        .filter(|(id, _)| id.contains("@sim.mtasim"))
+        .collect();
+    assert!(injected.len() >= 400, "{} messages", injected.len());
+    for (id, rcpts) in &injected {
+        assert_eq!(rcpts.len(), 3, "{id}: {rcpts:?}");
+    }
+    let mixed = injected
+        .iter()
+        .filter(|(_, rcpts)| {
+            let domains: std::collections::BTreeSet<_> = rcpts
+                .iter()
+                .filter_map(|a| a.split_once('@'))
+                .map(|(_, d)| d)
+                .collect();
+            domains.len() > 1
+        })
+        .count();
+    assert!(
+        mixed * 2 > injected.len(),
+        "{mixed} of {} span domains",
+        injected.len()
+    );
+    let received: usize = per_msg.values().map(Vec::len).sum();
+    assert_eq!(
+        finals, received,
+        "every recipient ends delivered or bounced"
+    );
+    assert!(r
+        .verdicts
+        .iter()
+        .any(|v| v.expectation.contains("nothing lost") && v.passed));
+}
