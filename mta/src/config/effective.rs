@@ -266,6 +266,17 @@ impl Config {
     /// narrowest, then the named source, which overrides the address match.
     pub fn source_settings(&self, ip: Option<IpAddr>, name: Option<&str>) -> EffectiveSettings {
         let mut eff = EffectiveSettings::defaults("source");
+        // A source directive written at top level (PowerMTA lists `always-allow-relaying` there
+        // too) is every source's default; `<source>` blocks override it.
+        let top = super::model::Settings(
+            self.global
+                .0
+                .iter()
+                .filter(|s| eff.0.contains_key(&s.name))
+                .cloned()
+                .collect(),
+        );
+        eff.apply(&top, "global");
         if let Some(ip) = ip {
             let mut nets: Vec<(u8, usize, &super::model::SourceBlock)> = self
                 .sources
@@ -568,5 +579,14 @@ mod tests {
             "a named source overrides the address match"
         );
         assert!(!s("192.0.2.1", None).bool("always-allow-relaying"));
+        // At top level it is every source's default, and a <source> block still overrides it.
+        let c = cfg("always-allow-relaying yes\nhost-name mta.example.com\n<source 10.0.0.0/8>\nalways-allow-relaying no\n</source>\n");
+        let s = |ip: &str| c.source_settings(ip.parse().ok(), None);
+        assert!(s("192.0.2.1").bool("always-allow-relaying"));
+        assert!(!s("10.1.2.3").bool("always-allow-relaying"));
+        assert!(
+            !s("192.0.2.1").0.contains_key("host-name"),
+            "only source directives"
+        );
     }
 }

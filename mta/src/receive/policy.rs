@@ -189,6 +189,25 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `always-allow-relaying yes` at top level lets every source relay (PowerMTA lists it as a
+    /// global directive too); a `<source>` block can still say no.
+    #[test]
+    fn a_top_level_always_allow_relaying_applies_to_every_source() {
+        let l = load_str(
+            "t.conf",
+            "host-name mta.example.com\nalways-allow-relaying yes\n<source 192.0.2.0/24>\nalways-allow-relaying no\n</source>\n",
+        );
+        assert!(l.is_valid(), "{:?}", l.diagnostics);
+        let rcpt = |from: &str| {
+            SessionPolicy::connect(&l.config, ip(from), None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .rcpt("u@gmail.com", 0, false)
+                .map_err(|r| r.to_string())
+        };
+        assert_eq!(rcpt("198.51.100.1"), Ok(()));
+        assert_eq!(rcpt("192.0.2.9"), Err("550 5.7.1 relaying denied".into()));
+    }
+
     #[test]
     fn service_relaying_and_local_domains() {
         let c = cfg();
