@@ -126,6 +126,9 @@ struct RecordSink {
     acct: Arc<Accounting>,
 }
 
+/// Spent records handed back to the engine at once.
+const SPENT_BATCH: usize = 256;
+
 /// Lines the accounting file may hold back (a full disk) before the run gives up writing it:
 /// the accounting keeps unwritten lines for a retry, which must not grow without bound.
 const ACCT_BACKLOG_LIMIT: usize = mta::acct::DEFAULT_BACKLOG_LIMIT;
@@ -136,6 +139,7 @@ impl RecordSink {
         acct: Accounting,
         mut tally: crate::tally::Tally,
         monitor: Arc<mta::mgmt::Monitor>,
+        pool: Arc<mta::acct::RecordPool>,
     ) -> RecordSink {
         use std::sync::atomic::Ordering;
         use tokio::sync::mpsc::error::TryRecvError;
@@ -147,6 +151,8 @@ impl RecordSink {
         let thread = std::thread::spawn(move || {
             let mut given_up: Option<String> = None;
             let mut n: u64 = 0;
+            // Spent records go back to the engine in batches, to be built anew from.
+            let mut spent = Vec::with_capacity(SPENT_BATCH);
             let mut take = |r: Record| {
                 monitor.observe(&r);
                 if given_up.is_none() {
@@ -157,6 +163,10 @@ impl RecordSink {
                     }
                 }
                 tally.add(&crate::tally::RecordView::of(&r));
+                spent.push(r);
+                if spent.len() == SPENT_BATCH {
+                    pool.give_back(&mut spent);
+                }
             };
             loop {
                 match tap.try_recv() {
@@ -527,6 +537,7 @@ async fn run_async(
                 acct2,
                 crate::tally::Tally::new(l),
                 engine.shared_monitor(),
+                engine.record_pool(),
             );
             // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
             let mut listeners: Vec<(SocketAddr, Option<String>)> = config

@@ -5,7 +5,7 @@
 
 pub mod record;
 
-pub use record::{FieldSelection, Record, RecordType};
+pub use record::{FieldSelection, Record, RecordPool, RecordType};
 
 use crate::config::model::{AcctFile, AcctTarget};
 use crate::config::values::Value;

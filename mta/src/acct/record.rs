@@ -189,6 +189,47 @@ impl fmt::Display for RecordType {
     }
 }
 
+/// Spent records kept for reuse (their strings keep their buffers): a sink that is done with the
+/// records it was handed gives them back, and the engine builds its next ones from them.
+#[derive(Debug, Default)]
+pub struct RecordPool(std::sync::Mutex<Vec<Record>>);
+
+/// The most spent records a pool keeps.
+const POOL_MAX: usize = 8192;
+
+impl RecordPool {
+    /// A record as [`Record::new`] makes it, from a spent one when there is one.
+    pub fn take(&self, ty: RecordType, time_logged: i64) -> Record {
+        match self.0.lock().ok().and_then(|mut v| v.pop()) {
+            Some(mut r) => {
+                r.renew(ty, time_logged);
+                r
+            }
+            None => Record::new(ty, time_logged),
+        }
+    }
+
+    /// Takes one spent record back (dropped if the pool is full).
+    pub fn put(&self, spent: Record) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < POOL_MAX {
+                v.push(spent);
+            }
+        }
+    }
+
+    /// Takes spent records back (all of `spent`, which is left empty; past the pool's size they
+    /// are dropped).
+    pub fn give_back(&self, spent: &mut Vec<Record>) {
+        if let Ok(mut v) = self.0.lock() {
+            let room = POOL_MAX.saturating_sub(v.len());
+            spent.truncate(room);
+            v.append(spent);
+        }
+        spent.clear();
+    }
+}
+
 /// One accounting event. Times are Unix milliseconds (the clock seam supplies them, so simulated
 /// runs are deterministic). Empty strings are written as empty columns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -317,6 +358,84 @@ impl Record {
             time_logged,
             ..Record::default()
         }
+    }
+
+    /// Makes this record what [`Record::new`] makes, keeping its strings' buffers: a record built
+    /// from a spent one (see [`RecordPool`]) then allocates only for values longer than before.
+    pub fn renew(&mut self, ty: RecordType, time_logged: i64) {
+        // Every field by name: a new field does not compile until it is reset here too.
+        let Record {
+            ty: ty_,
+            time_logged: time_logged_,
+            time_queued,
+            time_first_attempt,
+            dlv_size,
+            orig,
+            rcpt,
+            orcpt,
+            dsn_status,
+            dsn_diag,
+            dsn_mta,
+            bounce_cat,
+            src_mta,
+            dlv_source_ip,
+            dlv_destination_ip,
+            dlv_esmtp_available,
+            vmta,
+            job_id,
+            env_id,
+            queue,
+            vmta_pool,
+            feedback_type,
+            format,
+            user_agent,
+            reporting_mta,
+            reported_domain,
+            rep_source_ip,
+            rcv_source_ip,
+            dsn_reporting_mta,
+            dsn_action,
+            src_type,
+            dlv_type,
+            headers,
+        } = self;
+        *ty_ = Some(ty);
+        *time_logged_ = time_logged;
+        *time_queued = None;
+        *time_first_attempt = None;
+        *dlv_size = None;
+        for s in [
+            orig,
+            rcpt,
+            orcpt,
+            dsn_status,
+            dsn_diag,
+            dsn_mta,
+            bounce_cat,
+            src_mta,
+            dlv_source_ip,
+            dlv_destination_ip,
+            dlv_esmtp_available,
+            vmta,
+            job_id,
+            env_id,
+            queue,
+            vmta_pool,
+            feedback_type,
+            format,
+            user_agent,
+            reporting_mta,
+            reported_domain,
+            rep_source_ip,
+            rcv_source_ip,
+            dsn_reporting_mta,
+        ] {
+            s.clear();
+        }
+        *dsn_action = Cow::Borrowed("");
+        *src_type = Cow::Borrowed("");
+        *dlv_type = Cow::Borrowed("");
+        headers.clear();
     }
 
     /// The value of column `name` (`iso` picks ISO times over Unix seconds).
@@ -648,6 +767,65 @@ pub fn push_csv(out: &mut String, v: &str) {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// A record built from a spent one is the record `Record::new` makes, whatever the spent one
+    /// held, and keeps its buffers; the pool keeps at most its size.
+    #[test]
+    fn a_renewed_record_is_a_new_one() {
+        let mut full = Record::new(RecordType::Bounced, 5);
+        let text = |s: &str| s.repeat(3);
+        full.time_queued = Some(1);
+        full.time_first_attempt = Some(2);
+        full.dlv_size = Some(3);
+        full.dsn_action = "failed".into();
+        full.src_type = "smtp".into();
+        full.dlv_type = "smtp".into();
+        full.headers.push(("Message-ID".into(), "<x@y>".into()));
+        for s in [
+            &mut full.orig,
+            &mut full.rcpt,
+            &mut full.orcpt,
+            &mut full.dsn_status,
+            &mut full.dsn_diag,
+            &mut full.dsn_mta,
+            &mut full.bounce_cat,
+            &mut full.src_mta,
+            &mut full.dlv_source_ip,
+            &mut full.dlv_destination_ip,
+            &mut full.dlv_esmtp_available,
+            &mut full.vmta,
+            &mut full.job_id,
+            &mut full.env_id,
+            &mut full.queue,
+            &mut full.vmta_pool,
+            &mut full.feedback_type,
+            &mut full.format,
+            &mut full.user_agent,
+            &mut full.reporting_mta,
+            &mut full.reported_domain,
+            &mut full.rep_source_ip,
+            &mut full.rcv_source_ip,
+            &mut full.dsn_reporting_mta,
+        ] {
+            *s = text("value");
+        }
+        let orig_buffer = full.orig.as_ptr();
+        let pool = RecordPool::default();
+        pool.give_back(&mut vec![full]);
+        let r = pool.take(RecordType::Delivered, 9);
+        assert_eq!(r, Record::new(RecordType::Delivered, 9));
+        assert_eq!(r.orig.as_ptr(), orig_buffer, "the buffer is kept");
+        assert_eq!(
+            pool.take(RecordType::Delivered, 9),
+            Record::new(RecordType::Delivered, 9)
+        );
+        let mut many = vec![Record::default(); POOL_MAX + 10];
+        pool.give_back(&mut many);
+        assert!(many.is_empty());
+        assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
+        pool.put(Record::default());
+        assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
+    }
 
     #[test]
     fn iso_times() {

@@ -17,6 +17,7 @@ use crate::smtp::Reply;
 use crate::spool::{Envelope, MessageId, Spool};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,6 +118,8 @@ pub struct Engine {
         Arc<Config>,
         std::collections::HashMap<QueueKey, QueueSettings>,
     )>,
+    /// Spent records: the engine's own after logging them, or the tap reader's given back.
+    records: Arc<crate::acct::RecordPool>,
 }
 
 /// Running totals.
@@ -235,7 +238,14 @@ impl Engine {
             suppression,
             auth_failures: Mutex::default(),
             settings_cache: Mutex::new((config_at_start, Default::default())),
+            records: Arc::default(),
         })
+    }
+
+    /// Where a tap's reader gives records back when done with them (see
+    /// [`crate::acct::RecordPool`]): the engine builds its next records from them.
+    pub fn record_pool(&self) -> Arc<crate::acct::RecordPool> {
+        self.records.clone()
     }
 
     /// The configuration.
@@ -283,8 +293,11 @@ impl Engine {
             self.monitor.observe(&rec);
         }
         self.maybe_suppress(&rec);
-        if let Some(tap) = &self.parts.tap {
-            let _ = tap.send(rec);
+        match &self.parts.tap {
+            Some(tap) => {
+                let _ = tap.send(rec);
+            }
+            None => self.records.put(rec),
         }
     }
 
@@ -488,20 +501,25 @@ impl Engine {
     }
 
     fn base_record(&self, ty: RecordType, now: i64, env: &Envelope, i: usize) -> Record {
-        let mut r = Record::new(ty, now);
-        r.orig = env.mail_from.clone();
-        r.rcpt = env
-            .rcpts
-            .get(i)
-            .map(|x| x.address.clone())
-            .unwrap_or_default();
+        // From a spent record: `clone_from` reuses its strings' buffers.
+        let mut r = self.records.take(ty, now);
+        r.orig.clone_from(&env.mail_from);
+        if let Some(x) = env.rcpts.get(i) {
+            r.rcpt.clone_from(&x.address);
+        }
         r.time_queued = Some(env.received_ms);
         r.src_type = Cow::Borrowed("smtp");
-        r.src_mta = env.source_ip.clone().unwrap_or_default();
-        r.rcv_source_ip = env.source_ip.clone().unwrap_or_default();
+        if let Some(ip) = &env.source_ip {
+            r.src_mta.clone_from(ip);
+            r.rcv_source_ip.clone_from(ip);
+        }
         r.dlv_size = Some(env.size);
-        r.job_id = env.job_id.clone().unwrap_or_default();
-        r.env_id = env.env_id.clone().unwrap_or_default();
+        if let Some(j) = &env.job_id {
+            r.job_id.clone_from(j);
+        }
+        if let Some(e) = &env.env_id {
+            r.env_id.clone_from(e);
+        }
         if let Some(m) = &env.message_id {
             r.headers.push(("Message-ID".into(), m.clone()));
         }
@@ -524,29 +542,29 @@ impl Engine {
             return;
         };
         rec.time_first_attempt = first;
-        rec.dsn_status = o.reply.status();
-        rec.dsn_diag = format!("smtp;{}", o.reply);
+        // Written into the record's (possibly reused) buffers; writing to a String cannot fail.
+        let _ = o.reply.write_status(&mut rec.dsn_status);
+        let _ = write!(rec.dsn_diag, "smtp;{}", o.reply);
         rec.dsn_action = match o.ty {
             RecordType::Delivered => "relayed",
             RecordType::Bounced => "failed",
             _ => "delayed",
         }
         .into();
-        rec.bounce_cat = if o.ty == RecordType::Delivered {
-            String::new()
-        } else {
-            o.category.clone()
-        };
+        if o.ty != RecordType::Delivered {
+            rec.bounce_cat.clone_from(&o.category);
+        }
         rec.dlv_type = Cow::Borrowed("smtp");
-        rec.dlv_source_ip = o.dlv_ip.map(|i| i.to_string()).unwrap_or_default();
-        rec.dlv_destination_ip = o.dest.map(|d| d.ip().to_string()).unwrap_or_default();
-        rec.dsn_mta = o
-            .dest
-            .map(|d| format!("dns;{} ({})", key.domain, d.ip()))
-            .unwrap_or_default();
-        rec.dlv_esmtp_available = o.esmtp.clone();
-        rec.vmta = key.vmta.clone();
-        rec.queue = key.name();
+        if let Some(ip) = o.dlv_ip {
+            let _ = write!(rec.dlv_source_ip, "{ip}");
+        }
+        if let Some(d) = o.dest {
+            let _ = write!(rec.dlv_destination_ip, "{}", d.ip());
+            let _ = write!(rec.dsn_mta, "dns;{} ({})", key.domain, d.ip());
+        }
+        rec.dlv_esmtp_available.clone_from(&o.esmtp);
+        rec.vmta.clone_from(&key.vmta);
+        let _ = write!(rec.queue, "{key}");
         rec.vmta_pool = pool.unwrap_or_default();
         self.log(rec);
         if let Ok(mut st) = self.stats.lock() {

@@ -126,9 +126,17 @@ impl Reply {
 
     /// The enhanced status, or one derived from the code's class (`x.0.0`).
     pub fn status(&self) -> String {
-        self.enhanced
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| format!("{}.0.0", self.code / 100))
+        let mut s = String::new();
+        let _ = self.write_status(&mut s); // writing to a String cannot fail
+        s
+    }
+
+    /// [`Reply::status`] written to `out`.
+    pub fn write_status(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self.enhanced {
+            Some(e) => write!(out, "{e}"),
+            None => write!(out, "{}.0.0", self.code / 100),
+        }
     }
 
     /// The text, lines joined by spaces.
