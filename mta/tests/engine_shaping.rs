@@ -207,7 +207,7 @@ async fn world_with(
             }
         });
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
     let engine = Engine::new(Parts {
         config: cfg,
         spool: Arc::new(Spool::Memory(MemorySpool::default())),
@@ -224,7 +224,7 @@ async fn world_with(
     tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
             if let Ok(mut v) = r2.lock() {
-                v.push(r);
+                v.push(*r);
             }
         }
     });

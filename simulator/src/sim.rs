@@ -135,7 +135,7 @@ const ACCT_BACKLOG_LIMIT: usize = mta::acct::DEFAULT_BACKLOG_LIMIT;
 
 impl RecordSink {
     fn start(
-        mut tap: tokio::sync::mpsc::UnboundedReceiver<Record>,
+        mut tap: tokio::sync::mpsc::UnboundedReceiver<Box<Record>>,
         acct: Accounting,
         mut tally: crate::tally::Tally,
         monitor: Arc<mta::mgmt::Monitor>,
@@ -153,7 +153,7 @@ impl RecordSink {
             let mut n: u64 = 0;
             // Spent records go back to the engine in batches, to be built anew from.
             let mut spent = Vec::with_capacity(SPENT_BATCH);
-            let mut take = |r: Record| {
+            let mut take = |r: Box<Record>| {
                 monitor.observe(&r);
                 if given_up.is_none() {
                     out.log(&r);
@@ -515,7 +515,7 @@ async fn run_async(
         _ => {
             let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
             let acct2 = Accounting::new(&acct_cfg.config.acct_files);
-            let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+            let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
             let engine = Engine::new(Parts {
                 config: config.clone(),
                 spool: Arc::new(Spool::Memory(

@@ -192,25 +192,29 @@ impl fmt::Display for RecordType {
 /// Spent records kept for reuse (their strings keep their buffers): a sink that is done with the
 /// records it was handed gives them back, and the engine builds its next ones from them.
 #[derive(Debug, Default)]
-pub struct RecordPool(std::sync::Mutex<Vec<Record>>);
+// Boxed on purpose: records move between the engine and its sinks as boxes (a record is large),
+// and a pool of unboxed ones would copy each record in and out.
+#[allow(clippy::vec_box)]
+pub struct RecordPool(std::sync::Mutex<Vec<Box<Record>>>);
 
 /// The most spent records a pool keeps.
 const POOL_MAX: usize = 8192;
 
 impl RecordPool {
-    /// A record as [`Record::new`] makes it, from a spent one when there is one.
-    pub fn take(&self, ty: RecordType, time_logged: i64) -> Record {
+    /// A record as [`Record::new`] makes it, from a spent one when there is one (boxed: a
+    /// record is large, and it moves from builder to sinks and back).
+    pub fn take(&self, ty: RecordType, time_logged: i64) -> Box<Record> {
         match self.0.lock().ok().and_then(|mut v| v.pop()) {
             Some(mut r) => {
                 r.renew(ty, time_logged);
                 r
             }
-            None => Record::new(ty, time_logged),
+            None => Box::new(Record::new(ty, time_logged)),
         }
     }
 
     /// Takes one spent record back (dropped if the pool is full).
-    pub fn put(&self, spent: Record) {
+    pub fn put(&self, spent: Box<Record>) {
         if let Ok(mut v) = self.0.lock() {
             if v.len() < POOL_MAX {
                 v.push(spent);
@@ -220,7 +224,7 @@ impl RecordPool {
 
     /// Takes spent records back (all of `spent`, which is left empty; past the pool's size they
     /// are dropped).
-    pub fn give_back(&self, spent: &mut Vec<Record>) {
+    pub fn give_back(&self, spent: &mut Vec<Box<Record>>) {
         if let Ok(mut v) = self.0.lock() {
             let room = POOL_MAX.saturating_sub(v.len());
             spent.truncate(room);
@@ -811,19 +815,19 @@ mod tests {
         }
         let orig_buffer = full.orig.as_ptr();
         let pool = RecordPool::default();
-        pool.give_back(&mut vec![full]);
+        pool.give_back(&mut vec![Box::new(full)]);
         let r = pool.take(RecordType::Delivered, 9);
-        assert_eq!(r, Record::new(RecordType::Delivered, 9));
+        assert_eq!(*r, Record::new(RecordType::Delivered, 9));
         assert_eq!(r.orig.as_ptr(), orig_buffer, "the buffer is kept");
         assert_eq!(
-            pool.take(RecordType::Delivered, 9),
+            *pool.take(RecordType::Delivered, 9),
             Record::new(RecordType::Delivered, 9)
         );
-        let mut many = vec![Record::default(); POOL_MAX + 10];
+        let mut many = vec![Box::default(); POOL_MAX + 10];
         pool.give_back(&mut many);
         assert!(many.is_empty());
         assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
-        pool.put(Record::default());
+        pool.put(Box::default());
         assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
     }
 

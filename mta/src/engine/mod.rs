@@ -48,7 +48,7 @@ pub struct Parts {
     /// Time for records.
     pub clock: Clock,
     /// Every accounting record is also sent here (the simulator's expectations read them).
-    pub tap: Option<mpsc::UnboundedSender<Record>>,
+    pub tap: Option<mpsc::UnboundedSender<Box<Record>>>,
     /// DKIM signing as the config says (`true`), or never (`false`: throughput benchmarks that
     /// leave the signing cost out, `mtasim run --no-dkim`).
     pub dkim_signing: bool,
@@ -284,10 +284,10 @@ impl Engine {
 
     /// Writes a record made outside the delivery path (the bounce and feedback processors).
     pub fn record(&self, rec: Record) {
-        self.log(rec);
+        self.log(Box::new(rec));
     }
 
-    fn log(&self, rec: Record) {
+    fn log(&self, rec: Box<Record>) {
         self.parts.acct.log(&rec);
         if !(self.parts.monitor_on_tap && self.parts.tap.is_some()) {
             self.monitor.observe(&rec);
@@ -500,7 +500,7 @@ impl Engine {
         Ok(id)
     }
 
-    fn base_record(&self, ty: RecordType, now: i64, env: &Envelope, i: usize) -> Record {
+    fn base_record(&self, ty: RecordType, now: i64, env: &Envelope, i: usize) -> Box<Record> {
         // From a spent record: `clone_from` reuses its strings' buffers.
         let mut r = self.records.take(ty, now);
         r.orig.clone_from(&env.mail_from);
