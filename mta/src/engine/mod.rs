@@ -176,15 +176,17 @@ pub fn headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>
         if line.is_empty() {
             break;
         }
-        let Ok(line) = std::str::from_utf8(line) else {
-            open = None;
-            continue;
-        };
+        // A line that is not UTF-8 is skipped and ends a folded field.
         if let Some(k) = open {
-            if line.starts_with([' ', '\t']) {
-                if let Some(v) = found[k].as_mut() {
-                    v.push(' ');
-                    v.push_str(line.trim());
+            if line.starts_with(b" ") || line.starts_with(b"\t") {
+                match std::str::from_utf8(line) {
+                    Ok(text) => {
+                        if let Some(v) = found[k].as_mut() {
+                            v.push(' ');
+                            v.push_str(text.trim());
+                        }
+                    }
+                    Err(_) => open = None,
                 }
                 continue;
             }
@@ -193,18 +195,41 @@ pub fn headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>
                 break;
             }
         }
-        if let Some((n, v)) = line.split_once(':') {
-            let n = n.trim();
-            if let Some(k) =
-                (0..N).find(|&k| found[k].is_none() && n.eq_ignore_ascii_case(names[k]))
-            {
-                found[k] = Some(v.trim().to_string());
-                left -= 1;
-                open = Some(k);
-            }
-        }
+        // The name is looked at first (as bytes when ASCII), the whole line only for a wanted
+        // field: most fields are not wanted.
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let wanted = |n: &[u8]| {
+            (0..N).find(|&k| found[k].is_none() && n.eq_ignore_ascii_case(names[k].as_bytes()))
+        };
+        let name = &line[..colon];
+        let k = if name.is_ascii() {
+            wanted(trim_white(name))
+        } else {
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| wanted(n.trim().as_bytes()))
+        };
+        let (Some(k), Ok(text)) = (k, std::str::from_utf8(line)) else {
+            continue;
+        };
+        found[k] = Some(text[colon + 1..].trim().to_string());
+        left -= 1;
+        open = Some(k);
     }
     found
+}
+
+/// `bytes` without the ASCII characters `str::trim` removes at either end.
+fn trim_white(bytes: &[u8]) -> &[u8] {
+    let white = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let start = bytes.iter().position(|b| !white(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !white(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
 }
 
 impl Engine {
@@ -1862,5 +1887,13 @@ mod header_tests {
             Some("2"),
             "LF line ends"
         );
+        // Names are trimmed as `str::trim` trims; a line that is not UTF-8 is skipped and ends
+        // the field being folded.
+        let odd = b"\x0B X-Job \t: j3\r\nSubject: s\r\n \xff\r\n more\r\nList-Id: \xfe\r\n\xc2\xa0Message-ID\xc2\xa0: <m>\r\n\r\n";
+        let [job, subject, list, id] = headers(odd, ["X-Job", "subject", "List-Id", "Message-ID"]);
+        assert_eq!(job.as_deref(), Some("j3"));
+        assert_eq!(subject.as_deref(), Some("s"));
+        assert_eq!(list, None);
+        assert_eq!(id.as_deref(), Some("<m>"));
     }
 }
