@@ -73,7 +73,14 @@ struct Channel {
     reader_gone: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// Buffers the reader is done with, for the writer's next writes (see [`Pipe::recycle`]).
+    spares: Vec<Vec<u8>>,
 }
+
+/// Buffers a channel keeps for reuse, and the largest capacity it keeps (a message body's buffer
+/// is not held on to).
+const SPARES: usize = 4;
+const SPARE_CAPACITY: usize = 64 * 1024;
 
 impl Channel {
     fn wake_reader(&mut self) {
@@ -159,6 +166,25 @@ impl Pipe {
             Poll::Ready(Ok(()))
         })
         .await
+    }
+
+    /// Hands a buffer the reader is done with back to the writer of this end's input, which
+    /// takes it for its next write ([`Pipe::spare`]): small writes (commands, replies) then go
+    /// back and forth without allocating.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        let mut c = lock(&self.read);
+        if c.spares.len() < SPARES && !c.reader_gone {
+            buf.clear();
+            c.spares.push(buf);
+        }
+    }
+
+    /// An empty buffer for the next write: one the reader gave back, else a new one.
+    pub fn spare(&mut self) -> Vec<u8> {
+        lock(&self.write).spares.pop().unwrap_or_default()
     }
 
     /// The next whole chunk written by the other side (the rest of one partly read) as bytes, or
@@ -321,6 +347,35 @@ mod tests {
         assert_eq!(b.recv_owned().await.as_deref(), Some(&want[..]));
         drop(a);
         assert_eq!(b.recv_chunk().await, None);
+    }
+
+    /// A buffer the reader recycles is the writer's next spare; a large one, or one past the
+    /// channel's few, is not kept.
+    #[tokio::test]
+    async fn recycled_buffers_come_back_to_the_writer() {
+        let (mut a, mut b) = pipe(1 << 20);
+        assert_eq!(a.spare().capacity(), 0, "none yet");
+        a.send_owned(b"250 OK\r\n".to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = b.recv_owned().await.unwrap_or_default();
+        let ptr = got.as_ptr();
+        b.recycle(got);
+        b.recycle(Vec::with_capacity(SPARE_CAPACITY + 1));
+        let spare = a.spare();
+        assert!(spare.is_empty());
+        assert_eq!(spare.as_ptr(), ptr, "the reader's buffer");
+        assert_eq!(a.spare().capacity(), 0, "the large one was dropped");
+        for _ in 0..SPARES + 2 {
+            b.recycle(Vec::with_capacity(64));
+        }
+        let kept = std::iter::from_fn(|| Some(a.spare()))
+            .take_while(|v| v.capacity() > 0)
+            .count();
+        assert_eq!(kept, SPARES);
+        // The other direction has its own.
+        b.recycle(Vec::with_capacity(64));
+        assert_eq!(b.spare().capacity(), 0);
     }
 
     #[tokio::test]

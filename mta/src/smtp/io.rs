@@ -172,7 +172,8 @@ impl SmtpStream {
                 };
                 self.start = 0;
                 self.end = chunk.len();
-                self.buf = chunk;
+                let spent = std::mem::replace(&mut self.buf, chunk);
+                pipe.recycle(spent);
                 return Ok(self.end);
             }
         }
@@ -296,7 +297,8 @@ impl SmtpStream {
                 body
             }
             other => {
-                self.buf = other.into_bytes();
+                let spent = std::mem::replace(&mut self.buf, other.into_bytes());
+                pipe.recycle(spent);
                 (self.start, self.end) = (0, self.buf.len());
                 return Ok(None);
             }
@@ -513,7 +515,7 @@ impl SmtpStream {
         if !self.out.is_empty() {
             if let Some(pipe) = (*self.inner).as_pipe() {
                 // The simulated network takes the buffer itself (a message body is not copied).
-                let out = std::mem::take(&mut self.out);
+                let out = std::mem::replace(&mut self.out, pipe.spare());
                 return pipe.send_owned(out).await;
             }
         }
