@@ -284,8 +284,8 @@ impl World {
                             t.recipients += rcpts as u64;
                             t.dkim_verified += dkim_pass as u64;
                         }
-                        EventKind::Refused { reply, .. } => {
-                            if reply.starts_with('4') {
+                        EventKind::Refused(r) => {
+                            if r.reply.starts_with('4') {
                                 t.deferred += 1
                             } else {
                                 t.rejected += 1

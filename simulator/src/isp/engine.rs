@@ -97,6 +97,17 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// A refusal's details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// Phase.
+    pub phase: Phase,
+    /// Recipient, where it applies.
+    pub rcpt: Option<String>,
+    /// The reply.
+    pub reply: String,
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
@@ -105,15 +116,9 @@ pub enum EventKind {
         /// Concurrent connections from the IP, this one included.
         open: u32,
     },
-    /// A reply that refused something (4xx/5xx), in which phase.
-    Refused {
-        /// Phase.
-        phase: Phase,
-        /// Recipient, where it applies.
-        rcpt: Option<String>,
-        /// The reply.
-        reply: String,
-    },
+    /// A reply that refused something (4xx/5xx), in which phase (boxed: an event is kept for
+    /// every connection and message of a run, and most are not refusals).
+    Refused(Box<Refusal>),
     /// A message was accepted for `rcpts` recipients.
     Accepted {
         /// Recipients.
@@ -391,11 +396,11 @@ impl Engine {
                         t_ms: now,
                         ip,
                         conn,
-                        kind: EventKind::Refused {
+                        kind: EventKind::Refused(Box::new(Refusal {
                             phase: Phase::Banner,
                             rcpt: None,
                             reply: a.reply.clone(),
-                        },
+                        })),
                     });
                     Err(a)
                 }
@@ -436,11 +441,11 @@ impl Engine {
                 t_ms: now,
                 ip: session.ip,
                 conn: session.conn,
-                kind: EventKind::Refused {
+                kind: EventKind::Refused(Box::new(Refusal {
                     phase,
                     rcpt: rcpt.map(str::to_string),
                     reply: a.reply.clone(),
-                },
+                })),
             })
         });
         a

@@ -4,4 +4,6 @@
 pub mod engine;
 pub mod server;
 
-pub use engine::{Answer, DataFacts, Engine, Event, EventKind, Mailbox, Override, Session};
+pub use engine::{
+    Answer, DataFacts, Engine, Event, EventKind, Mailbox, Override, Refusal, Session,
+};
