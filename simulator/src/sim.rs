@@ -36,6 +36,45 @@ const SPOOL_MEMORY_BUDGET: u64 = 256 << 20;
 /// The line generated bodies are filled with, up to their drawn size.
 const FILLER: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n";
 
+/// Body buffers of finished messages, by capacity class, for the traffic's next messages: a
+/// simulated day writes about 34 GB of bodies, and fresh memory for each costs page faults.
+#[derive(Default)]
+struct BodyPool(Mutex<Vec<Vec<Vec<u8>>>>);
+
+/// Body buffers come in multiples of this many bytes ...
+const BODY_CLASS: usize = 4096;
+/// ... and a pool keeps at most this many of each size.
+const BODIES_PER_CLASS: usize = 32;
+
+impl BodyPool {
+    /// An empty buffer of at least `capacity` bytes (a multiple of [`BODY_CLASS`]).
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let class = capacity.div_ceil(BODY_CLASS);
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get_mut(class).and_then(Vec::pop))
+            .unwrap_or_else(|| Vec::with_capacity(class * BODY_CLASS))
+    }
+
+    /// Keeps a spent buffer (one of [`BodyPool::take`]'s sizes) unless its class is full.
+    fn put(&self, mut buf: Vec<u8>) {
+        let class = buf.capacity() / BODY_CLASS;
+        if class == 0 || !buf.capacity().is_multiple_of(BODY_CLASS) {
+            return;
+        }
+        if let Ok(mut c) = self.0.lock() {
+            if c.len() <= class {
+                c.resize_with(class + 1, Vec::new);
+            }
+            if c[class].len() < BODIES_PER_CLASS {
+                buf.clear();
+                c[class].push(buf);
+            }
+        }
+    }
+}
+
 /// Queue depth per destination domain at a time (Unix ms).
 type DepthSample = (i64, BTreeMap<String, usize>);
 
@@ -235,6 +274,8 @@ async fn run_async(
     let dir = opts.report_dir.join(&s.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let acct_path = dir.join("acct.csv");
+    // The traffic's body buffers, given back by the in-process MTA's spool when done.
+    let bodies = Arc::new(BodyPool::default());
     let _ = std::fs::remove_file(&acct_path);
     // Live: a derived config for the MTA process, on loopback ports of its own.
     let plan = match live {
@@ -518,10 +559,12 @@ async fn run_async(
             let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
             let engine = Engine::new(Parts {
                 config: config.clone(),
-                spool: Arc::new(Spool::Memory(
+                spool: Arc::new(Spool::Memory({
+                    let bodies = bodies.clone();
                     MemorySpool::with_budget(SPOOL_MEMORY_BUDGET, &std::env::temp_dir())
-                        .map_err(|e| format!("simulated spool: {e}"))?,
-                )),
+                        .map_err(|e| format!("simulated spool: {e}"))?
+                        .recycling(move |b| bodies.put(b))
+                })),
                 // The engine's records leave through the tap; `records` writes acct.csv from them.
                 acct: Arc::new(Accounting::new(&[])),
                 net: net.clone(),
@@ -714,6 +757,7 @@ async fn run_async(
             }
         };
         let net = net.clone();
+        let bodies = bodies.clone();
         let n = ((t.messages as f64) * opts.volume).round().max(1.0) as u64;
         let start = parse_interval(&t.start).map_or(0, |d| d.as_millis() as u64);
         // A smaller volume keeps the stream's time profile: fewer messages, spread as widely.
@@ -769,7 +813,8 @@ async fn run_async(
                 let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
                 // Each message its own buffer, handed to the MTA whole (writing to a String
                 // cannot fail).
-                let mut body = String::with_capacity(size as usize + 1024);
+                // Room for the MTA's Received header behind it; a cleared buffer is valid UTF-8.
+                let mut body = String::from_utf8(bodies.take(size as usize + 1024)).unwrap_or_default();
                 let _ = write!(body, "From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
                 if let Some(v) = &t.vmta {
                     let _ = write!(body, "X-Virtual-MTA: {v}\r\n");
@@ -1053,6 +1098,40 @@ fn build_report(
 
 #[cfg(test)]
 mod tests {
+    use super::{BodyPool, BODIES_PER_CLASS, BODY_CLASS};
+
+    /// The traffic's body pool hands out buffers of at least the size asked, in whole classes,
+    /// and takes back only its own sizes, a few per class.
+    #[test]
+    fn the_body_pool_reuses_buffers_by_size() {
+        let pool = BodyPool::default();
+        let a = pool.take(5000);
+        assert!(a.is_empty() && a.capacity() >= 5000 && a.capacity() % BODY_CLASS == 0);
+        let mut a = a;
+        a.extend_from_slice(b"old");
+        let ptr = a.as_ptr();
+        pool.put(a);
+        let b = pool.take(6000);
+        assert!(b.is_empty(), "cleared");
+        assert_eq!(b.as_ptr(), ptr, "the same class gives the buffer back");
+        pool.put(b);
+        let larger = pool.take(9000);
+        assert_ne!(larger.as_ptr(), ptr, "a larger class does not");
+        let same = pool.take(8000);
+        assert_eq!(same.as_ptr(), ptr, "it waited in its own");
+        pool.put(Vec::with_capacity(5000));
+        assert_eq!(
+            pool.take(4000).capacity(),
+            BODY_CLASS,
+            "an odd size is not kept"
+        );
+        for _ in 0..BODIES_PER_CLASS + 3 {
+            pool.put(Vec::with_capacity(BODY_CLASS));
+        }
+        let kept = pool.0.lock().map(|c| c[1].len()).unwrap_or(0);
+        assert_eq!(kept, BODIES_PER_CLASS);
+    }
+
     /// The injector sends its messages as dot-free on the strength of this: headers are checked
     /// per message, the filler lines are not.
     #[test]

@@ -689,6 +689,8 @@ pub struct MemorySpool {
     /// Messages below this id hold no body in memory any more (spilled or finished).
     spill_cursor: AtomicU64,
     overflow: Option<Overflow>,
+    /// Where a finished message's body buffer goes when nothing else holds it (for reuse).
+    recycle: Option<Box<dyn Fn(Vec<u8>) + Send + Sync>>,
 }
 
 impl MemorySpool {
@@ -719,6 +721,13 @@ impl MemorySpool {
             }),
             ..MemorySpool::default()
         })
+    }
+
+    /// Hands each finished message's body buffer that nothing else holds any more to `recycle`
+    /// (a simulation's traffic writes its next messages into them instead of fresh memory).
+    pub fn recycling(mut self, recycle: impl Fn(Vec<u8>) + Send + Sync + 'static) -> MemorySpool {
+        self.recycle = Some(Box::new(recycle));
+        self
     }
 
     /// Stores a message. Past the budget, the oldest bodies still in memory are written out
@@ -772,6 +781,9 @@ impl MemorySpool {
         match (removed, &self.overflow) {
             (Some(HeldBody::Memory(b)), _) => {
                 self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
+                if let (Some(recycle), Ok(buf)) = (&self.recycle, Arc::try_unwrap(b)) {
+                    recycle(buf);
+                }
             }
             (Some(HeldBody::Spilled { seg, .. }), Some(o)) => o.release(seg),
             _ => {}
@@ -964,6 +976,34 @@ mod tests {
         let (_, rec) =
             DiskSpool::open(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rec.len(), 500, "every acknowledged message is on disk");
+    }
+
+    /// A finished message's body buffer goes to the recycler when nothing else holds it (a
+    /// delivery still in flight keeps it), and never while the message waits.
+    #[test]
+    fn memory_spool_hands_finished_bodies_back() {
+        let got: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let sink = got.clone();
+        let spool = MemorySpool::default().recycling(move |b| {
+            if let Ok(mut g) = sink.lock() {
+                g.push(b);
+            }
+        });
+        let body = b"Subject: x\r\n\r\nhi\r\n".to_vec();
+        let ptr = body.as_ptr();
+        let a = spool.store(body).unwrap_or_else(|e| panic!("{e}"));
+        let b = spool
+            .store(b"other".to_vec())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let held = spool.body(b).unwrap_or_else(|e| panic!("{e}"));
+        let count = || got.lock().map(|g| g.len()).unwrap_or(0);
+        assert_eq!(count(), 0);
+        spool.message_done(a);
+        spool.message_done(b);
+        assert_eq!(count(), 1, "the body still held elsewhere is not recycled");
+        let first = got.lock().map(|g| g[0].as_ptr()).ok();
+        assert_eq!(first, Some(ptr));
+        drop(held);
     }
 
     /// Past its budget the memory spool writes bodies out and reads them back unchanged; a
