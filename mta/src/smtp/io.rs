@@ -46,13 +46,22 @@ pub struct Data {
 
 /// A message body as read: owned, or shared with its sender (a body the sender keeps, such as a
 /// spooled message, crosses a simulated connection without a copy; see [`Chunk::Message`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum MessageBody {
     /// Read into a buffer of its own.
     Owned(Vec<u8>),
     /// The sender's buffer.
     Shared(Arc<Vec<u8>>),
 }
+
+/// Bodies are equal when their bytes are, owned or shared.
+impl PartialEq for MessageBody {
+    fn eq(&self, other: &MessageBody) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for MessageBody {}
 
 impl Default for MessageBody {
     fn default() -> Self {
@@ -737,6 +746,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let got = SmtpStream::new(Box::new(b)).read_data(None).await;
         assert!(matches!(got, Err(DataError::BareNewline)), "{got:?}");
+        // Owned or shared, a body is its bytes.
+        let bytes = text.into_bytes();
+        assert_eq!(
+            MessageBody::Owned(bytes.clone()),
+            MessageBody::Shared(Arc::new(bytes))
+        );
+        assert_ne!(MessageBody::Owned(b"a".to_vec()), MessageBody::default());
     }
 
     #[tokio::test]
