@@ -796,24 +796,22 @@ async fn run_async(
                     }
                     client = Some(c);
                 }
-                let rcpt = match t.special.get(i as usize) {
-                    Some(a) => a.clone(),
-                    None => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
+                // A named special address is sent to alone; otherwise `recipients_per_message`
+                // recipients, each one's domain drawn on its own.
+                let rcpts: Vec<String> = match t.special.get(i as usize) {
+                    Some(a) => vec![a.clone()],
+                    None => (0..t.recipients_per_message.max(1))
+                        .map(|k| match k {
+                            0 => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
+                            k => format!("user{i}.{k}@{}", pick_domain(&domains, seed, &format!("{}#{k}", t.name), i)),
+                        })
+                        .collect(),
                 };
-                // `recipients_per_message` above 1: more recipients, each domain drawn on its own
-                // (a named special address is sent to alone).
-                let mut rcpts = vec![rcpt];
-                if t.special.get(i as usize).is_none() {
-                    for k in 1..t.recipients_per_message {
-                        let draw = format!("{}#{k}", t.name);
-                        rcpts.push(format!("user{i}.{k}@{}", pick_domain(&domains, seed, &draw, i)));
-                    }
-                }
-                let rcpt = &rcpts[0];
+                let rcpt = rcpts.first().map_or("", String::as_str);
                 let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
-                // Each message its own buffer, handed to the MTA whole (writing to a String
-                // cannot fail).
-                // Room for the MTA's Received header behind it; a cleared buffer is valid UTF-8.
+                // Each message its own buffer (a finished message's when there is one), with room
+                // for the MTA's Received header, handed to the MTA whole. A cleared buffer is
+                // valid UTF-8, and writing to a String cannot fail.
                 let mut body = String::from_utf8(bodies.take(size as usize + 1024)).unwrap_or_default();
                 let _ = write!(body, "From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
                 if let Some(v) = &t.vmta {

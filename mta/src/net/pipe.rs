@@ -176,7 +176,7 @@ impl Pipe {
             return;
         }
         let mut c = lock(&self.read);
-        if c.spares.len() < SPARES && !c.reader_gone {
+        if c.spares.len() < SPARES {
             buf.clear();
             c.spares.push(buf);
         }
@@ -207,10 +207,9 @@ impl Pipe {
             };
             let offset = std::mem::take(&mut c.offset);
             if offset > 0 {
-                chunk = Chunk::Bytes(chunk.into_bytes());
-                if let Chunk::Bytes(b) = &mut chunk {
-                    b.drain(..offset);
-                }
+                let mut rest = chunk.into_bytes();
+                rest.drain(..offset);
+                chunk = Chunk::Bytes(rest);
             }
             c.len -= chunk.len();
             c.wake_writer();

@@ -33,14 +33,6 @@ impl QueueKey {
         }
     }
 
-    /// The queue's name as its `Display` writes it, in a String sized for it at once.
-    pub fn name(&self) -> String {
-        use fmt::Write as _;
-        let mut s = String::with_capacity(self.domain.len() + 1 + self.vmta.len());
-        let _ = write!(s, "{self}"); // writing to a String cannot fail
-        s
-    }
-
     /// The vMTA, `None` for `{default}`.
     pub fn vmta(&self) -> Option<&str> {
         (self.vmta != DEFAULT_VMTA).then_some(self.vmta.as_str())
@@ -346,7 +338,6 @@ mod tests {
         let s = settings("retry-after 1m,5m\nbounce-after 10m");
         let mut q: Queue<u32> = Queue::new(QueueKey::new("Example.COM.", None), s);
         assert_eq!(q.key.to_string(), "example.com/{default}");
-        assert_eq!(q.key.name(), q.key.to_string());
         q.push(w(1, 0), 0);
         q.push(w(2, 0), 0);
         q.push(w(3, 0), 30_000);

@@ -148,9 +148,8 @@ impl Handler for InboundSession {
         if remote.is_empty() {
             return Outcome::ok("2.0.0", "Ok: accepted for local processing");
         }
-        let mut body = data.body;
         let mut dot_free = !data.dot_lines;
-        if p.source.bool("add-received-header") {
+        let body = if p.source.bool("add-received-header") {
             let mut h = received_header(
                 &self.helo,
                 self.ip(),
@@ -160,7 +159,7 @@ impl Handler for InboundSession {
             )
             .into_bytes();
             dot_free &= crate::smtp::io::dot_free(&h);
-            body = MessageBody::Owned(match body {
+            match data.body {
                 MessageBody::Owned(mut b) if b.capacity() - b.len() >= h.len() => {
                     // Room behind the body (a kept read buffer often has it): shift it in place.
                     b.splice(0..0, h);
@@ -170,9 +169,10 @@ impl Handler for InboundSession {
                     h.extend_from_slice(&other);
                     h
                 }
-            });
-        }
-        let body = body.into_vec();
+            }
+        } else {
+            data.body.into_vec()
+        };
         let env = Envelope {
             mail_from: self.from.clone().unwrap_or_default(),
             rcpts: remote,

@@ -219,24 +219,14 @@ impl Client {
         rcpts: &[String],
         body: &[u8],
     ) -> Result<Transaction, ClientError> {
-        self.send_body(mail_from, rcpts, body, false).await
-    }
-
-    /// [`send`](Self::send) for a body the caller may know to be `dot_free` (no line of it starts
-    /// with a dot, see [`crate::smtp::io::dot_free`]): it is then not searched for dot lines.
-    pub async fn send_body(
-        &mut self,
-        mail_from: &str,
-        rcpts: &[String],
-        body: &[u8],
-        dot_free: bool,
-    ) -> Result<Transaction, ClientError> {
-        self.transact(mail_from, rcpts, Body::Borrowed(body), dot_free)
+        self.transact(mail_from, rcpts, Body::Borrowed(body), false)
             .await
     }
 
-    /// [`send_body`](Self::send_body) with a body the caller gives away: when it is dot-free it
-    /// becomes the output itself (on the simulated network, the very buffer the server reads).
+    /// [`send`](Self::send) with a body the caller gives away and may know to be `dot_free` (no
+    /// line of it starts with a dot, see [`crate::smtp::io::dot_free`]): such a body is not
+    /// searched for dot lines and becomes the output itself (on the simulated network, the very
+    /// buffer the server reads).
     pub async fn send_owned(
         &mut self,
         mail_from: &str,
@@ -248,7 +238,7 @@ impl Client {
             .await
     }
 
-    /// [`send_body`](Self::send_body) with a body the caller keeps a share of (a spooled
+    /// [`send_owned`](Self::send_owned) with a body the caller keeps a share of (a spooled
     /// message): on the simulated network a dot-free one crosses without a copy.
     pub async fn send_shared(
         &mut self,
