@@ -21,7 +21,7 @@ use mta::engine::{Engine, Parts};
 use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
-use mta::spool::{MemorySpool, Spool};
+use mta::spool::{BodyBuffers, MemorySpool, Spool};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -36,8 +36,9 @@ const SPOOL_MEMORY_BUDGET: u64 = 256 << 20;
 /// The line generated bodies are filled with, up to their drawn size.
 const FILLER: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n";
 
-/// Body buffers of finished messages, by capacity class, for the traffic's next messages: a
-/// simulated day writes about 34 GB of bodies, and fresh memory for each costs page faults.
+/// Body buffers of finished (or spilled) messages, by capacity class, for the traffic's next
+/// messages and the spool's read-backs: a simulated day writes about 34 GB of bodies, and fresh
+/// memory for each costs page faults.
 #[derive(Default)]
 struct BodyPool(Mutex<Vec<Vec<Vec<u8>>>>);
 
@@ -46,7 +47,7 @@ const BODY_CLASS: usize = 4096;
 /// ... and a pool keeps at most this many of each size.
 const BODIES_PER_CLASS: usize = 32;
 
-impl BodyPool {
+impl BodyBuffers for BodyPool {
     /// An empty buffer of at least `capacity` bytes (a multiple of [`BODY_CLASS`]).
     fn take(&self, capacity: usize) -> Vec<u8> {
         let class = capacity.div_ceil(BODY_CLASS);
@@ -559,12 +560,11 @@ async fn run_async(
             let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
             let engine = Engine::new(Parts {
                 config: config.clone(),
-                spool: Arc::new(Spool::Memory({
-                    let bodies = bodies.clone();
+                spool: Arc::new(Spool::Memory(
                     MemorySpool::with_budget(SPOOL_MEMORY_BUDGET, &std::env::temp_dir())
                         .map_err(|e| format!("simulated spool: {e}"))?
-                        .recycling(move |b| bodies.put(b))
-                })),
+                        .recycling(bodies.clone()),
+                )),
                 // The engine's records leave through the tap; `records` writes acct.csv from them.
                 acct: Arc::new(Accounting::new(&[])),
                 net: net.clone(),
@@ -1096,7 +1096,7 @@ fn build_report(
 
 #[cfg(test)]
 mod tests {
-    use super::{BodyPool, BODIES_PER_CLASS, BODY_CLASS};
+    use super::{BodyBuffers as _, BodyPool, BODIES_PER_CLASS, BODY_CLASS};
 
     /// The traffic's body pool hands out buffers of at least the size asked, in whole classes,
     /// and takes back only its own sizes, a few per class.

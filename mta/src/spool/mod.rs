@@ -642,8 +642,14 @@ impl Overflow {
         })
     }
 
-    /// Reads a spilled body back.
-    fn read(&self, seg: u64, offset: u64, len: u64) -> Result<Vec<u8>, SpoolError> {
+    /// Reads a spilled body back, into `buf` (cleared first).
+    fn read(
+        &self,
+        seg: u64,
+        offset: u64,
+        len: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, SpoolError> {
         use std::os::unix::fs::FileExt as _;
         let g = self.segments.lock().map_err(|_| SpoolError::Stopped)?;
         let path = self.path(seg);
@@ -653,7 +659,8 @@ impl Overflow {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         };
-        let mut buf = vec![0; len as usize];
+        buf.clear();
+        buf.resize(len as usize, 0);
         file.read_exact_at(&mut buf, offset)
             .map_err(|source| SpoolError::Io { path, source })?;
         Ok(buf)
@@ -689,8 +696,17 @@ pub struct MemorySpool {
     /// Messages below this id hold no body in memory any more (spilled or finished).
     spill_cursor: AtomicU64,
     overflow: Option<Overflow>,
-    /// Where a finished message's body buffer goes when nothing else holds it (for reuse).
-    recycle: Option<Box<dyn Fn(Vec<u8>) + Send + Sync>>,
+    /// Where body buffers nothing else holds go, and where read-back bodies come from.
+    buffers: Option<Arc<dyn BodyBuffers>>,
+}
+
+/// Body buffers for reuse: a simulation writes tens of gigabytes of bodies, and fresh memory for
+/// each costs page faults.
+pub trait BodyBuffers: Send + Sync {
+    /// An empty buffer with room for at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8>;
+    /// A buffer nothing else needs any more.
+    fn put(&self, buf: Vec<u8>);
 }
 
 impl MemorySpool {
@@ -723,10 +739,11 @@ impl MemorySpool {
         })
     }
 
-    /// Hands each finished message's body buffer that nothing else holds any more to `recycle`
+    /// Hands each body buffer nothing else holds any more (a finished message's, or one just
+    /// written to the overflow) to `buffers`, and reads spilled bodies back into buffers from it
     /// (a simulation's traffic writes its next messages into them instead of fresh memory).
-    pub fn recycling(mut self, recycle: impl Fn(Vec<u8>) + Send + Sync + 'static) -> MemorySpool {
-        self.recycle = Some(Box::new(recycle));
+    pub fn recycling(mut self, buffers: Arc<dyn BodyBuffers>) -> MemorySpool {
+        self.buffers = Some(buffers);
         self
     }
 
@@ -747,7 +764,10 @@ impl MemorySpool {
                 cursor = old.0 + 1;
                 if let HeldBody::Memory(b) = held {
                     let n = b.len() as u64;
-                    *held = o.write(b)?;
+                    let spilled = o.write(b)?;
+                    if let HeldBody::Memory(b) = std::mem::replace(held, spilled) {
+                        self.recycle(b);
+                    }
                     self.held_bytes.fetch_sub(n, Ordering::Relaxed);
                 }
             }
@@ -770,7 +790,13 @@ impl MemorySpool {
             None => None,
         };
         match (&self.overflow, spilled) {
-            (Some(o), Some((seg, offset, len))) => o.read(seg, offset, len).map(Arc::new),
+            (Some(o), Some((seg, offset, len))) => {
+                let buf = match &self.buffers {
+                    Some(b) => b.take(len as usize),
+                    None => Vec::new(),
+                };
+                o.read(seg, offset, len, buf).map(Arc::new)
+            }
             _ => Err(SpoolError::Unknown(id)),
         }
     }
@@ -781,12 +807,17 @@ impl MemorySpool {
         match (removed, &self.overflow) {
             (Some(HeldBody::Memory(b)), _) => {
                 self.held_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
-                if let (Some(recycle), Ok(buf)) = (&self.recycle, Arc::try_unwrap(b)) {
-                    recycle(buf);
-                }
+                self.recycle(b);
             }
             (Some(HeldBody::Spilled { seg, .. }), Some(o)) => o.release(seg),
             _ => {}
+        }
+    }
+
+    /// Hands a body buffer nothing else holds to the recycler, if there is one.
+    fn recycle(&self, body: Arc<Vec<u8>>) {
+        if let (Some(buffers), Ok(buf)) = (&self.buffers, Arc::try_unwrap(body)) {
+            buffers.put(buf);
         }
     }
 
@@ -978,17 +1009,42 @@ mod tests {
         assert_eq!(rec.len(), 500, "every acknowledged message is on disk");
     }
 
+    /// Body buffers kept in a list (last in, first out), counting what was taken.
+    #[derive(Default)]
+    struct Kept {
+        bufs: std::sync::Mutex<Vec<Vec<u8>>>,
+        taken: AtomicU64,
+    }
+
+    impl BodyBuffers for Kept {
+        fn take(&self, capacity: usize) -> Vec<u8> {
+            self.taken.fetch_add(1, Ordering::Relaxed);
+            let kept = self.bufs.lock().ok().and_then(|mut b| b.pop());
+            kept.unwrap_or_else(|| Vec::with_capacity(capacity))
+        }
+
+        fn put(&self, buf: Vec<u8>) {
+            if let Ok(mut b) = self.bufs.lock() {
+                b.push(buf);
+            }
+        }
+    }
+
+    impl Kept {
+        fn ptrs(&self) -> Vec<*const u8> {
+            self.bufs
+                .lock()
+                .map(|b| b.iter().map(|v| v.as_ptr()).collect())
+                .unwrap_or_default()
+        }
+    }
+
     /// A finished message's body buffer goes to the recycler when nothing else holds it (a
     /// delivery still in flight keeps it), and never while the message waits.
     #[test]
     fn memory_spool_hands_finished_bodies_back() {
-        let got: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let sink = got.clone();
-        let spool = MemorySpool::default().recycling(move |b| {
-            if let Ok(mut g) = sink.lock() {
-                g.push(b);
-            }
-        });
+        let kept = Arc::new(Kept::default());
+        let spool = MemorySpool::default().recycling(kept.clone());
         let body = b"Subject: x\r\n\r\nhi\r\n".to_vec();
         let ptr = body.as_ptr();
         let a = spool.store(body).unwrap_or_else(|e| panic!("{e}"));
@@ -996,14 +1052,57 @@ mod tests {
             .store(b"other".to_vec())
             .unwrap_or_else(|e| panic!("{e}"));
         let held = spool.body(b).unwrap_or_else(|e| panic!("{e}"));
-        let count = || got.lock().map(|g| g.len()).unwrap_or(0);
-        assert_eq!(count(), 0);
+        assert!(kept.ptrs().is_empty());
         spool.message_done(a);
         spool.message_done(b);
-        assert_eq!(count(), 1, "the body still held elsewhere is not recycled");
-        let first = got.lock().map(|g| g[0].as_ptr()).ok();
-        assert_eq!(first, Some(ptr));
+        assert_eq!(
+            kept.ptrs(),
+            vec![ptr],
+            "only the body nothing else holds is recycled"
+        );
+        assert_eq!(
+            kept.taken.load(Ordering::Relaxed),
+            0,
+            "bodies in memory are not copied"
+        );
         drop(held);
+    }
+
+    /// A body written to the overflow gives its buffer back, and a spilled body is read back
+    /// into a buffer from the recycler, whatever that buffer held before.
+    #[test]
+    fn memory_spool_recycles_around_its_overflow() {
+        let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kept = Arc::new(Kept::default());
+        let spool = MemorySpool::with_limits(100, 1000, parent.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .recycling(kept.clone());
+        let first = vec![b'a'; 80];
+        let first_ptr = first.as_ptr();
+        let a = spool.store(first).unwrap_or_else(|e| panic!("{e}"));
+        let b = spool
+            .store(vec![b'b'; 80])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kept.ptrs(),
+            vec![first_ptr],
+            "the spilled body's buffer is given back"
+        );
+        // A stale buffer with other contents and the wrong length is what the read gets.
+        kept.put(vec![b'z'; 200]);
+        let stale = kept.ptrs()[1];
+        let back = spool.body(a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(*back, vec![b'a'; 80]);
+        assert_eq!(back.as_ptr(), stale, "read back into the recycler's buffer");
+        assert_eq!(kept.taken.load(Ordering::Relaxed), 1);
+        drop(back);
+        spool.message_done(a);
+        spool.message_done(b);
+        assert_eq!(
+            kept.ptrs().len(),
+            2,
+            "the body held in memory goes back when done"
+        );
     }
 
     /// Past its budget the memory spool writes bodies out and reads them back unchanged; a
