@@ -312,3 +312,76 @@ async fn a_second_tls_connection_to_a_host_resumes() {
         ]
     );
 }
+
+/// A spooled body is fetched only after the server's 354: a transaction whose recipients are all
+/// refused never reads it, an accepted one reads it once; a body that cannot be had then ends
+/// the call in the middle of DATA and, the connection dropped, the server keeps no message.
+#[tokio::test]
+async fn a_spooled_body_is_fetched_only_for_data() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let sink = Sink::default();
+    let mut h = sink.clone();
+    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
+    let mut c = Client::connect(Box::new(a), Timeouts::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|r| panic!("{r}"));
+    c.ehlo("client.test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = Arc::new(b"Subject: s\r\n\r\nspooled\r\n".to_vec());
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
+    let fetch = || {
+        fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(body.clone())
+    };
+    let count = || fetched.load(std::sync::atomic::Ordering::Relaxed);
+    let t = c
+        .send_spooled(
+            "s@y.test",
+            &["unknown@x.test".to_string()],
+            body.len(),
+            &fetch,
+            true,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.outcome(0).code, count()), (550, 0), "refused: not read");
+    let t = c
+        .send_spooled(
+            "s@y.test",
+            &["a@x.test".to_string()],
+            body.len(),
+            &fetch,
+            true,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.outcome(0).code, count()), (250, 1), "{t:?}");
+    let gone = || Err("spool read failed".to_string());
+    let e = c
+        .send_spooled(
+            "s@y.test",
+            &["b@x.test".to_string()],
+            body.len(),
+            &gone,
+            true,
+        )
+        .await
+        .map(|t| format!("{t:?}"))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some("message body unavailable: spool read failed")
+    );
+    drop(c);
+    let stats = server.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.messages, 1, "the unfinished message is not taken");
+    let got = sink.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].1.clone(), got[0].2.clone()),
+        (vec!["a@x.test".to_string()], body.to_vec())
+    );
+}

@@ -1440,20 +1440,39 @@ impl Engine {
                 }
             };
             idle_since = None;
-            let Some((a, body)) = self.attempt_for(&w, now) else {
+            let Some(a) = self.attempt_for(&w, now) else {
                 continue;
             };
-            let (body, dot_free) =
-                self.maybe_sign(key, qs, w.id, a.pool.as_deref(), a.dot_free, body);
-            let t = match client
-                .send_shared(&a.mail_from, &a.rcpts, body, dot_free)
-                .await
-            {
+            // A body to sign is read now; otherwise only once the server asks for it, so a
+            // transaction refused at MAIL or RCPT does not read a spilled body back.
+            let signed = (qs.dkim_sign && self.parts.dkim_signing).then(|| {
+                self.parts
+                    .spool
+                    .body(w.id)
+                    .map(|body| self.maybe_sign(key, qs, w.id, a.pool.as_deref(), a.dot_free, body))
+            });
+            let result = match signed {
+                Some(Err(e)) => Err(ClientError::Body(e.to_string())),
+                Some(Ok((body, dot_free))) => {
+                    let fetch = || Ok(body.clone());
+                    client
+                        .send_spooled(&a.mail_from, &a.rcpts, body.len(), &fetch, dot_free)
+                        .await
+                }
+                None => {
+                    let fetch = || self.parts.spool.body(w.id).map_err(|e| e.to_string());
+                    client
+                        .send_spooled(&a.mail_from, &a.rcpts, a.size, &fetch, a.dot_free)
+                        .await
+                }
+            };
+            let t = match result {
                 Ok(t) => t,
                 Err(e) => {
-                    let reply = match &e {
-                        ClientError::Timeout(_) => Reply::new(451, "4.4.2", format!("{e}")),
-                        _ => Reply::new(451, "4.4.2", format!("{e}")),
+                    // The session ends here (a failed fetch leaves it in the middle of DATA).
+                    let (reply, category) = match &e {
+                        ClientError::Body(_) => (Reply::new(451, "4.3.0", format!("{e}")), "other"),
+                        _ => (Reply::new(451, "4.4.2", format!("{e}")), "bad-connection"),
                     };
                     for r in &w.rcpts {
                         self.finish(
@@ -1463,7 +1482,7 @@ impl Engine {
                             Outcome {
                                 ty: RecordType::Transient,
                                 reply: &reply,
-                                category: "bad-connection".into(),
+                                category: category.into(),
                                 dlv_ip,
                                 dest: Some(dest),
                                 esmtp: esmtp.clone(),
@@ -1594,11 +1613,13 @@ impl Engine {
         client.quit().await;
     }
 
-    /// What one delivery attempt of `w` needs of its message (not the whole envelope), and its
-    /// body; notes the first attempt's time.
-    fn attempt_for(&self, w: &Waiting<MessageId>, now: i64) -> Option<(Attempt, Arc<Vec<u8>>)> {
-        let a = self.with(|s| {
-            let env = &s.messages.get(&w.id)?.env;
+    /// What one delivery attempt of `w` needs of its message (not the whole envelope, not the
+    /// body); notes the first attempt's time.
+    fn attempt_for(&self, w: &Waiting<MessageId>, now: i64) -> Option<Attempt> {
+        self.with(|s| {
+            let m = s.messages.get_mut(&w.id)?;
+            m.first_attempt_ms.get_or_insert(now);
+            let env = &m.env;
             Some(Attempt {
                 mail_from: env.mail_from.clone(),
                 rcpts: w
@@ -1608,21 +1629,9 @@ impl Engine {
                     .collect(),
                 pool: env.pool.clone(),
                 dot_free: env.dot_free,
+                size: env.size as usize,
             })
-        })?;
-        let body = match self.parts.spool.body(w.id) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(id = %w.id, %e, "message body unreadable");
-                return None;
-            }
-        };
-        self.with(|s| {
-            if let Some(m) = s.messages.get_mut(&w.id) {
-                m.first_attempt_ms.get_or_insert(now);
-            }
-        });
-        Some((a, body))
+        })
     }
 
     /// DKIM-signs the body when the queue says `dkim-sign yes` and a key fits the author domain.
@@ -1714,6 +1723,8 @@ struct Attempt {
     rcpts: Vec<String>,
     pool: Option<String>,
     dot_free: bool,
+    /// The spooled body's length.
+    size: usize,
 }
 
 #[derive(Default)]

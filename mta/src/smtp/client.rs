@@ -5,6 +5,7 @@
 use super::io::{LineError, SmtpStream};
 use super::reply::{Reply, ReplyParser};
 use crate::net::BoxStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a session failed.
@@ -25,6 +26,10 @@ pub enum ClientError {
     /// An I/O error.
     #[error("I/O error during {0}: {1}")]
     Io(&'static str, std::io::Error),
+    /// The message body could not be had when the server asked for it (the connection is left
+    /// in the middle of DATA: drop it, so the server discards the message).
+    #[error("message body unavailable: {0}")]
+    Body(String),
 }
 
 /// What the server offered in its EHLO reply.
@@ -238,16 +243,19 @@ impl Client {
             .await
     }
 
-    /// [`send_owned`](Self::send_owned) with a body the caller keeps a share of (a spooled
-    /// message): on the simulated network a dot-free one crosses without a copy.
-    pub async fn send_shared(
+    /// [`send_owned`](Self::send_owned) with a body of `size` bytes the caller keeps a share of
+    /// (a spooled message), fetched only once the server has said 354: a transaction refused
+    /// at MAIL or RCPT never reads it. On the simulated network a dot-free one crosses without
+    /// a copy. A failed fetch ends the call with [`ClientError::Body`] in the middle of DATA.
+    pub async fn send_spooled(
         &mut self,
         mail_from: &str,
         rcpts: &[String],
-        body: std::sync::Arc<Vec<u8>>,
+        size: usize,
+        fetch: &(dyn Fn() -> Result<Arc<Vec<u8>>, String> + Sync),
         dot_free: bool,
     ) -> Result<Transaction, ClientError> {
-        self.transact(mail_from, rcpts, Body::Shared(body), dot_free)
+        self.transact(mail_from, rcpts, Body::Spooled { size, fetch }, dot_free)
             .await
     }
 
@@ -329,7 +337,7 @@ impl Client {
                     data: None,
                 });
             }
-            body.queue(&mut self.s, dot_free);
+            body.queue(&mut self.s, dot_free)?;
             self.s
                 .flush()
                 .await
@@ -370,7 +378,7 @@ impl Client {
                 data: Some(go),
             });
         }
-        body.queue(&mut self.s, dot_free);
+        body.queue(&mut self.s, dot_free)?;
         self.s
             .flush()
             .await
@@ -523,7 +531,11 @@ pub fn self_signed_acceptor(names: &[String]) -> Result<tokio_rustls::TlsAccepto
 enum Body<'a> {
     Borrowed(&'a [u8]),
     Owned(Vec<u8>),
-    Shared(std::sync::Arc<Vec<u8>>),
+    /// `size` bytes, had from `fetch` when they are to be sent.
+    Spooled {
+        size: usize,
+        fetch: &'a (dyn Fn() -> Result<Arc<Vec<u8>>, String> + Sync),
+    },
 }
 
 impl Body<'_> {
@@ -531,15 +543,19 @@ impl Body<'_> {
         match self {
             Body::Borrowed(b) => b.len(),
             Body::Owned(b) => b.len(),
-            Body::Shared(b) => b.len(),
+            Body::Spooled { size, .. } => *size,
         }
     }
 
-    fn queue(self, s: &mut SmtpStream, dot_free: bool) {
+    /// Queues the DATA bytes (fetching a spooled body now).
+    fn queue(self, s: &mut SmtpStream, dot_free: bool) -> Result<(), ClientError> {
         match self {
             Body::Borrowed(b) => s.queue_body(b, dot_free),
             Body::Owned(b) => s.queue_body_owned(b, dot_free),
-            Body::Shared(b) => s.queue_body_shared(b, dot_free),
+            Body::Spooled { fetch, .. } => {
+                s.queue_body_shared(fetch().map_err(ClientError::Body)?, dot_free)
+            }
         }
+        Ok(())
     }
 }
