@@ -1,6 +1,7 @@
 //! The engine on the simulated network and paused clock, against scripted receiving servers:
 //! `disable-source-ip` with `reenable-after` from an `smtp-pattern-list`, `queue-to`, and
-//! `retry-recipients-after` for recipients deferred while others of the transaction were taken.
+//! `retry-recipients-after` for recipients deferred while others of the transaction were taken, and
+//! more: signing, expiry, limits, backoff, MX fallback, a body that cannot be read at DATA.
 
 use mta::acct::{Accounting, Record, RecordType};
 use mta::clock::Clock;
@@ -149,6 +150,16 @@ async fn world_with(
     rule: Rule,
     defer_data: usize,
 ) -> World {
+    world_spooled(config, servers, rule, defer_data, MemorySpool::default()).await
+}
+
+async fn world_spooled(
+    config: &str,
+    servers: &[(&str, &str)],
+    rule: Rule,
+    defer_data: usize,
+    spool: MemorySpool,
+) -> World {
     let cfg = Arc::new(
         mta::config::load_str("test.conf", config)
             .into_result()
@@ -210,7 +221,7 @@ async fn world_with(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
     let engine = Engine::new(Parts {
         config: cfg,
-        spool: Arc::new(Spool::Memory(MemorySpool::default())),
+        spool: Arc::new(Spool::Memory(spool)),
         acct: Arc::new(Accounting::new(&[])),
         net: Arc::new(net.clone()),
         dns: Arc::new(dns.clone()),
@@ -1007,4 +1018,78 @@ domain-key s1,sender.test,{RSA_KEY}
         .filter(|g| g.starts_with(b"DKIM-Signature: "))
         .count();
     assert_eq!(signed, 2, "the signed domain's two messages");
+}
+
+/// A spooled body is read only once the server has said 354; when it cannot be read then, the
+/// session ends in the middle of DATA (the server takes nothing), the recipient gets a 451 4.3.0
+/// transient record, and the message is retried and delivered once the body reads again.
+#[tokio::test(start_paused = true)]
+async fn a_body_unreadable_at_data_is_retried_not_lost() {
+    let cfg = &single_ip_config("", "    use-starttls no\n    retry-after 30s\n");
+    // A one-byte memory budget: every body goes to an overflow file under `parent`.
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spool = MemorySpool::with_budget(1, parent.path()).unwrap_or_else(|e| panic!("{e}"));
+    let ok: Rule = Arc::new(|_, _, _| Reply::new(250, "2.1.5", "Ok"));
+    let w = world_spooled(cfg, &[("gmail.test", "127.0.0.50")], ok, 0, spool).await;
+    submit(&w, &["x@gmail.test"]).await;
+    // The overflow file, emptied before the first attempt (the engine has not run yet).
+    let files: Vec<std::path::PathBuf> = walk(parent.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let kept = std::fs::read(&files[0]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::File::options()
+        .write(true)
+        .open(&files[0])
+        .and_then(|f| f.set_len(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
+    let t = recs
+        .iter()
+        .find(|r| r.ty == Some(RecordType::Transient))
+        .unwrap_or_else(|| panic!("no transient record: {recs:?}"));
+    assert_eq!(
+        (t.dsn_status.as_str(), t.bounce_cat.as_str()),
+        ("4.3.0", "other"),
+        "{t:?}"
+    );
+    assert!(
+        t.dsn_diag.contains("message body unavailable"),
+        "{}",
+        t.dsn_diag
+    );
+    assert_eq!(
+        w.log.lock().map(|l| l.len()).unwrap_or(0),
+        1,
+        "RCPT was given"
+    );
+    assert!(
+        w.full.lock().map(|f| f.is_empty()).unwrap_or(false),
+        "nothing taken"
+    );
+    // The body reads again: the retry delivers it, once.
+    std::fs::write(&files[0], &kept).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(count(&w, RecordType::Delivered), 1);
+    assert_eq!(count(&w, RecordType::Bounced), 0);
+    let full = w.full.lock().map(|f| f.clone()).unwrap_or_default();
+    assert_eq!(full.len(), 1);
+    assert!(
+        full[0].ends_with(b"Subject: t\r\n\r\nhi\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&full[0])
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
