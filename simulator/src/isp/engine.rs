@@ -4,7 +4,7 @@
 //! expectations engine. Time comes in as Unix milliseconds, so simulated runs are deterministic.
 
 use crate::profile::{Phase, Profile, Response};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -168,7 +168,8 @@ impl IpState {
 #[derive(Debug, Default)]
 struct State {
     ips: BTreeMap<IpAddr, IpState>,
-    greylist: BTreeMap<(IpAddr, String, String), i64>,
+    /// First sight of each (source IP, sender, recipient), lower-cased; looked up, never walked.
+    greylist: HashMap<(IpAddr, String, String), i64>,
     overrides: Vec<Override>,
     events: Vec<Event>,
     next_conn: u64,
