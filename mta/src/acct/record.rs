@@ -190,7 +190,9 @@ impl fmt::Display for RecordType {
 }
 
 /// Spent records kept for reuse (their strings keep their buffers): a sink that is done with the
-/// records it was handed gives them back, and the engine builds its next ones from them.
+/// records it was handed gives them back, and the engine builds its next ones from them. Records
+/// are reset as they come back, on the thread that gives them back (a simulation's record thread,
+/// not its busy engine thread).
 #[derive(Debug, Default)]
 // Boxed on purpose: records move between the engine and its sinks as boxes (a record is large),
 // and a pool of unboxed ones would copy each record in and out.
@@ -206,7 +208,9 @@ impl RecordPool {
     pub fn take(&self, ty: RecordType, time_logged: i64) -> Box<Record> {
         match self.0.lock().ok().and_then(|mut v| v.pop()) {
             Some(mut r) => {
-                r.renew(ty, time_logged);
+                // Reset when given back: only what `renew` was given is left to set.
+                r.ty = Some(ty);
+                r.time_logged = time_logged;
                 r
             }
             None => Box::new(Record::new(ty, time_logged)),
@@ -214,20 +218,30 @@ impl RecordPool {
     }
 
     /// Takes one spent record back (dropped if the pool is full).
-    pub fn put(&self, spent: Box<Record>) {
-        if let Ok(mut v) = self.0.lock() {
-            if v.len() < POOL_MAX {
-                v.push(spent);
+    pub fn put(&self, mut spent: Box<Record>) {
+        if self.0.lock().is_ok_and(|v| v.len() < POOL_MAX) {
+            spent.renew(RecordType::Received, 0);
+            if let Ok(mut v) = self.0.lock() {
+                if v.len() < POOL_MAX {
+                    v.push(spent);
+                }
             }
         }
     }
 
     /// Takes spent records back (all of `spent`, which is left empty; past the pool's size they
-    /// are dropped).
+    /// are dropped). They are reset here, outside the pool's lock.
     pub fn give_back(&self, spent: &mut Vec<Box<Record>>) {
+        let room = self
+            .0
+            .lock()
+            .map_or(0, |v| POOL_MAX.saturating_sub(v.len()));
+        spent.truncate(room);
+        for r in spent.iter_mut() {
+            r.renew(RecordType::Received, 0);
+        }
         if let Ok(mut v) = self.0.lock() {
-            let room = POOL_MAX.saturating_sub(v.len());
-            spent.truncate(room);
+            spent.truncate(POOL_MAX.saturating_sub(v.len()));
             v.append(spent);
         }
         spent.clear();
@@ -830,6 +844,17 @@ mod tests {
         assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
         pool.put(Box::default());
         assert_eq!(pool.0.lock().map(|v| v.len()).ok(), Some(POOL_MAX));
+        // One put back by itself is reset too.
+        let pool = RecordPool::default();
+        let mut dirty = Record::new(RecordType::Bounced, 3);
+        dirty.rcpt = text("r");
+        dirty.time_queued = Some(2);
+        dirty.headers.push(("Message-ID".into(), "<m@x>".into()));
+        pool.put(Box::new(dirty));
+        assert_eq!(
+            *pool.take(RecordType::Delivered, 9),
+            Record::new(RecordType::Delivered, 9)
+        );
     }
 
     #[test]
