@@ -219,12 +219,10 @@ impl RecordPool {
 
     /// Takes one spent record back (dropped if the pool is full).
     pub fn put(&self, mut spent: Box<Record>) {
-        if self.0.lock().is_ok_and(|v| v.len() < POOL_MAX) {
-            spent.renew(RecordType::Received, 0);
-            if let Ok(mut v) = self.0.lock() {
-                if v.len() < POOL_MAX {
-                    v.push(spent);
-                }
+        spent.renew(RecordType::Received, 0);
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < POOL_MAX {
+                v.push(spent);
             }
         }
     }
