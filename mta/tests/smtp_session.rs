@@ -58,10 +58,15 @@ fn opts() -> ServerOptions {
     }
 }
 
-#[tokio::test]
-async fn pipelined_transaction_with_per_recipient_replies() {
+/// A client that has said EHLO to our server driver with `sink` as handler, over an in-memory
+/// duplex; the server task gives its statistics when the session ends.
+async fn connected(
+    sink: &Sink,
+) -> (
+    Client,
+    tokio::task::JoinHandle<mta::smtp::server::SessionStats>,
+) {
     let (a, b) = tokio::io::duplex(1 << 16);
-    let sink = Sink::default();
     let mut h = sink.clone();
     let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
     let mut c = Client::connect(Box::new(a), Timeouts::default())
@@ -71,6 +76,13 @@ async fn pipelined_transaction_with_per_recipient_replies() {
     c.ehlo("client.test")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (c, server)
+}
+
+#[tokio::test]
+async fn pipelined_transaction_with_per_recipient_replies() {
+    let sink = Sink::default();
+    let (mut c, server) = connected(&sink).await;
     assert!(c.caps.pipelining && c.caps.size == Some(10_000) && c.caps.enhanced);
     let body = b"Subject: t\r\n\r\n.dot\r\nhello\r\n";
     let rcpts = vec![
@@ -246,16 +258,7 @@ async fn abuse_is_refused_clearly() {
 /// After a transaction whose recipients were all refused, the next one works (the client resets).
 #[tokio::test]
 async fn a_transaction_after_all_recipients_were_refused() {
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let mut h = Sink::default();
-    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
-    let mut c = Client::connect(Box::new(a), Timeouts::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|r| panic!("{r}"));
-    c.ehlo("client.test")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut c, server) = connected(&Sink::default()).await;
     let t = c
         .send("s@y.test", &["unknown@x.test".to_string()], b"x\r\n")
         .await
@@ -318,17 +321,8 @@ async fn a_second_tls_connection_to_a_host_resumes() {
 /// the call in the middle of DATA and, the connection dropped, the server keeps no message.
 #[tokio::test]
 async fn a_spooled_body_is_fetched_only_for_data() {
-    let (a, b) = tokio::io::duplex(1 << 16);
     let sink = Sink::default();
-    let mut h = sink.clone();
-    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
-    let mut c = Client::connect(Box::new(a), Timeouts::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|r| panic!("{r}"));
-    c.ehlo("client.test")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut c, server) = connected(&sink).await;
     let body = Arc::new(b"Subject: s\r\n\r\nspooled\r\n".to_vec());
     let fetched = std::sync::atomic::AtomicUsize::new(0);
     let fetch = || {
