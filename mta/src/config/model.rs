@@ -521,11 +521,11 @@ pub enum AddressMatch {
 impl AddressList {
     /// True if `addr` is on the list.
     pub fn matches(&self, addr: &str) -> bool {
-        let lower = addr.to_ascii_lowercase();
-        let domain = lower.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        self.domains.iter().any(|d| d == domain)
+        // Domains and literal addresses are kept lower-case: compared without copying `addr`.
+        let domain = addr.rsplit_once('@').map_or("", |(_, d)| d);
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
             || self.addresses.iter().any(|a| match a {
-                AddressMatch::Literal(l) => *l == lower,
+                AddressMatch::Literal(l) => l.eq_ignore_ascii_case(addr),
                 AddressMatch::Regex(p) => p.is_match(addr),
             })
     }
@@ -1800,4 +1800,34 @@ pub fn parse_host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
         return Some(SocketAddr::new(ip, default_port));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    /// A processor's address list matches whatever the case of the address or of the config.
+    #[test]
+    fn address_lists_match_without_regard_to_case() {
+        let l = crate::config::load_str(
+            "t.conf",
+            "<bounce-processor>\n<address-list>\naddress FBL@Sender.test\ndomain Bounces.Sender.TEST\n</address-list>\n</bounce-processor>\n",
+        );
+        assert!(l.is_valid(), "{:?}", l.diagnostics);
+        let list = &l.config.bounce_processors[0].addresses;
+        for yes in [
+            "fbl@sender.test",
+            "FBL@SENDER.TEST",
+            "x@bounces.sender.test",
+            "X@Bounces.Sender.Test",
+        ] {
+            assert!(list.matches(yes), "{yes}");
+        }
+        for no in [
+            "fbl2@sender.test",
+            "fbl@other.test",
+            "x@sub.bounces.sender.test",
+            "bounces.sender.test",
+        ] {
+            assert!(!list.matches(no), "{no}");
+        }
+    }
 }
