@@ -761,7 +761,7 @@ impl Engine {
                 let reply = Reply {
                     code: 554,
                     enhanced: Some("4.4.7".into()),
-                    lines: vec![format!("message expired; last error: {}", reply)],
+                    lines: smallvec::smallvec![format!("message expired; last error: {}", reply)],
                 };
                 for r in &w.rcpts {
                     self.finish(
@@ -1325,7 +1325,7 @@ impl Engine {
             let r = Reply {
                 code: 554,
                 enhanced: Some("4.4.7".into()),
-                lines: vec![format!("message expired; last error: {reply}")],
+                lines: smallvec::smallvec![format!("message expired; last error: {reply}")],
             };
             for x in &w.rcpts {
                 self.finish(

@@ -10,8 +10,12 @@ pub struct Reply {
     /// Enhanced status such as `5.1.1`, if the reply carries one.
     pub enhanced: Option<Enhanced>,
     /// Text lines (without code and enhanced status).
-    pub lines: Vec<String>,
+    pub lines: Lines,
 }
+
+/// A reply's text lines: one is kept inline (nearly every reply has one line, and a `Vec` was an
+/// allocation per reply made or read).
+pub type Lines = smallvec::SmallVec<[String; 1]>;
 
 /// An enhanced status code such as `5.1.1`, kept inline (most replies carry one; a String each
 /// was an allocation per reply). A valid code (`c.sss.ddd`) is at most 9 octets; longer text is
@@ -86,7 +90,7 @@ impl Reply {
         Reply {
             code,
             enhanced: (!enhanced.is_empty()).then(|| Enhanced::from(enhanced)),
-            lines: vec![text.into()],
+            lines: smallvec::smallvec![text.into()],
         }
     }
 
@@ -105,7 +109,7 @@ impl Reply {
         Some(Reply {
             code,
             enhanced,
-            lines: vec![text],
+            lines: smallvec::smallvec![text],
         })
     }
 
@@ -216,7 +220,7 @@ impl fmt::Display for Reply {
 pub struct ReplyParser {
     code: Option<u16>,
     enhanced: Option<Enhanced>,
-    lines: Vec<String>,
+    lines: Lines,
 }
 
 /// Why a reply line was not understood.
@@ -281,19 +285,19 @@ mod tests {
         let r = Reply {
             code: 250,
             enhanced: Some("2.0.0".into()),
-            lines: vec!["first".into(), "second".into()],
+            lines: smallvec::smallvec!["first".into(), "second".into()],
         };
         assert_eq!(r.to_wire(), "250-2.0.0 first\r\n250 2.0.0 second\r\n");
         let plain = Reply {
             code: 421,
             enhanced: None,
-            lines: vec!["a".into(), "b".into()],
+            lines: smallvec::smallvec!["a".into(), "b".into()],
         };
         assert_eq!(plain.to_wire(), "421-a\r\n421 b\r\n");
         let bare = Reply {
             code: 9,
             enhanced: None,
-            lines: Vec::new(),
+            lines: Lines::new(),
         };
         assert_eq!(bare.to_wire(), "9 \r\n");
         let mut p = ReplyParser::default();
@@ -310,19 +314,19 @@ mod tests {
         let multi = Reply {
             code: 421,
             enhanced: Some("4.7.0".into()),
-            lines: lines(&["first", "second"]),
+            lines: lines(&["first", "second"]).into(),
         };
         assert_eq!(multi.to_string(), "421 4.7.0 first second");
         let plain = Reply {
             code: 250,
             enhanced: None,
-            lines: lines(&["a", "b", "c"]),
+            lines: lines(&["a", "b", "c"]).into(),
         };
         assert_eq!(plain.to_string(), "250 a b c");
         let empty = Reply {
             code: 250,
             enhanced: None,
-            lines: Vec::new(),
+            lines: Lines::new(),
         };
         assert_eq!(empty.to_string(), "250 ");
     }

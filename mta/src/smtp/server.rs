@@ -241,13 +241,13 @@ pub async fn serve<H: Handler>(
                         Outcome::reply(Reply {
                             code: 250,
                             enhanced: None,
-                            lines,
+                            lines: lines.into(),
                         })
                     } else {
                         Outcome::reply(Reply {
                             code: 250,
                             enhanced: None,
-                            lines: vec![opts.host_name.clone()],
+                            lines: smallvec::smallvec![opts.host_name.clone()],
                         })
                     }
                 }
