@@ -761,7 +761,9 @@ impl Engine {
                 let reply = Reply {
                     code: 554,
                     enhanced: Some("4.4.7".into()),
-                    lines: smallvec::smallvec![format!("message expired; last error: {}", reply)],
+                    lines: smallvec::smallvec![
+                        format!("message expired; last error: {}", reply).into()
+                    ],
                 };
                 for r in &w.rcpts {
                     self.finish(
@@ -1325,7 +1327,7 @@ impl Engine {
             let r = Reply {
                 code: 554,
                 enhanced: Some("4.4.7".into()),
-                lines: smallvec::smallvec![format!("message expired; last error: {reply}")],
+                lines: smallvec::smallvec![format!("message expired; last error: {reply}").into()],
             };
             for x in &w.rcpts {
                 self.finish(

@@ -191,7 +191,7 @@ impl Handler for InboundSession {
             .accept(env, body, &p.source, Some(self.local.ip()))
             .await
         {
-            Ok(id) => Outcome::ok("2.0.0", &format!("Ok: queued as {id}")),
+            Ok(id) => Outcome::ok("2.0.0", format!("Ok: queued as {id}")),
             Err(e) if e.starts_with("X-Virtual-MTA") => Outcome::reply(Reply::new(550, "5.7.1", e)),
             Err(e) if e.starts_with(crate::engine::ACCT_BACKLOG) => {
                 tracing::error!(%e, "refusing mail until the accounting log can be written");

@@ -71,7 +71,7 @@ impl Capabilities {
             } else if is("SMTPUTF8") {
                 c.smtputf8 = true;
             }
-            c.keywords.push(line.clone());
+            c.keywords.push(line.to_string());
         }
         c
     }

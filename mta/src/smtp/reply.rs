@@ -1,5 +1,6 @@
 //! SMTP replies: code, optional enhanced status (RFC 3463), text lines; wire encoding and parsing.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// An SMTP reply.
@@ -14,8 +15,8 @@ pub struct Reply {
 }
 
 /// A reply's text lines: one is kept inline (nearly every reply has one line, and a `Vec` was an
-/// allocation per reply made or read).
-pub type Lines = smallvec::SmallVec<[String; 1]>;
+/// allocation per reply made or read), and a fixed text is not copied.
+pub type Lines = smallvec::SmallVec<[Cow<'static, str>; 1]>;
 
 /// An enhanced status code such as `5.1.1`, kept inline (most replies carry one; a String each
 /// was an allocation per reply). A valid code (`c.sss.ddd`) is at most 9 octets; longer text is
@@ -86,7 +87,7 @@ pub fn is_enhanced(s: &str) -> bool {
 
 impl Reply {
     /// A one-line reply with an enhanced status.
-    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
+    pub fn new(code: u16, enhanced: &str, text: impl Into<Cow<'static, str>>) -> Reply {
         Reply {
             code,
             enhanced: (!enhanced.is_empty()).then(|| Enhanced::from(enhanced)),
@@ -109,7 +110,7 @@ impl Reply {
         Some(Reply {
             code,
             enhanced,
-            lines: smallvec::smallvec![text],
+            lines: smallvec::smallvec![text.into()],
         })
     }
 
@@ -186,7 +187,7 @@ impl Reply {
             out.extend_from_slice(
                 self.lines
                     .get(i)
-                    .map(String::as_str)
+                    .map(|l| l.as_ref())
                     .unwrap_or("")
                     .as_bytes(),
             );
@@ -263,7 +264,7 @@ impl ReplyParser {
         };
         self.code = Some(code);
         line.drain(..text_at);
-        self.lines.push(line);
+        self.lines.push(line.into());
         if !last {
             return Ok(None);
         }
@@ -314,13 +315,19 @@ mod tests {
         let multi = Reply {
             code: 421,
             enhanced: Some("4.7.0".into()),
-            lines: lines(&["first", "second"]).into(),
+            lines: lines(&["first", "second"])
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
         };
         assert_eq!(multi.to_string(), "421 4.7.0 first second");
         let plain = Reply {
             code: 250,
             enhanced: None,
-            lines: lines(&["a", "b", "c"]).into(),
+            lines: lines(&["a", "b", "c"])
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
         };
         assert_eq!(plain.to_string(), "250 a b c");
         let empty = Reply {

@@ -58,7 +58,7 @@ impl Outcome {
     }
 
     /// `250 2.0.0 ok`-style success.
-    pub fn ok(enhanced: &str, text: &str) -> Outcome {
+    pub fn ok(enhanced: &str, text: impl Into<std::borrow::Cow<'static, str>>) -> Outcome {
         Outcome::reply(Reply::new(250, enhanced, text))
     }
 }
@@ -241,13 +241,13 @@ pub async fn serve<H: Handler>(
                         Outcome::reply(Reply {
                             code: 250,
                             enhanced: None,
-                            lines: lines.into(),
+                            lines: lines.into_iter().map(Into::into).collect(),
                         })
                     } else {
                         Outcome::reply(Reply {
                             code: 250,
                             enhanced: None,
-                            lines: smallvec::smallvec![opts.host_name.clone()],
+                            lines: smallvec::smallvec![opts.host_name.clone().into()],
                         })
                     }
                 }
