@@ -58,17 +58,18 @@ fn opts() -> ServerOptions {
     }
 }
 
-/// A client that has said EHLO to our server driver with `sink` as handler, over an in-memory
-/// duplex; the server task gives its statistics when the session ends.
+/// A client that has said EHLO to our server driver (options `o`) with `sink` as handler, over an
+/// in-memory duplex; the server task gives its statistics when the session ends.
 async fn connected(
     sink: &Sink,
+    o: ServerOptions,
 ) -> (
     Client,
     tokio::task::JoinHandle<mta::smtp::server::SessionStats>,
 ) {
     let (a, b) = tokio::io::duplex(1 << 16);
     let mut h = sink.clone();
-    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &opts()).await });
+    let server = tokio::spawn(async move { serve(Box::new(b), &mut h, &o).await });
     let mut c = Client::connect(Box::new(a), Timeouts::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -82,7 +83,7 @@ async fn connected(
 #[tokio::test]
 async fn pipelined_transaction_with_per_recipient_replies() {
     let sink = Sink::default();
-    let (mut c, server) = connected(&sink).await;
+    let (mut c, server) = connected(&sink, opts()).await;
     assert!(c.caps.pipelining && c.caps.size == Some(10_000) && c.caps.enhanced);
     let body = b"Subject: t\r\n\r\n.dot\r\nhello\r\n";
     let rcpts = vec![
@@ -258,7 +259,7 @@ async fn abuse_is_refused_clearly() {
 /// After a transaction whose recipients were all refused, the next one works (the client resets).
 #[tokio::test]
 async fn a_transaction_after_all_recipients_were_refused() {
-    let (mut c, server) = connected(&Sink::default()).await;
+    let (mut c, server) = connected(&Sink::default(), opts()).await;
     let t = c
         .send("s@y.test", &["unknown@x.test".to_string()], b"x\r\n")
         .await
@@ -322,7 +323,7 @@ async fn a_second_tls_connection_to_a_host_resumes() {
 #[tokio::test]
 async fn a_spooled_body_is_fetched_only_for_data() {
     let sink = Sink::default();
-    let (mut c, server) = connected(&sink).await;
+    let (mut c, server) = connected(&sink, opts()).await;
     let body = Arc::new(b"Subject: s\r\n\r\nspooled\r\n".to_vec());
     let fetched = std::sync::atomic::AtomicUsize::new(0);
     let fetch = || {
@@ -378,4 +379,35 @@ async fn a_spooled_body_is_fetched_only_for_data() {
         (got[0].1.clone(), got[0].2.clone()),
         (vec!["a@x.test".to_string()], body.to_vec())
     );
+}
+
+/// A server that does not offer PIPELINING gets one command at a time (MAIL with SIZE, each
+/// RCPT, DATA), and the transaction works as the pipelined one does.
+#[tokio::test]
+async fn without_pipelining_commands_go_one_at_a_time() {
+    let sink = Sink::default();
+    let o = ServerOptions {
+        pipelining: false,
+        ..opts()
+    };
+    let (mut c, server) = connected(&sink, o).await;
+    assert!(!c.caps.pipelining && c.caps.size == Some(10_000));
+    let rcpts = vec!["a@x.test".to_string(), "unknown@x.test".to_string()];
+    let t = c
+        .send("s@y.test", &rcpts, b"Subject: one\r\n\r\nat a time\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.outcome(0).code, t.outcome(1).code), (250, 550), "{t:?}");
+    let t = c
+        .send("s@y.test", &rcpts[..1], &vec![b'x'; 20_000])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.outcome(0).code, 552, "SIZE refusal at MAIL: {t:?}");
+    c.quit().await;
+    let stats = server.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.messages, 1);
+    let got = sink.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, vec!["a@x.test"]);
+    assert_eq!(got[0].2, b"Subject: one\r\n\r\nat a time\r\n");
 }

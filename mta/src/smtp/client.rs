@@ -266,16 +266,17 @@ impl Client {
         body: Body<'_>,
         dot_free: bool,
     ) -> Result<Transaction, ClientError> {
-        let size = if self.caps.size.is_some() {
-            format!(" SIZE={}", body.len())
-        } else {
-            String::new()
+        // The SIZE parameter when the server takes it; commands are written straight into the
+        // output (no String per command).
+        let size = self.caps.size.map(|_| body.len());
+        let mail = |s: &mut SmtpStream| match size {
+            Some(n) => s.queue_fmt(format_args!("MAIL FROM:<{mail_from}> SIZE={n}\r\n")),
+            None => s.queue_fmt(format_args!("MAIL FROM:<{mail_from}>\r\n")),
         };
-        let mail_cmd = format!("MAIL FROM:<{mail_from}>{size}\r\n");
         if self.caps.pipelining {
-            self.s.queue(mail_cmd.as_bytes());
+            mail(&mut self.s);
             for r in rcpts {
-                self.s.queue(format!("RCPT TO:<{r}>\r\n").as_bytes());
+                self.s.queue_fmt(format_args!("RCPT TO:<{r}>\r\n"));
             }
             self.s.queue(b"DATA\r\n");
             self.s
@@ -349,7 +350,12 @@ impl Client {
                 data: Some(data),
             });
         }
-        let mail = self.command(mail_cmd.trim_end(), "MAIL").await?;
+        mail(&mut self.s);
+        self.s
+            .flush()
+            .await
+            .map_err(|e| ClientError::Io("MAIL", e))?;
+        let mail = read_reply(&mut self.s, self.timeouts.command, "MAIL").await?;
         if !mail.is_positive() {
             return Ok(Transaction {
                 mail,

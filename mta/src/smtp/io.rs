@@ -452,6 +452,12 @@ impl SmtpStream {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Queues formatted text (a command line) without building a String for it.
+    pub fn queue_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        // Writing into a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(&mut self.out, args);
+    }
+
     /// Queues a message body dot-stuffed, ending with CRLF.CRLF. A body without a final CRLF gets one.
     pub fn queue_data(&mut self, body: &[u8]) {
         self.queue_body(body, false);
