@@ -221,6 +221,11 @@ pub fn headers<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<String>
     found
 }
 
+/// The final reply of a message past `bounce-after`, quoting its last error.
+fn expired_reply(last: &Reply) -> Reply {
+    Reply::new(554, "4.4.7", format!("message expired; last error: {last}"))
+}
+
 /// `bytes` without the ASCII characters `str::trim` removes at either end.
 fn trim_white(bytes: &[u8]) -> &[u8] {
     let white = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
@@ -758,13 +763,7 @@ impl Engine {
                 let reply = q_reply.unwrap_or_else(|| {
                     Reply::new(554, "4.4.7", "message expired: bounce-after reached")
                 });
-                let reply = Reply {
-                    code: 554,
-                    enhanced: Some("4.4.7".into()),
-                    lines: smallvec::smallvec![
-                        format!("message expired; last error: {}", reply).into()
-                    ],
-                };
+                let reply = expired_reply(&reply);
                 for r in &w.rcpts {
                     self.finish(
                         &key,
@@ -1324,11 +1323,7 @@ impl Engine {
             })
         });
         if let Some(w) = expired {
-            let r = Reply {
-                code: 554,
-                enhanced: Some("4.4.7".into()),
-                lines: smallvec::smallvec![format!("message expired; last error: {reply}").into()],
-            };
+            let r = expired_reply(reply);
             for x in &w.rcpts {
                 self.finish(
                     key,
@@ -1636,8 +1631,9 @@ impl Engine {
         })
     }
 
-    /// DKIM-signs the body when the queue says `dkim-sign yes` and a key fits the author domain.
-    /// Also says whether the body to send is dot-free ([`Envelope::dot_free`]).
+    /// DKIM-signs the body of a queue that signs (the caller checks `dkim-sign yes` and that
+    /// signing is on) when a key fits the author domain. Also says whether the body to send is
+    /// dot-free ([`Envelope::dot_free`]).
     fn maybe_sign(
         &self,
         key: &QueueKey,
@@ -1647,9 +1643,6 @@ impl Engine {
         dot_free: bool,
         body: Arc<Vec<u8>>,
     ) -> (Arc<Vec<u8>>, bool) {
-        if !qs.dkim_sign || !self.parts.dkim_signing {
-            return (body, dot_free);
-        }
         let Some(author) = crate::dkim::author_domain(&body) else {
             return (body, dot_free);
         };

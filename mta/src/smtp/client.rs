@@ -212,6 +212,11 @@ impl Client {
     async fn command(&mut self, line: &str, what: &'static str) -> Result<Reply, ClientError> {
         self.s.queue(line.as_bytes());
         self.s.queue(b"\r\n");
+        self.queued_command(what).await
+    }
+
+    /// Sends the command already queued and reads its reply.
+    async fn queued_command(&mut self, what: &'static str) -> Result<Reply, ClientError> {
         self.s.flush().await.map_err(|e| ClientError::Io(what, e))?;
         read_reply(&mut self.s, self.timeouts.command, what).await
     }
@@ -351,11 +356,7 @@ impl Client {
             });
         }
         mail(&mut self.s);
-        self.s
-            .flush()
-            .await
-            .map_err(|e| ClientError::Io("MAIL", e))?;
-        let mail = read_reply(&mut self.s, self.timeouts.command, "MAIL").await?;
+        let mail = self.queued_command("MAIL").await?;
         if !mail.is_positive() {
             return Ok(Transaction {
                 mail,
@@ -365,7 +366,8 @@ impl Client {
         }
         let mut replies = Vec::with_capacity(rcpts.len());
         for r in rcpts {
-            replies.push(self.command(&format!("RCPT TO:<{r}>"), "RCPT").await?);
+            self.s.queue_fmt(format_args!("RCPT TO:<{r}>\r\n"));
+            replies.push(self.queued_command("RCPT").await?);
         }
         if replies.iter().all(|r| !r.is_positive()) {
             let _ = self.command("RSET", "RSET").await;
