@@ -10,4 +10,5 @@ pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod tally;
+pub mod traffic;
 pub mod world;

@@ -13,17 +13,17 @@ use crate::isp::{Engine as Isp, Override};
 use crate::live::{LiveOptions, LivePlan, MtaProcess};
 use crate::report::{BackoffPeriod, Report};
 use crate::scenario::{IncidentKind, Loaded};
+use crate::traffic::{BodyPool, Generator, Prepared};
 use mta::acct::{Accounting, Record};
 use mta::clock::Clock;
-use mta::config::values::{parse_interval, parse_rate, parse_size};
+use mta::config::values::{parse_interval, parse_rate};
 use mta::dns::{Mx, StaticResolver};
 use mta::engine::{Engine, Parts};
 use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
-use mta::spool::{BodyBuffers, MemorySpool, Spool};
+use mta::spool::{MemorySpool, Spool};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,49 +32,6 @@ use std::time::Duration;
 /// Bytes of message bodies the simulated spool keeps in memory; past it, bodies go to a temporary
 /// directory until delivered (a backlog during an incident need not fit in memory).
 const SPOOL_MEMORY_BUDGET: u64 = 256 << 20;
-
-/// The line generated bodies are filled with, up to their drawn size.
-const FILLER: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n";
-
-/// Body buffers of finished (or spilled) messages, by capacity class, for the traffic's next
-/// messages and the spool's read-backs: a simulated day writes about 34 GB of bodies, and fresh
-/// memory for each costs page faults.
-#[derive(Default)]
-struct BodyPool(Mutex<Vec<Vec<Vec<u8>>>>);
-
-/// Body buffers come in multiples of this many bytes ...
-const BODY_CLASS: usize = 4096;
-/// ... and a pool keeps at most this many of each size.
-const BODIES_PER_CLASS: usize = 32;
-
-impl BodyBuffers for BodyPool {
-    /// An empty buffer of at least `capacity` bytes (a multiple of [`BODY_CLASS`]).
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        let class = capacity.div_ceil(BODY_CLASS);
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get_mut(class).and_then(Vec::pop))
-            .unwrap_or_else(|| Vec::with_capacity(class * BODY_CLASS))
-    }
-
-    /// Keeps a spent buffer (one of [`BodyPool::take`]'s sizes) unless its class is full.
-    fn put(&self, mut buf: Vec<u8>) {
-        let class = buf.capacity() / BODY_CLASS;
-        if class == 0 || !buf.capacity().is_multiple_of(BODY_CLASS) {
-            return;
-        }
-        if let Ok(mut c) = self.0.lock() {
-            if c.len() <= class {
-                c.resize_with(class + 1, Vec::new);
-            }
-            if c[class].len() < BODIES_PER_CLASS {
-                buf.clear();
-                c[class].push(buf);
-            }
-        }
-    }
-}
 
 /// Queue depth per destination domain at a time (Unix ms).
 type DepthSample = (i64, BTreeMap<String, usize>);
@@ -110,23 +67,6 @@ fn sim_addr(a: SocketAddr) -> SocketAddr {
 /// The address of MX host `i` of provider `p` (loopback, so live runs can use the same plan).
 pub fn mx_addr(p: usize, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 100 + p as u8, i as u8 + 1, 1)
-}
-
-/// Draws a recipient domain for message `i` of a stream from the weights (deterministic).
-fn pick_domain<'a>(domains: &'a [(String, f64)], seed: u64, stream: &str, i: u64) -> &'a str {
-    let total: f64 = domains.iter().map(|(_, w)| w).sum();
-    let x = crate::isp::engine::draw(&[&seed.to_le_bytes(), stream.as_bytes(), &i.to_le_bytes()])
-        * total;
-    let mut acc = 0.0;
-    for (d, w) in domains {
-        acc += w;
-        if x < acc {
-            return d;
-        }
-    }
-    domains
-        .last()
-        .map_or("example.invalid", |(d, _)| d.as_str())
 }
 
 /// Runs a scenario in simulated mode and writes its report; returns the report.
@@ -757,7 +697,6 @@ async fn run_async(
             }
         };
         let net = net.clone();
-        let bodies = bodies.clone();
         let n = ((t.messages as f64) * opts.volume).round().max(1.0) as u64;
         let start = parse_interval(&t.start).map_or(0, |d| d.as_millis() as u64);
         // A smaller volume keeps the stream's time profile: fewer messages, spread as widely.
@@ -768,74 +707,50 @@ async fn run_async(
             .and_then(|r| r.count.map(|c| r.per.as_millis() as f64 / c as f64))
             .unwrap_or(0.0)
             / opts.volume.min(1.0);
-        let (lo, hi) = t.size.as_ref().map_or((2048, 2048), |z| {
-            (
-                parse_size(&z.min).unwrap_or(2048),
-                parse_size(&z.max).unwrap_or(2048),
-            )
-        });
-        let domains: Vec<(String, f64)> = t.domains.iter().map(|(d, w)| (d.clone(), *w)).collect();
+        let mut generator = Generator::new(&t, seed, n, bodies.clone());
         injectors.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(start)).await;
             let mut client: Option<Client> = None;
-            let mut filler = String::new();
-            let total = n + t.special.len() as u64;
-            for i in 0..total {
+            for i in 0..generator.total() {
                 if client.is_none() {
-                    let conn = match net.connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr).await {
+                    let conn = match net
+                        .connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr)
+                        .await
+                    {
                         Ok(c) => c,
-                        Err(e) => return fail(format!("cannot connect to the MTA at {mta_addr}: {e}")),
+                        Err(e) => {
+                            return fail(format!("cannot connect to the MTA at {mta_addr}: {e}"))
+                        }
                     };
                     let mut c = match Client::connect(conn.stream, Timeouts::default()).await {
                         Ok(Ok(c)) => c,
-                        Ok(Err(r)) => return fail(format!("the MTA at {mta_addr} refused the session: {r}")),
-                        Err(e) => return fail(format!("no banner from the MTA at {mta_addr}: {e}")),
+                        Ok(Err(r)) => {
+                            return fail(format!("the MTA at {mta_addr} refused the session: {r}"))
+                        }
+                        Err(e) => {
+                            return fail(format!("no banner from the MTA at {mta_addr}: {e}"))
+                        }
                     };
                     if let Err(e) = c.ehlo("injector.sim").await {
                         return fail(format!("EHLO to the MTA at {mta_addr}: {e}"));
                     }
                     client = Some(c);
                 }
-                // A named special address is sent to alone; otherwise `recipients_per_message`
-                // recipients, each one's domain drawn on its own.
-                let rcpts: Vec<String> = match t.special.get(i as usize) {
-                    Some(a) => vec![a.clone()],
-                    None => (0..t.recipients_per_message.max(1))
-                        .map(|k| match k {
-                            0 => format!("user{i}@{}", pick_domain(&domains, seed, &t.name, i)),
-                            k => format!("user{i}.{k}@{}", pick_domain(&domains, seed, &format!("{}#{k}", t.name), i)),
-                        })
-                        .collect(),
-                };
-                let rcpt = rcpts.first().map_or("", String::as_str);
-                let size = lo + (crate::isp::engine::stable_hash(&[&seed.to_le_bytes(), &i.to_le_bytes()]) % (hi - lo + 1).max(1));
-                // Each message its own buffer (a finished message's when there is one), with room
-                // for the MTA's Received header, handed to the MTA whole. A cleared buffer is
-                // valid UTF-8, and writing to a String cannot fail.
-                let mut body = String::from_utf8(bodies.take(size as usize + 1024)).unwrap_or_default();
-                let _ = write!(body, "From: {}\r\nTo: {rcpt}\r\nSubject: {} #{i}\r\nMessage-ID: <{}.{i}@sim.mtasim>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n", t.sender, t.name, t.name);
-                if let Some(v) = &t.vmta {
-                    let _ = write!(body, "X-Virtual-MTA: {v}\r\n");
-                }
-                if let Some(j) = &t.job_id {
-                    let _ = write!(body, "X-Job: {j}\r\n");
-                }
-                for (k, v) in &t.headers {
-                    let _ = write!(body, "{k}: {}\r\n", v.replace("{id}", &i.to_string()));
-                }
-                body.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
-                // The filler has no dot-started line (a test says so); the headers are checked.
-                let dot_free = mta::smtp::io::dot_free(body.as_bytes());
-                // Whole filler lines up to the size, copied at once from a block grown on demand.
-                if (body.len() as u64) < size {
-                    let lines = (size as usize - body.len()).div_ceil(FILLER.len());
-                    while filler.len() < lines * FILLER.len() {
-                        filler.push_str(FILLER);
-                    }
-                    body.push_str(&filler[..lines * FILLER.len()]);
-                }
+                let Prepared {
+                    rcpts,
+                    body,
+                    dot_free,
+                } = generator.message(i);
                 let sent = match client.as_mut() {
-                    Some(c) => c.send_owned(t.mail_from.as_deref().unwrap_or(&t.sender), &rcpts, body.into_bytes(), dot_free).await.is_ok(),
+                    Some(c) => c
+                        .send_owned(
+                            t.mail_from.as_deref().unwrap_or(&t.sender),
+                            &rcpts,
+                            body,
+                            dot_free,
+                        )
+                        .await
+                        .is_ok(),
                     None => false,
                 };
                 if !sent {
@@ -1092,49 +1007,4 @@ fn build_report(
         tracing::error!(%e, "could not write the report");
     }
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{BodyBuffers as _, BodyPool, BODIES_PER_CLASS, BODY_CLASS};
-
-    /// The traffic's body pool hands out buffers of at least the size asked, in whole classes,
-    /// and takes back only its own sizes, a few per class.
-    #[test]
-    fn the_body_pool_reuses_buffers_by_size() {
-        let pool = BodyPool::default();
-        let a = pool.take(5000);
-        assert!(a.is_empty() && a.capacity() >= 5000 && a.capacity() % BODY_CLASS == 0);
-        let mut a = a;
-        a.extend_from_slice(b"old");
-        let ptr = a.as_ptr();
-        pool.put(a);
-        let b = pool.take(6000);
-        assert!(b.is_empty(), "cleared");
-        assert_eq!(b.as_ptr(), ptr, "the same class gives the buffer back");
-        pool.put(b);
-        let larger = pool.take(9000);
-        assert_ne!(larger.as_ptr(), ptr, "a larger class does not");
-        let same = pool.take(8000);
-        assert_eq!(same.as_ptr(), ptr, "it waited in its own");
-        pool.put(Vec::with_capacity(5000));
-        assert_eq!(
-            pool.take(4000).capacity(),
-            BODY_CLASS,
-            "an odd size is not kept"
-        );
-        for _ in 0..BODIES_PER_CLASS + 3 {
-            pool.put(Vec::with_capacity(BODY_CLASS));
-        }
-        let kept = pool.0.lock().map(|c| c[1].len()).unwrap_or(0);
-        assert_eq!(kept, BODIES_PER_CLASS);
-    }
-
-    /// The injector sends its messages as dot-free on the strength of this: headers are checked
-    /// per message, the filler lines are not.
-    #[test]
-    fn the_filler_has_no_dot_started_line() {
-        assert!(mta::smtp::io::dot_free(super::FILLER.repeat(3).as_bytes()));
-        assert!(super::FILLER.ends_with("\r\n"));
-    }
 }
