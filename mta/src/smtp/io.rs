@@ -568,7 +568,11 @@ fn open_line(body: &[u8]) -> bool {
 /// `MAX_LINE / 2` bytes holds an LF, so no two line ends are `MAX_LINE` apart. `None` when not
 /// (the exact per-line path then finds the error or the long line), else whether a line after the
 /// first starts with a dot.
-#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.2"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2",
+    "x86_64+avx2",
+    "x86_64+sse4.2"
+))]
 fn plain_crlf(region: &[u8]) -> Option<bool> {
     if region.first() == Some(&b'\n') {
         return None;
@@ -596,7 +600,11 @@ pub fn dot_free(bytes: &[u8]) -> bool {
 
 /// Whether a line after the first starts with a dot (one branch-free pass; cheaper than a memmem
 /// search for two bytes as common as LF and '.').
-#[multiversion::multiversion(targets("x86_64+avx2", "x86_64+sse4.2"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2",
+    "x86_64+avx2",
+    "x86_64+sse4.2"
+))]
 fn has_dot_line(bytes: &[u8]) -> bool {
     bytes
         .iter()
