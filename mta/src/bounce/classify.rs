@@ -6,6 +6,7 @@
 //! That input shape is INFERRED from PowerMTA's stock patterns such as `/^[45]\.1\.[1346];/ bad-mailbox`
 //! (the `;` after the status); PowerMTA's documentation does not state it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -383,14 +384,20 @@ struct Rule {
     pattern: Pattern,
     category: Category,
     origin: RuleOrigin,
+    /// Its index in [`Classifier::config_set`] when the `regex` crate takes the pattern as it is
+    /// (no look-around or back-reference); such a pattern `fancy_regex` hands to `regex` anyway.
+    in_set: Option<usize>,
 }
 
 /// A precompiled list of rules: config rules first, then [`DEFAULT_RULES`]. The config rules
-/// (PCRE-like, may use look-arounds) are tried one by one; the defaults run as one `RegexSet` in a
-/// single pass and the lowest-numbered matching rule wins, as if they were tried in order.
+/// the `regex` crate takes run as one `RegexSet` in a single pass; those that need `fancy_regex`
+/// (look-arounds, back-references) are tried one by one in their place. The defaults run as one
+/// `RegexSet` too. The lowest-numbered matching rule wins, as if they were tried in order.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     rules: Vec<Rule>,
+    /// The config rules `regex` takes, in order (see [`Rule::in_set`]).
+    config_set: regex::RegexSet,
     defaults: regex::RegexSet,
     verdicts: Verdicts,
 }
@@ -435,6 +442,7 @@ impl Default for Classifier {
     fn default() -> Self {
         Classifier {
             rules: Vec::new(),
+            config_set: regex::RegexSet::empty(),
             defaults: default_set().unwrap_or_else(|_| regex::RegexSet::empty()),
             verdicts: Verdicts::default(),
         }
@@ -448,17 +456,39 @@ impl Classifier {
     /// it would otherwise hide every built-in rule (mtasim's choice; documented in README).
     pub fn with_rules(config_rules: &[CategoryRule]) -> Result<Classifier, ClassifyError> {
         let mut rules = Vec::with_capacity(config_rules.len());
+        let mut set = Vec::new();
         for (i, r) in config_rules.iter().enumerate() {
             let category: Category = r.category.parse()?;
+            let source = &r.pattern.source;
+            let compiled = if source.starts_with("(?-i)") {
+                source.clone()
+            } else {
+                format!("(?i){source}")
+            };
+            let in_set = (!source.is_empty()
+                && regex::RegexBuilder::new(&compiled)
+                    .size_limit(16 << 20)
+                    .build()
+                    .is_ok())
+            .then(|| {
+                set.push(compiled);
+                set.len() - 1
+            });
             rules.push(Rule {
                 pattern: r.pattern.clone(),
                 category,
                 origin: RuleOrigin::Config(i),
+                in_set,
             });
         }
+        let config_set = regex::RegexSetBuilder::new(&set)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| ClassifyError::BadRegex(e.to_string()))?;
         let defaults = default_set()?;
         Ok(Classifier {
             rules,
+            config_set,
             defaults,
             verdicts: Verdicts::default(),
         })
@@ -479,7 +509,12 @@ impl Classifier {
     /// Classifies a (status, diagnostic) pair from a bounce message. An empty `status` is taken from
     /// the diagnostic's enhanced code or basic code when it has one.
     pub fn classify_status(&self, status: &str, diagnostic: &str) -> Classification {
-        let diag = diagnostic.split_whitespace().collect::<Vec<_>>().join(" ");
+        // White space collapsed to single spaces (most replies already are).
+        let diag: Cow<'_, str> = if single_spaced(diagnostic) {
+            Cow::Borrowed(diagnostic)
+        } else {
+            Cow::Owned(diagnostic.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
         let mut status = status.trim().to_string();
         if status.is_empty() {
             let body = strip_diag_type(&diag);
@@ -510,8 +545,13 @@ impl Classifier {
     /// the config's catch-all, else `other`.
     fn decide(&self, matched_text: &str) -> (Category, RuleOrigin) {
         let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
+        let in_set = (!self.config_set.is_empty()).then(|| self.config_set.matches(matched_text));
         for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
-            if rule.pattern.is_match(matched_text) {
+            let hit = match (rule.in_set, &in_set) {
+                (Some(k), Some(m)) => m.matched(k),
+                _ => rule.pattern.is_match(matched_text),
+            };
+            if hit {
                 return (rule.category, rule.origin);
             }
         }
@@ -546,6 +586,19 @@ fn default_set() -> Result<regex::RegexSet, ClassifyError> {
         .map_err(|e| ClassifyError::BadRegex(e.to_string()))
 }
 
+/// Whether `text` is ASCII with its words separated by single spaces (no other white space, none
+/// at either end): what collapsing white space would leave unchanged.
+fn single_spaced(text: &str) -> bool {
+    let b = text.as_bytes();
+    text.is_ascii()
+        && b.first() != Some(&b' ')
+        && b.last() != Some(&b' ')
+        && !b
+            .iter()
+            .any(|c| matches!(c, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
+        && memchr::memmem::find(b, b"  ").is_none()
+}
+
 /// Strips a DSN diagnostic type prefix such as `smtp;` or `X-Postfix;`.
 pub fn strip_diag_type(diag: &str) -> &str {
     let t = diag.trim_start();
@@ -566,6 +619,60 @@ pub fn strip_diag_type(diag: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rules(list: &[(&str, &str)]) -> Vec<CategoryRule> {
+        list.iter()
+            .map(|(p, c)| CategoryRule {
+                pattern: Pattern::new(p).expect("a valid pattern"),
+                category: c.to_string(),
+                span: crate::config::diag::Span {
+                    file: "t.conf".into(),
+                    line: 1,
+                    col: 1,
+                },
+            })
+            .collect()
+    }
+
+    /// Config rules `regex` takes run as one set, a look-around rule on its own in its place:
+    /// the first matching rule in config order still wins, case rules included.
+    #[test]
+    fn set_and_fancy_config_rules_keep_their_order() {
+        let c = Classifier::with_rules(&rules(&[
+            ("user (?!unknown)", "bad-mailbox"),
+            ("user", "policy-related"),
+            ("(?-i)QUOTA", "quota-issues"),
+            ("quota", "spam-related"),
+            ("", "no-answer-from-host"),
+        ]))
+        .expect("a classifier");
+        let in_set: Vec<_> = c.rules.iter().map(|r| r.in_set).collect();
+        assert_eq!(in_set, [None, Some(0), Some(1), Some(2), None]);
+        let cat = |t: &str| c.classify_reply(t).category;
+        assert_eq!(cat("550 5.1.1 user gone"), Category::BadMailbox);
+        assert_eq!(cat("550 5.1.1 user unknown"), Category::PolicyRelated);
+        assert_eq!(cat("452 4.2.2 USER UNKNOWN"), Category::PolicyRelated);
+        assert_eq!(cat("452 4.2.2 QUOTA exceeded"), Category::QuotaIssues);
+        assert_eq!(cat("452 4.2.2 Quota exceeded"), Category::SpamRelated);
+        // Neither a config rule nor a default: the catch-all.
+        assert_eq!(
+            Classifier::default().classify_reply("451 zzz").category,
+            Category::Other
+        );
+        assert_eq!(cat("451 zzz"), Category::NoAnswerFromHost);
+    }
+
+    /// A diagnostic is matched with its white space collapsed, whether or not it needed it.
+    #[test]
+    fn white_space_is_collapsed_before_matching() {
+        let c = Classifier::with_rules(&rules(&[("^5\\.0\\.0; over quota$", "quota-issues")]))
+            .expect("a classifier");
+        for text in ["over quota", "  over \t quota \r\n", "over\u{a0}quota"] {
+            let got = c.classify_status("5.0.0", text);
+            assert_eq!(got.matched_text, "5.0.0; over quota", "{text:?}");
+            assert_eq!(got.category, Category::QuotaIssues, "{text:?}");
+        }
+    }
 
     #[test]
     fn reply_parsing() {

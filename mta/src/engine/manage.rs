@@ -294,7 +294,7 @@ impl Engine {
                     Outcome {
                         ty: RecordType::Bounced,
                         reply: &reply,
-                        category: "other".into(),
+                        category: "other",
                         dlv_ip: None,
                         dest: None,
                         esmtp: String::new(),

@@ -143,7 +143,7 @@ pub struct Stats {
 struct Outcome<'a> {
     ty: RecordType,
     reply: &'a Reply,
-    category: String,
+    category: &'static str,
     dlv_ip: Option<IpAddr>,
     dest: Option<SocketAddr>,
     esmtp: String,
@@ -299,12 +299,11 @@ impl Engine {
         &self.cursors
     }
 
-    fn category(&self, reply: &Reply) -> String {
+    fn category(&self, reply: &Reply) -> &'static str {
         self.classifier()
             .classify_status(&reply.status(), &reply.to_string())
             .category
             .as_str()
-            .to_string()
     }
 
     /// Now, Unix ms.
@@ -582,7 +581,8 @@ impl Engine {
         }
         .into();
         if o.ty != RecordType::Delivered {
-            rec.bounce_cat.clone_from(&o.category);
+            rec.bounce_cat.clear();
+            rec.bounce_cat.push_str(o.category);
         }
         rec.dlv_type = Cow::Borrowed("smtp");
         if let Some(ip) = o.dlv_ip {
@@ -772,7 +772,7 @@ impl Engine {
                         Outcome {
                             ty: RecordType::Bounced,
                             reply: &reply,
-                            category: "message-expired".into(),
+                            category: "message-expired",
                             dlv_ip: None,
                             dest: None,
                             esmtp: String::new(),
@@ -1256,7 +1256,7 @@ impl Engine {
         let category = if permanent || acted.bounce_queue {
             self.category(reply)
         } else if reply.enhanced.as_deref() == Some("4.4.1") {
-            "no-answer-from-host".into()
+            "no-answer-from-host"
         } else {
             self.category(reply)
         };
@@ -1270,7 +1270,7 @@ impl Engine {
                         Outcome {
                             ty: RecordType::Bounced,
                             reply,
-                            category: category.clone(),
+                            category,
                             dlv_ip,
                             dest,
                             esmtp: String::new(),
@@ -1288,7 +1288,7 @@ impl Engine {
                         Outcome {
                             ty: RecordType::TransientQueue,
                             reply,
-                            category: category.clone(),
+                            category,
                             dlv_ip,
                             dest,
                             esmtp: String::new(),
@@ -1332,7 +1332,7 @@ impl Engine {
                     Outcome {
                         ty: RecordType::Bounced,
                         reply: &r,
-                        category: "message-expired".into(),
+                        category: "message-expired",
                         dlv_ip: None,
                         dest: None,
                         esmtp: String::new(),
@@ -1479,7 +1479,7 @@ impl Engine {
                             Outcome {
                                 ty: RecordType::Transient,
                                 reply: &reply,
-                                category: category.into(),
+                                category,
                                 dlv_ip,
                                 dest: Some(dest),
                                 esmtp: esmtp.clone(),
@@ -1514,7 +1514,7 @@ impl Engine {
                         Outcome {
                             ty: RecordType::Delivered,
                             reply,
-                            category: String::new(),
+                            category: "",
                             dlv_ip,
                             dest: Some(dest),
                             esmtp: esmtp.clone(),
