@@ -295,9 +295,7 @@ impl Engine {
                         ty: RecordType::Bounced,
                         reply: &reply,
                         category: "other",
-                        dlv_ip: None,
-                        dest: None,
-                        esmtp: String::new(),
+                        conn: None,
                         notify: false,
                     },
                 )

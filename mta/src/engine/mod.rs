@@ -139,14 +139,39 @@ pub struct Stats {
     pub dkim_signatures: u64,
 }
 
+/// What the records of one delivery connection say about it, formatted once for all of them.
+#[derive(Debug, Default)]
+struct ConnText {
+    /// Our source address (`dlvSourceIp`), empty if unknown.
+    source_ip: String,
+    /// The server's address (`dlvDestinationIp`), empty if none was reached.
+    dest_ip: String,
+    /// `dns;{domain} ({server address})` (`dsnMta`), empty if none was reached.
+    dsn_mta: String,
+    /// The server's ESMTP extensions (`dlvEsmtpAvailable`).
+    esmtp: String,
+}
+
+impl ConnText {
+    fn new(domain: &str, dlv_ip: Option<IpAddr>, dest: Option<SocketAddr>, esmtp: String) -> Self {
+        ConnText {
+            source_ip: dlv_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            dest_ip: dest.map(|d| d.ip().to_string()).unwrap_or_default(),
+            dsn_mta: dest
+                .map(|d| format!("dns;{domain} ({})", d.ip()))
+                .unwrap_or_default(),
+            esmtp,
+        }
+    }
+}
+
 /// A recipient's final or transient outcome, for one accounting record.
 struct Outcome<'a> {
     ty: RecordType,
     reply: &'a Reply,
     category: &'static str,
-    dlv_ip: Option<IpAddr>,
-    dest: Option<SocketAddr>,
-    esmtp: String,
+    /// The delivery connection's side of the record, if a connection was tried.
+    conn: Option<&'a ConnText>,
     /// Send a DSN to the sender if this is a bounce (not for operator deletes).
     notify: bool,
 }
@@ -585,14 +610,12 @@ impl Engine {
             rec.bounce_cat.push_str(o.category);
         }
         rec.dlv_type = Cow::Borrowed("smtp");
-        if let Some(ip) = o.dlv_ip {
-            let _ = write!(rec.dlv_source_ip, "{ip}");
+        if let Some(c) = o.conn {
+            rec.dlv_source_ip.clone_from(&c.source_ip);
+            rec.dlv_destination_ip.clone_from(&c.dest_ip);
+            rec.dsn_mta.clone_from(&c.dsn_mta);
+            rec.dlv_esmtp_available.clone_from(&c.esmtp);
         }
-        if let Some(d) = o.dest {
-            let _ = write!(rec.dlv_destination_ip, "{}", d.ip());
-            let _ = write!(rec.dsn_mta, "dns;{} ({})", key.domain, d.ip());
-        }
-        rec.dlv_esmtp_available.clone_from(&o.esmtp);
         rec.vmta.clone_from(&key.vmta);
         let _ = write!(rec.queue, "{key}");
         rec.vmta_pool = pool.unwrap_or_default();
@@ -668,7 +691,10 @@ impl Engine {
             original_recipient: r.orcpt.clone(),
             action: crate::bounce::dsn::DsnAction::Failed,
             status: o.reply.status(),
-            remote_mta: o.dest.map(|d| d.ip().to_string()),
+            remote_mta: o
+                .conn
+                .filter(|c| !c.dest_ip.is_empty())
+                .map(|c| c.dest_ip.clone()),
             diagnostic: o.reply.to_string(),
             category: o.category.parse().unwrap_or_else(|_| {
                 self.classifier()
@@ -773,9 +799,7 @@ impl Engine {
                             ty: RecordType::Bounced,
                             reply: &reply,
                             category: "message-expired",
-                            dlv_ip: None,
-                            dest: None,
-                            esmtp: String::new(),
+                            conn: None,
                             notify: true,
                         },
                     )
@@ -1253,6 +1277,7 @@ impl Engine {
             }
             out
         });
+        let conn = ConnText::new(&key.domain, dlv_ip, dest, String::new());
         let category = if permanent || acted.bounce_queue {
             self.category(reply)
         } else if reply.enhanced.as_deref() == Some("4.4.1") {
@@ -1271,9 +1296,7 @@ impl Engine {
                             ty: RecordType::Bounced,
                             reply,
                             category,
-                            dlv_ip,
-                            dest,
-                            esmtp: String::new(),
+                            conn: Some(&conn),
                             notify: true,
                         },
                     )
@@ -1289,9 +1312,7 @@ impl Engine {
                             ty: RecordType::TransientQueue,
                             reply,
                             category,
-                            dlv_ip,
-                            dest,
-                            esmtp: String::new(),
+                            conn: Some(&conn),
                             notify: true,
                         },
                     )
@@ -1333,9 +1354,7 @@ impl Engine {
                         ty: RecordType::Bounced,
                         reply: &r,
                         category: "message-expired",
-                        dlv_ip: None,
-                        dest: None,
-                        esmtp: String::new(),
+                        conn: None,
                         notify: true,
                     },
                 )
@@ -1392,7 +1411,7 @@ impl Engine {
         dlv_ip: Option<IpAddr>,
         dest: SocketAddr,
     ) {
-        let esmtp = client.caps.summary();
+        let conn = ConnText::new(&key.domain, dlv_ip, Some(dest), client.caps.summary());
         let mut sent = 0u64;
         // Since when the connection has had nothing to send (`connection-idle-timeout`).
         let mut idle_since: Option<i64> = None;
@@ -1480,9 +1499,7 @@ impl Engine {
                                 ty: RecordType::Transient,
                                 reply: &reply,
                                 category,
-                                dlv_ip,
-                                dest: Some(dest),
-                                esmtp: esmtp.clone(),
+                                conn: Some(&conn),
                                 notify: true,
                             },
                         )
@@ -1515,9 +1532,7 @@ impl Engine {
                             ty: RecordType::Delivered,
                             reply,
                             category: "",
-                            dlv_ip,
-                            dest: Some(dest),
-                            esmtp: esmtp.clone(),
+                            conn: Some(&conn),
                             notify: true,
                         },
                     )
@@ -1541,9 +1556,7 @@ impl Engine {
                             ty: RecordType::Bounced,
                             reply,
                             category,
-                            dlv_ip,
-                            dest: Some(dest),
-                            esmtp: esmtp.clone(),
+                            conn: Some(&conn),
                             notify: true,
                         },
                     )
@@ -1557,9 +1570,7 @@ impl Engine {
                             ty: RecordType::Transient,
                             reply,
                             category,
-                            dlv_ip,
-                            dest: Some(dest),
-                            esmtp: esmtp.clone(),
+                            conn: Some(&conn),
                             notify: true,
                         },
                     )
