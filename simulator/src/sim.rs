@@ -22,7 +22,7 @@ use mta::engine::{Engine, Parts};
 use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
-use mta::spool::{MemorySpool, Spool};
+use mta::spool::{BodyBuffers, MemorySpool, Spool};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -352,6 +352,7 @@ async fn run_async(
             let back2 = back.clone();
             let tls = tls.clone().filter(|_| p.tls.offered);
             let outages = outages.clone();
+            let pool: Arc<dyn BodyBuffers> = bodies.clone();
             tokio::spawn(async move {
                 let opts = ServerOptions {
                     host_name: host.clone(),
@@ -390,6 +391,7 @@ async fn run_async(
                         drop_at_data: false,
                         helo: String::new(),
                         spf_seen: None,
+                        bodies: Some(pool.clone()),
                     };
                     let o = opts.clone();
                     tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));

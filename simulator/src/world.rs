@@ -247,6 +247,7 @@ impl World {
                             drop_at_data: false,
                             helo: String::new(),
                             spf_seen: None,
+                            bodies: None,
                         };
                         let o = o.clone();
                         tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));

@@ -89,6 +89,14 @@ impl MessageBody {
             MessageBody::Shared(b) => Arc::try_unwrap(b).unwrap_or_else(|b| b.to_vec()),
         }
     }
+
+    /// The buffer itself when no one else holds it (for reuse), without copying.
+    pub fn into_unique(self) -> Option<Vec<u8>> {
+        match self {
+            MessageBody::Owned(b) => Some(b),
+            MessageBody::Shared(b) => Arc::try_unwrap(b).ok(),
+        }
+    }
 }
 
 /// A DATA phase being read (its body always owned).

@@ -8,9 +8,10 @@ use mta::clock::Clock;
 use mta::config::values::parse_interval;
 use mta::net::Net;
 use mta::smtp::client::{Client, Timeouts};
-use mta::smtp::io::Data;
+use mta::smtp::io::{Data, MessageBody};
 use mta::smtp::server::{Handler, Outcome};
 use mta::smtp::{MailFrom, RcptTo, Reply};
+use mta::spool::BodyBuffers;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,6 +139,9 @@ pub struct IspHandler {
     /// This session's last SPF verdict and the (EHLO, MAIL FROM) it was for: a session's messages
     /// mostly share their sender, and a receiver does not look the same record up again.
     pub spf_seen: Option<(String, String, bool)>,
+    /// Where a message's body buffer goes once read, when nothing else holds it (a body the
+    /// simulated spool read back from its overflow; the spool keeps and recycles the others).
+    pub bodies: Option<Arc<dyn BodyBuffers>>,
 }
 
 impl IspHandler {
@@ -323,7 +327,11 @@ impl Handler for IspHandler {
             return Outcome::dropped();
         }
         let slow = self.slow;
-        self.message_inner(data).await.after(slow)
+        let (outcome, body) = self.message_inner(data).await;
+        if let (Some(pool), Some(buf)) = (&self.bodies, body.into_unique()) {
+            pool.put(buf);
+        }
+        outcome.after(slow)
     }
     fn reset(&mut self) {
         self.rcpts = 0;
@@ -365,7 +373,8 @@ impl IspHandler {
             Err(a) => answer(a),
         }
     }
-    async fn message_inner(&mut self, data: Data) -> Outcome {
+    /// The provider's answer to a message, and the message's body (to recycle).
+    async fn message_inner(&mut self, data: Data) -> (Outcome, MessageBody) {
         let auth = match &self.spf_seen {
             Some((helo, from, spf))
                 if self.dkim.assumes_dkim() && *helo == self.helo && *from == self.from =>
@@ -416,9 +425,12 @@ impl IspHandler {
         };
         let now = self.clock.now_ms();
         let Some(s) = self.session.as_mut() else {
-            return Outcome::close(Reply::new(421, "4.3.0", "no session"));
+            return (
+                Outcome::close(Reply::new(421, "4.3.0", "no session")),
+                data.body,
+            );
         };
-        match self.isp.end_of_data(s, &facts, now) {
+        let outcome = match self.isp.end_of_data(s, &facts, now) {
             Ok(r) => {
                 self.schedule_feedback(&data.body);
                 Outcome::reply(
@@ -426,7 +438,8 @@ impl IspHandler {
                 )
             }
             Err(a) => answer(a),
-        }
+        };
+        (outcome, data.body)
     }
 }
 
@@ -465,5 +478,96 @@ pub fn answer(a: crate::isp::Answer) -> Outcome {
         Outcome::close(r)
     } else {
         Outcome::reply(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::BodyPool;
+    use std::path::Path;
+
+    fn handler(bodies: Arc<dyn BodyBuffers>) -> IspHandler {
+        let profile = crate::profile::Profile::load(Path::new("../isp-profiles/gmail.toml"))
+            .expect("the gmail profile");
+        let net: Arc<dyn Net> = Arc::new(mta::net::SimNet::new());
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 25));
+        IspHandler {
+            isp: Isp::new(profile),
+            dkim: crate::dkim_check::DkimChecker::from_config(&mta::config::Config::default(), &[])
+                .expect("a checker")
+                .assuming_dkim(),
+            clock: Clock::starting_at(1_800_000_000_000),
+            session: None,
+            peer: IpAddr::from([127, 0, 0, 9]),
+            from: String::new(),
+            rcpts: 0,
+            accepted: Vec::new(),
+            local: IpAddr::from([127, 100, 1, 1]),
+            host: "mx.test".into(),
+            back: Arc::new(Backchannel {
+                net,
+                seed: 1,
+                mta_addr: nowhere,
+                mta_domains: Default::default(),
+                sink_addr: nowhere,
+                fbl_address: None,
+                complaint_rates: Mutex::default(),
+                chaos: Mutex::default(),
+            }),
+            slow: Duration::ZERO,
+            drop_at_data: false,
+            helo: String::new(),
+            spf_seen: None,
+            bodies: Some(bodies),
+        }
+    }
+
+    fn transaction(h: &mut IspHandler) {
+        h.reset();
+        let from = MailFrom {
+            address: "news@brand.example".to_string(),
+            ..MailFrom::default()
+        };
+        let to = RcptTo {
+            address: "someone@gmail.com".to_string(),
+            ..RcptTo::default()
+        };
+        assert_eq!(h.mail(&from).reply.code, 250);
+        assert_eq!(h.rcpt(&to).reply.code, 250);
+    }
+
+    /// A body the provider alone holds once read (one the spool read back from its overflow)
+    /// goes back to the body pool; one the spool still holds does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_nothing_else_holds_goes_back_to_the_pool() {
+        let pool = Arc::new(BodyPool::default());
+        let mut h = handler(pool.clone());
+        assert_eq!(h.connect().reply.code, 220);
+        h.hello("mta.brand.example");
+        let mut buf = pool.take(8000);
+        buf.extend_from_slice(b"From: news@brand.example\r\nSubject: x\r\n\r\nhello\r\n");
+        let ptr = buf.as_ptr();
+        let body = Arc::new(buf);
+        let data = |b: &Arc<Vec<u8>>| Data {
+            size: b.len() as u64,
+            body: MessageBody::Shared(b.clone()),
+            ..Data::default()
+        };
+        transaction(&mut h);
+        assert_eq!(h.message(data(&body)).await.reply.code, 250);
+        let other = pool.take(8000);
+        assert_ne!(
+            other.as_ptr(),
+            ptr,
+            "still held by the spool: not in the pool"
+        );
+        pool.put(other);
+        transaction(&mut h);
+        let only = data(&body);
+        drop(body);
+        assert_eq!(h.message(only).await.reply.code, 250);
+        let back = pool.take(8000);
+        assert_eq!(back.as_ptr(), ptr, "back in the pool");
     }
 }
