@@ -136,7 +136,7 @@ pub enum EventKind {
 struct IpState {
     open: u32,
     connects: VecDeque<i64>,
-    accepted: VecDeque<i64>,
+    accepted: Accepted,
     reputation: Option<f64>,
     rep_updated_ms: i64,
     /// Recipients accepted, decayed with a one-hour time constant: about the messages an hour.
@@ -199,6 +199,49 @@ pub struct Session {
     pub forced: Option<(Phase, Answer)>,
     /// STARTTLS done.
     pub tls: bool,
+}
+
+/// Times messages were accepted from one IP, in order, with a cursor per rate window to the
+/// first time inside it: time never goes back, so a cursor only moves forward, and counting a
+/// window (per recipient) does not search an hour of times.
+#[derive(Debug, Default)]
+struct Accepted {
+    times: VecDeque<i64>,
+    /// Times dropped from the front so far (cursors count from the first time ever kept).
+    dropped: usize,
+    cursors: Vec<usize>,
+}
+
+impl Accepted {
+    fn push(&mut self, t: i64) {
+        self.times.push_back(t);
+    }
+
+    /// How many times are after `now - window_ms`: window `k`'s count at `now`, which must not
+    /// be earlier than at the window's last count.
+    fn count(&mut self, k: usize, now: i64, window_ms: i64) -> usize {
+        if self.cursors.len() <= k {
+            self.cursors.resize(k + 1, self.dropped);
+        }
+        let c = &mut self.cursors[k];
+        *c = (*c).max(self.dropped);
+        while self
+            .times
+            .get(*c - self.dropped)
+            .is_some_and(|t| *t <= now - window_ms)
+        {
+            *c += 1;
+        }
+        self.dropped + self.times.len() - *c
+    }
+
+    /// Drops the times at or before `now - window_ms`.
+    fn trim(&mut self, now: i64, window_ms: i64) {
+        while self.times.front().is_some_and(|t| *t <= now - window_ms) {
+            self.times.pop_front();
+            self.dropped += 1;
+        }
+    }
 }
 
 fn trim_window(q: &mut VecDeque<i64>, now: i64, window_ms: i64) {
@@ -510,11 +553,9 @@ impl Engine {
         let rate_hit = self.with(|s| {
             let st = s.ips.entry(session.ip).or_default();
             let mut hit = false;
-            for w in &p.limits.message_rates {
+            for (k, w) in p.limits.message_rates.iter().enumerate() {
                 let ms = w.duration().as_millis() as i64;
-                // Times are pushed in order: the window's count is found by bisection.
-                let n =
-                    (st.accepted.len() - st.accepted.partition_point(|t| *t <= now - ms)) as u64;
+                let n = st.accepted.count(k, now, ms) as u64;
                 if n >= w.count {
                     hit = true;
                 }
@@ -526,7 +567,7 @@ impl Engine {
                 .map(|w| w.duration().as_millis() as i64)
                 .max()
                 .unwrap_or(0);
-            trim_window(&mut st.accepted, now, longest);
+            st.accepted.trim(now, longest);
             hit
         });
         if rate_hit {
@@ -624,7 +665,7 @@ impl Engine {
         self.with(|s| {
             let st = s.ips.entry(session.ip).or_default();
             for _ in 0..msg.rcpts {
-                st.accepted.push_back(now);
+                st.accepted.push(now);
             }
             st.add_volume(msg.rcpts, now);
             s.events.push(Event {
@@ -667,4 +708,44 @@ pub struct DataFacts<'a> {
     /// DKIM was taken as passing without a signature (`--no-dkim` benchmarks): the rules treat the
     /// message as signed, the event record says it was not verified.
     pub dkim_assumed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Accepted;
+    use std::collections::VecDeque;
+
+    /// The cursors count what a bisection of all kept times counts, through pushes, trims to the
+    /// longest window and times that jump or stand still.
+    #[test]
+    fn window_counts_match_a_search_of_the_times() {
+        let windows = [60_000i64, 3_600_000, 1_000];
+        let mut acc = Accepted::default();
+        let mut reference: VecDeque<i64> = VecDeque::new();
+        let mut now = 0i64;
+        let mut x = 12345u64;
+        for step in 0..50_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            now += match (x >> 33) % 10 {
+                0 => 0,
+                1 => 200_000,
+                _ => (x >> 40) as i64 % 700,
+            };
+            for (k, ms) in windows.iter().enumerate() {
+                let want = reference.len() - reference.partition_point(|t| *t <= now - ms);
+                assert_eq!(acc.count(k, now, *ms), want, "window {k} at step {step}");
+            }
+            if !(x >> 20).is_multiple_of(3) {
+                acc.push(now);
+                reference.push_back(now);
+            }
+            acc.trim(now, 3_600_000);
+            while reference.front().is_some_and(|t| *t <= now - 3_600_000) {
+                reference.pop_front();
+            }
+            assert_eq!(acc.times, reference);
+        }
+    }
 }
