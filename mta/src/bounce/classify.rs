@@ -481,10 +481,17 @@ impl Classifier {
                 in_set,
             });
         }
-        let config_set = regex::RegexSetBuilder::new(&set)
+        // A set too large to build: every rule is tried alone, as each one compiled alone.
+        let config_set = match regex::RegexSetBuilder::new(&set)
             .size_limit(64 << 20)
             .build()
-            .map_err(|e| ClassifyError::BadRegex(e.to_string()))?;
+        {
+            Ok(s) => s,
+            Err(_) => {
+                rules.iter_mut().for_each(|r| r.in_set = None);
+                regex::RegexSet::empty()
+            }
+        };
         let defaults = default_set()?;
         Ok(Classifier {
             rules,
