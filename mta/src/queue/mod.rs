@@ -97,6 +97,8 @@ pub struct Queue<Id> {
     items: BTreeMap<u64, Waiting<Id>>,
     /// (received, seq) of every waiting group: the oldest first, for expiry without a full scan.
     by_received: std::collections::BTreeSet<(i64, u64)>,
+    /// Recipients over all waiting groups.
+    rcpts: usize,
     seq: u64,
     /// Set by a queue-wide deferral: nothing is tried before this time (Unix ms).
     pub held_until_ms: Option<i64>,
@@ -112,6 +114,7 @@ impl<Id: Clone> Queue<Id> {
             heap: BinaryHeap::new(),
             items: BTreeMap::new(),
             by_received: std::collections::BTreeSet::new(),
+            rcpts: 0,
             seq: 0,
             held_until_ms: None,
         }
@@ -129,7 +132,7 @@ impl<Id: Clone> Queue<Id> {
 
     /// Recipients waiting (summed over groups).
     pub fn recipients(&self) -> usize {
-        self.items.values().map(|w| w.rcpts.len()).sum()
+        self.rcpts
     }
 
     /// Adds a recipient group to be tried at `at_ms`.
@@ -137,6 +140,7 @@ impl<Id: Clone> Queue<Id> {
         self.seq += 1;
         self.heap.push(Reverse((at_ms, self.seq)));
         self.by_received.insert((w.received_ms, self.seq));
+        self.rcpts += w.rcpts.len();
         self.items.insert(self.seq, w);
     }
 
@@ -158,6 +162,7 @@ impl<Id: Clone> Queue<Id> {
         self.heap.pop();
         let w = self.items.remove(&seq)?;
         self.by_received.remove(&(w.received_ms, seq));
+        self.rcpts -= w.rcpts.len();
         Some(w)
     }
 
@@ -226,6 +231,7 @@ impl<Id: Clone> Queue<Id> {
             .iter()
             .filter_map(|k| self.items.remove(k))
             .collect();
+        self.rcpts -= out.iter().map(|w| w.rcpts.len()).sum::<usize>();
         self.heap
             .retain(|Reverse((_, seq))| self.items.contains_key(seq));
         out
@@ -249,6 +255,7 @@ impl<Id: Clone> Queue<Id> {
             .filter_map(|s| {
                 let w = self.items.remove(s)?;
                 self.by_received.remove(&(w.received_ms, *s));
+                self.rcpts -= w.rcpts.len();
                 Some(w)
             })
             .collect();
@@ -263,6 +270,7 @@ impl<Id: Clone> Queue<Id> {
     pub fn drain_all(&mut self) -> Vec<Waiting<Id>> {
         self.heap.clear();
         self.by_received.clear();
+        self.rcpts = 0;
         std::mem::take(&mut self.items).into_values().collect()
     }
 
@@ -422,5 +430,31 @@ mod tests {
         q.push(w(6, 50_000), 0);
         assert_eq!(q.drain_all().len(), 1);
         assert_eq!(q.next_expiry_ms(), None, "a drained queue has no expiry");
+    }
+
+    /// The recipient count follows every way a group comes and goes.
+    #[test]
+    fn the_recipient_count_follows_pushes_pops_expiry_and_removals() {
+        let s = settings("bounce-after 10m");
+        let mut q: Queue<u32> = Queue::new(QueueKey::new("x.org", None), s);
+        let group = |id, n: u32, received| Waiting {
+            rcpts: (0..n).collect(),
+            ..w(id, received)
+        };
+        q.push(group(1, 3, 300_000), 0);
+        q.push(group(2, 2, 100_000), 5);
+        q.push(group(3, 4, 200_000), 10);
+        assert_eq!(q.recipients(), 9);
+        assert_eq!(q.pop_due(0).map(|w| w.id), Some(1));
+        assert_eq!(q.recipients(), 6);
+        assert_eq!(q.take_expired(700_000).len(), 1, "group 2");
+        assert_eq!(q.recipients(), 4);
+        q.push(group(4, 5, 400_000), 20);
+        assert_eq!(q.remove_where(|w| w.id == 3).len(), 1);
+        assert_eq!(q.recipients(), 5);
+        q.push(group(5, 1, 400_000), 20);
+        assert_eq!(q.recipients(), 6);
+        assert_eq!(q.drain_all().len(), 2);
+        assert_eq!(q.recipients(), 0);
     }
 }

@@ -537,16 +537,13 @@ impl Engine {
         now: i64,
     ) -> Result<(), Answer> {
         let p = self.profile.clone();
-        let sender_domain = mail_from
-            .rsplit_once('@')
-            .map_or("", |(_, d)| d)
-            .to_string();
+        let sender_domain = mail_from.rsplit_once('@').map_or("", |(_, d)| d);
         if let Some(a) = self.forced(session, Phase::Rcpt, rcpt) {
             return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
         }
         if p.tls.required && !session.tls {
             if let Some(r) = &p.tls.on_missing {
-                let a = Answer::from(r, session.ip, rcpt, &sender_domain);
+                let a = Answer::from(r, session.ip, rcpt, sender_domain);
                 return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
             }
         }
@@ -572,7 +569,7 @@ impl Engine {
         });
         if rate_hit {
             if let Some(r) = &p.limits.on_message_rate {
-                let a = Answer::from(r, session.ip, rcpt, &sender_domain);
+                let a = Answer::from(r, session.ip, rcpt, sender_domain);
                 return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
             }
         }
@@ -586,7 +583,7 @@ impl Engine {
             );
             let first = self.with(|s| *s.greylist.entry(key).or_insert(now));
             if now - first < delay {
-                let a = Answer::from(&g.on_greylisted, session.ip, rcpt, &sender_domain);
+                let a = Answer::from(&g.on_greylisted, session.ip, rcpt, sender_domain);
                 return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
             }
         }
@@ -605,7 +602,7 @@ impl Engine {
                     self.penalize(st, pen, now);
                 });
             }
-            let a = Answer::from(r, session.ip, rcpt, &sender_domain);
+            let a = Answer::from(r, session.ip, rcpt, sender_domain);
             return Err(self.refused(session, now, Phase::Rcpt, Some(rcpt), a));
         }
         Ok(())
