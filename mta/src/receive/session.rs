@@ -55,6 +55,24 @@ impl InboundSession {
     }
 }
 
+/// `header` followed by `body`: in the body's own buffer when it has room behind it (a kept read
+/// buffer often has; one memmove), else in the header's.
+fn prepend(mut header: Vec<u8>, body: MessageBody) -> Vec<u8> {
+    match body {
+        MessageBody::Owned(mut b) if b.capacity() - b.len() >= header.len() => {
+            let len = b.len();
+            b.extend_from_slice(&header);
+            b.copy_within(0..len, header.len());
+            b[..header.len()].copy_from_slice(&header);
+            b
+        }
+        other => {
+            header.extend_from_slice(&other);
+            header
+        }
+    }
+}
+
 fn received_header(helo: &str, peer: IpAddr, host: &str, id: &str, now_ms: i64) -> String {
     let date = crate::acct::record::iso_time(now_ms);
     format!("Received: from {helo} ([{peer}])\r\n\tby {host} (mtasim) with ESMTP id {id};\r\n\t{date}\r\n")
@@ -150,7 +168,7 @@ impl Handler for InboundSession {
         }
         let mut dot_free = !data.dot_lines;
         let body = if p.source.bool("add-received-header") {
-            let mut h = received_header(
+            let h = received_header(
                 &self.helo,
                 self.ip(),
                 &host_name(&self.engine.config()),
@@ -159,17 +177,7 @@ impl Handler for InboundSession {
             )
             .into_bytes();
             dot_free &= crate::smtp::io::dot_free(&h);
-            match data.body {
-                MessageBody::Owned(mut b) if b.capacity() - b.len() >= h.len() => {
-                    // Room behind the body (a kept read buffer often has it): shift it in place.
-                    b.splice(0..0, h);
-                    b
-                }
-                other => {
-                    h.extend_from_slice(&other);
-                    h
-                }
-            }
+            prepend(h, data.body)
         } else {
             data.body.into_vec()
         };
@@ -247,5 +255,35 @@ pub fn host_name(cfg: &crate::config::Config) -> String {
     match cfg.global.get("host-name").map(|s| &s.value) {
         Some(Value::Text(h)) => h.clone(),
         _ => "localhost".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prepend, MessageBody};
+    use std::sync::Arc;
+
+    /// The header lands in front of the body whether the body's buffer has room (shifted in
+    /// place, the same buffer), has none, or is shared.
+    #[test]
+    fn the_header_goes_in_front_of_the_body() {
+        let header = b"Received: from a\r\n".to_vec();
+        let text = b"Subject: s\r\n\r\nline one\r\nline two\r\n".to_vec();
+        let want = [header.as_slice(), text.as_slice()].concat();
+        let mut roomy = Vec::with_capacity(text.len() + 100);
+        roomy.extend_from_slice(&text);
+        let ptr = roomy.as_ptr();
+        let got = prepend(header.clone(), MessageBody::Owned(roomy));
+        assert_eq!(got, want);
+        assert_eq!(got.as_ptr(), ptr, "shifted in its own buffer");
+        let mut tight = text.clone();
+        tight.shrink_to_fit();
+        assert_eq!(prepend(header.clone(), MessageBody::Owned(tight)), want);
+        let shared = Arc::new(text.clone());
+        assert_eq!(prepend(header.clone(), MessageBody::Shared(shared)), want);
+        assert_eq!(
+            prepend(header, MessageBody::Owned(Vec::new())),
+            b"Received: from a\r\n"
+        );
     }
 }
