@@ -93,11 +93,25 @@ impl Response {
     /// The reply with placeholders filled in.
     pub fn render(&self, ip: &str, rcpt: &str, sender_domain: &str) -> String {
         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-        self.reply
-            .replace("{ip}", ip)
-            .replace("{rcpt}", rcpt)
-            .replace("{domain}", domain)
-            .replace("{sender_domain}", sender_domain)
+        // In this order, each on what the previous ones left; a placeholder that is not there
+        // costs no copy (most replies have none or one).
+        let mut out = std::borrow::Cow::Borrowed(self.reply.as_str());
+        for (name, value) in [
+            ("{ip}", ip),
+            ("{rcpt}", rcpt),
+            ("{domain}", domain),
+            ("{sender_domain}", sender_domain),
+        ] {
+            if out.contains(name) {
+                out = std::borrow::Cow::Owned(out.replace(name, value));
+            }
+        }
+        out.into_owned()
+    }
+
+    /// Whether the reply names the client's address (`{ip}`).
+    pub fn names_ip(&self) -> bool {
+        self.reply.contains("{ip}")
     }
 }
 

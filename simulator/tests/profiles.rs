@@ -1,7 +1,7 @@
 //! The shipped provider profiles load and say what the issue asks; broken profiles are refused with
 //! the file and key named.
 
-use simulator::profile::{load_dir, Phase, Profile, ProfileError};
+use simulator::profile::{load_dir, Phase, Profile, ProfileError, Response};
 use std::path::Path;
 
 const DIR: &str = "../isp-profiles";
@@ -111,4 +111,27 @@ fn a_domain_claimed_twice_is_refused() {
         Err(ProfileError::DuplicateDomain { domain, .. }) => assert_eq!(domain, "gmail.com"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Placeholders are filled in order, each in what the ones before left (a recipient that itself
+/// reads `{domain}` gets it filled too), and a reply without any comes back as it is.
+#[test]
+fn reply_placeholders_fill_in_order() {
+    let r = |reply: &str| Response {
+        reply: reply.into(),
+        at: Phase::Rcpt,
+        disconnect: false,
+    };
+    let all = r("550 5.1.1 <{rcpt}> at {domain} from {ip} for {sender_domain} {ip}");
+    assert!(all.names_ip());
+    assert_eq!(
+        all.render("127.0.0.9", "a{domain}b@x.test", "s.test"),
+        "550 5.1.1 <ax.testb@x.test> at x.test from 127.0.0.9 for s.test 127.0.0.9"
+    );
+    let none = r("421 4.7.0 Try again later");
+    assert!(!none.names_ip());
+    assert_eq!(
+        none.render("", "u@x.test", "s.test"),
+        "421 4.7.0 Try again later"
+    );
 }
