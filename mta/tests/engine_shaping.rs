@@ -298,6 +298,15 @@ async fn submit(w: &World, rcpts: &[&str]) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The first record that `pick` takes, with every record for the failure message.
+fn first(w: &World, what: &str, pick: impl Fn(&Record) -> bool) -> Record {
+    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
+    recs.iter()
+        .find(|r| pick(r))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {what}: {recs:?}"))
+}
+
 fn count(w: &World, ty: RecordType) -> usize {
     w.records
         .lock()
@@ -568,11 +577,7 @@ async fn expiry_against_a_host_that_always_defers_bounces_with_a_dsn() {
     .await;
     submit(&w, &["x@gmail.test"]).await;
     tokio::time::sleep(Duration::from_secs(600)).await;
-    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
-    let bounce = recs
-        .iter()
-        .find(|r| r.ty == Some(RecordType::Bounced))
-        .unwrap_or_else(|| panic!("no bounce: {recs:?}"));
+    let bounce = first(&w, "bounce", |r| r.ty == Some(RecordType::Bounced));
     assert_eq!(bounce.bounce_cat, "message-expired");
     assert!(
         bounce.dsn_diag.contains("try again later"),
@@ -587,10 +592,9 @@ async fn expiry_against_a_host_that_always_defers_bounces_with_a_dsn() {
         bounce.time_logged - START_MS < 200_000,
         "soon after bounce-after"
     );
-    let dsn = recs
-        .iter()
-        .find(|r| r.ty == Some(RecordType::Delivered) && r.rcpt == "bounces@sender.test")
-        .unwrap_or_else(|| panic!("no DSN delivered to the sender: {recs:?}"));
+    let dsn = first(&w, "DSN delivered to the sender", |r| {
+        r.ty == Some(RecordType::Delivered) && r.rcpt == "bounces@sender.test"
+    });
     assert_eq!(dsn.orig, "", "DSNs go out with the null sender");
     assert!(
         count(&w, RecordType::Transient) >= 3,
@@ -1042,11 +1046,9 @@ async fn a_body_unreadable_at_data_is_retried_not_lost() {
         .and_then(|f| f.set_len(0))
         .unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let recs = w.records.lock().map(|v| v.clone()).unwrap_or_default();
-    let t = recs
-        .iter()
-        .find(|r| r.ty == Some(RecordType::Transient))
-        .unwrap_or_else(|| panic!("no transient record: {recs:?}"));
+    let t = first(&w, "transient record", |r| {
+        r.ty == Some(RecordType::Transient)
+    });
     assert_eq!(
         (t.dsn_status.as_str(), t.bounce_cat.as_str()),
         ("4.3.0", "other"),

@@ -3,7 +3,9 @@
 //! over-long lines, unannounced pipelining).
 
 use mta::net::{LiveNet, Net};
-use mta::smtp::client::{opportunistic_tls, self_signed_acceptor, Client, Timeouts};
+use mta::smtp::client::{
+    opportunistic_tls, self_signed_acceptor, Client, ClientError, Timeouts, Transaction,
+};
 use mta::smtp::io::Data;
 use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
 use mta::smtp::{MailFrom, RcptTo, Reply};
@@ -317,6 +319,17 @@ async fn a_second_tls_connection_to_a_host_resumes() {
     );
 }
 
+/// One dot-free spooled message from `s@y.test` to `rcpt`, its body had from `fetch`.
+async fn spooled(
+    c: &mut Client,
+    rcpt: &str,
+    size: usize,
+    fetch: &(dyn Fn() -> Result<Arc<Vec<u8>>, String> + Sync),
+) -> Result<Transaction, ClientError> {
+    c.send_spooled("s@y.test", &[rcpt.to_string()], size, fetch, true)
+        .await
+}
+
 /// A spooled body is fetched only after the server's 354: a transaction whose recipients are all
 /// refused never reads it, an accepted one reads it once; a body that cannot be had then ends
 /// the call in the middle of DATA and, the connection dropped, the server keeps no message.
@@ -331,37 +344,16 @@ async fn a_spooled_body_is_fetched_only_for_data() {
         Ok(body.clone())
     };
     let count = || fetched.load(std::sync::atomic::Ordering::Relaxed);
-    let t = c
-        .send_spooled(
-            "s@y.test",
-            &["unknown@x.test".to_string()],
-            body.len(),
-            &fetch,
-            true,
-        )
+    let t = spooled(&mut c, "unknown@x.test", body.len(), &fetch)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((t.outcome(0).code, count()), (550, 0), "refused: not read");
-    let t = c
-        .send_spooled(
-            "s@y.test",
-            &["a@x.test".to_string()],
-            body.len(),
-            &fetch,
-            true,
-        )
+    let t = spooled(&mut c, "a@x.test", body.len(), &fetch)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((t.outcome(0).code, count()), (250, 1), "{t:?}");
     let gone = || Err("spool read failed".to_string());
-    let e = c
-        .send_spooled(
-            "s@y.test",
-            &["b@x.test".to_string()],
-            body.len(),
-            &gone,
-            true,
-        )
+    let e = spooled(&mut c, "b@x.test", body.len(), &gone)
         .await
         .map(|t| format!("{t:?}"))
         .err()

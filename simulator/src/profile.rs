@@ -90,28 +90,27 @@ impl Response {
             .unwrap_or(451)
     }
 
-    /// The reply with placeholders filled in.
-    pub fn render(&self, ip: &str, rcpt: &str, sender_domain: &str) -> String {
+    /// The reply with placeholders filled in (the address is formatted only for a reply that
+    /// names it).
+    pub fn render(&self, ip: impl std::fmt::Display, rcpt: &str, sender_domain: &str) -> String {
+        use std::borrow::Cow;
         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
         // In this order, each on what the previous ones left; a placeholder that is not there
         // costs no copy (most replies have none or one).
-        let mut out = std::borrow::Cow::Borrowed(self.reply.as_str());
+        let mut out = Cow::Borrowed(self.reply.as_str());
+        if out.contains("{ip}") {
+            out = Cow::Owned(out.replace("{ip}", &ip.to_string()));
+        }
         for (name, value) in [
-            ("{ip}", ip),
             ("{rcpt}", rcpt),
             ("{domain}", domain),
             ("{sender_domain}", sender_domain),
         ] {
             if out.contains(name) {
-                out = std::borrow::Cow::Owned(out.replace(name, value));
+                out = Cow::Owned(out.replace(name, value));
             }
         }
         out.into_owned()
-    }
-
-    /// Whether the reply names the client's address (`{ip}`).
-    pub fn names_ip(&self) -> bool {
-        self.reply.contains("{ip}")
     }
 }
 

@@ -123,13 +123,11 @@ fn reply_placeholders_fill_in_order() {
         disconnect: false,
     };
     let all = r("550 5.1.1 <{rcpt}> at {domain} from {ip} for {sender_domain} {ip}");
-    assert!(all.names_ip());
     assert_eq!(
         all.render("127.0.0.9", "a{domain}b@x.test", "s.test"),
         "550 5.1.1 <ax.testb@x.test> at x.test from 127.0.0.9 for s.test 127.0.0.9"
     );
     let none = r("421 4.7.0 Try again later");
-    assert!(!none.names_ip());
     assert_eq!(
         none.render("", "u@x.test", "s.test"),
         "421 4.7.0 Try again later"

@@ -70,7 +70,7 @@ async fn every_provider_answers_with_its_profile() {
             Some(g) if g.enabled => &g.on_greylisted,
             _ => &p.mailboxes.on_unknown,
         };
-        let want = expected.render(&src.to_string(), &rcpt, "bounces.news.example.com");
+        let want = expected.render(src, &rcpt, "bounces.news.example.com");
         assert_eq!(
             t.outcome(0).to_string(),
             want,
@@ -102,7 +102,7 @@ async fn every_provider_answers_with_its_profile() {
         let over = Client::connect(conn.stream, Timeouts::default())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let want = on.render(&src.to_string(), "", "");
+        let want = on.render(src, "", "");
         match (on.at, over) {
             (Phase::Banner, Err(r)) => {
                 assert_eq!(r.to_string(), want, "{}: connection {}", p.name, n + 1)

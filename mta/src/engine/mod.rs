@@ -140,7 +140,6 @@ pub struct Stats {
 }
 
 /// What the records of one delivery connection say about it, formatted once for all of them.
-#[derive(Debug, Default)]
 struct ConnText {
     /// Our source address (`dlvSourceIp`), empty if unknown.
     source_ip: String,

@@ -20,15 +20,7 @@ pub struct Answer {
 impl Answer {
     fn from(r: &Response, ip: IpAddr, rcpt: &str, sender_domain: &str) -> Answer {
         Answer {
-            reply: r.render(
-                &if r.names_ip() {
-                    ip.to_string()
-                } else {
-                    String::new()
-                },
-                rcpt,
-                sender_domain,
-            ),
+            reply: r.render(ip, rcpt, sender_domain),
             disconnect: r.disconnect,
         }
     }
