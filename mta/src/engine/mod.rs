@@ -15,8 +15,9 @@ use crate::shaping::{match_reply, Shaper, VmtaGate};
 use crate::smtp::client::{Client, ClientError, Timeouts};
 use crate::smtp::Reply;
 use crate::spool::{Envelope, MessageId, Spool};
+use rustc_hash::FxBuildHasher;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -84,7 +85,9 @@ struct MsgState {
 
 struct State {
     queues: BTreeMap<QueueKey, QueueState>,
-    messages: BTreeMap<MessageId, MsgState>,
+    /// Messages in flight, looked up by id for every delivery (never walked in order: a hash map,
+    /// one probe instead of a B-tree's descent through a large backlog).
+    messages: HashMap<MessageId, MsgState, FxBuildHasher>,
     vmta_gates: BTreeMap<String, VmtaGate>,
     /// `total-max-smtp-out`: outbound connections of the whole MTA.
     total_gate: VmtaGate,
@@ -278,7 +281,7 @@ impl Engine {
             parts,
             state: Mutex::new(State {
                 queues: BTreeMap::new(),
-                messages: BTreeMap::new(),
+                messages: HashMap::default(),
                 vmta_gates: BTreeMap::new(),
                 total_gate: VmtaGate::new(Some(total_out)),
                 rollup: BTreeMap::new(),
