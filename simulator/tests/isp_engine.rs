@@ -388,3 +388,39 @@ fn one_click_rule_spares_transactional_mail() {
     };
     assert!(g.end_of_data(&mut s, &transactional, T0).is_ok());
 }
+
+/// The bulk-sender count is per sending domain (in any letter case) and per day: the next day a
+/// domain starts below the threshold again, and another domain has its own count.
+#[test]
+fn bulk_count_is_per_domain_and_day() {
+    let g = engine("gmail");
+    let (mut s, _) = g.connect(ip("203.0.113.12"), T0);
+    let no_one_click = |mail_from| DataFacts {
+        mail_from,
+        one_click_unsubscribe: false,
+        ..facts(1)
+    };
+    // 5,000 a day is the threshold: at it the rule does not apply yet.
+    for _ in 0..4 {
+        assert!(g.end_of_data(&mut s, &facts(1000), T0).is_ok());
+    }
+    assert!(g.end_of_data(&mut s, &facts(999), T0).is_ok());
+    assert!(g
+        .end_of_data(&mut s, &no_one_click("bounces@news.example.com"), T0)
+        .is_ok());
+    // Past it, for the same domain written in capitals too.
+    let refused = g
+        .end_of_data(&mut s, &no_one_click("Bounces@NEWS.Example.com"), T0)
+        .unwrap_err();
+    assert!(refused.reply.starts_with("550 5.7.26"), "{}", refused.reply);
+    // Another domain counts on its own.
+    assert!(g
+        .end_of_data(&mut s, &no_one_click("orders@shop.example.org"), T0)
+        .is_ok());
+    // The next day the count starts again.
+    let tomorrow = T0 + 86_400_000;
+    let (mut s, _) = g.connect(ip("203.0.113.12"), tomorrow);
+    assert!(g
+        .end_of_data(&mut s, &no_one_click("bounces@news.example.com"), tomorrow)
+        .is_ok());
+}

@@ -619,7 +619,10 @@ impl Engine {
             rec.dlv_esmtp_available.clone_from(&c.esmtp);
         }
         rec.vmta.clone_from(&key.vmta);
-        let _ = write!(rec.queue, "{key}");
+        // As `QueueKey`'s Display writes it, without the formatting machinery per record.
+        rec.queue.push_str(&key.domain);
+        rec.queue.push('/');
+        rec.queue.push_str(&key.vmta);
         rec.vmta_pool = pool.unwrap_or_default();
         self.log(rec);
         if let Ok(mut st) = self.stats.lock() {
@@ -1367,10 +1370,13 @@ impl Engine {
 
     /// Keeps an open connection with nothing to send: waits until the queue's next group is due,
     /// mail is queued or `idle` has passed since `idle_since`. False when the time is up (QUIT).
+    /// `arrivals` is the queue's arrival signal, looked up on the session's first wait and kept
+    /// (a queue and its signal live as long as the engine).
     async fn idle_wait(
         &self,
         key: &QueueKey,
         idle_since: &mut Option<i64>,
+        arrivals: &mut Option<Arc<Notify>>,
         idle: Duration,
     ) -> bool {
         let now = self.now_ms();
@@ -1380,7 +1386,10 @@ impl Engine {
         if now >= deadline {
             return false;
         }
-        let Some(arrivals) = self.with(|s| s.queues.get(key).map(|q| q.arrivals.clone())) else {
+        if arrivals.is_none() {
+            *arrivals = self.with(|s| s.queues.get(key).map(|q| q.arrivals.clone()));
+        }
+        let Some(arrivals) = arrivals.as_ref() else {
             return false;
         };
         // Listening before looking, so that mail queued in between is not missed.
@@ -1417,6 +1426,7 @@ impl Engine {
         let mut sent = 0u64;
         // Since when the connection has had nothing to send (`connection-idle-timeout`).
         let mut idle_since: Option<i64> = None;
+        let mut arrivals = None;
         loop {
             if qs.max_msg_per_connection > 0 && sent >= qs.max_msg_per_connection {
                 break;
@@ -1453,7 +1463,13 @@ impl Engine {
             };
             let Some(w) = next else {
                 match qs.connection_idle_timeout {
-                    Some(idle) if self.idle_wait(key, &mut idle_since, idle).await => continue,
+                    Some(idle)
+                        if self
+                            .idle_wait(key, &mut idle_since, &mut arrivals, idle)
+                            .await =>
+                    {
+                        continue
+                    }
                     _ => break,
                 }
             };

@@ -173,8 +173,9 @@ struct State {
     overrides: Vec<Override>,
     events: Vec<Event>,
     next_conn: u64,
-    /// Sending-domain message counts per day (for the bulk-sender rules).
-    domain_day: BTreeMap<(String, i64), u64>,
+    /// Today's message count per sending domain, with the day it counts (for the bulk-sender
+    /// rules; a new day starts the count again).
+    domain_day: HashMap<String, (i64, u64)>,
 }
 
 /// A provider's shared state and rules. Cheap to clone (shared).
@@ -253,6 +254,15 @@ fn trim_window(q: &mut VecDeque<i64>, now: i64, window_ms: i64) {
 /// Day number of a Unix-ms time (for per-day counts).
 fn day(now: i64) -> i64 {
     now.div_euclid(86_400_000)
+}
+
+/// `s` in ASCII lower case, copied only when it has an upper-case letter.
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        s.to_ascii_lowercase().into()
+    } else {
+        s.into()
+    }
 }
 
 impl Engine {
@@ -617,11 +627,7 @@ impl Engine {
         now: i64,
     ) -> Result<String, Answer> {
         let p = self.profile.clone();
-        let sender_domain = msg
-            .mail_from
-            .rsplit_once('@')
-            .map_or("", |(_, d)| d)
-            .to_ascii_lowercase();
+        let sender_domain = lower(msg.mail_from.rsplit_once('@').map_or("", |(_, d)| d));
         if let Some(a) = self.forced(session, Phase::EndOfData, "") {
             return Err(self.refused(session, now, Phase::EndOfData, None, a));
         }
@@ -637,12 +643,19 @@ impl Engine {
             }
         }
         let today = self.with(|s| {
-            let c = s
-                .domain_day
-                .entry((sender_domain.clone(), day(now)))
-                .or_insert(0);
-            *c += u64::from(msg.rcpts);
-            *c
+            let d = day(now);
+            let c = match s.domain_day.get_mut(sender_domain.as_ref()) {
+                Some(c) => c,
+                None => s
+                    .domain_day
+                    .entry(sender_domain.to_string())
+                    .or_insert((d, 0)),
+            };
+            if c.0 != d {
+                *c = (d, 0);
+            }
+            c.1 += u64::from(msg.rcpts);
+            c.1
         });
         if a.bulk_threshold_per_day.is_some_and(|t| today > t) {
             let fails = (a.bulk_require_spf_and_dkim && !(msg.spf_pass && msg.dkim_pass))
