@@ -146,11 +146,10 @@ pub struct IspHandler {
 
 impl IspHandler {
     /// Decides, per accepted recipient, whether a late DSN or a complaint comes back, and
-    /// schedules it on the simulated clock.
-    fn schedule_feedback(&self, body: &[u8]) {
+    /// schedules it on the simulated clock. `mid` is the message's Message-ID field ("" for none),
+    /// `now` the time it was accepted.
+    fn schedule_feedback(&self, body: &[u8], mid: &str, now: i64) {
         let fb = &self.isp.profile.feedback;
-        let now = self.clock.now_ms();
-        let mid = mta::engine::header(body, "Message-ID").unwrap_or_default();
         // The original's header section and author, worked out only for a late bounce or a
         // complaint (most messages draw neither).
         let headers = || {
@@ -395,13 +394,14 @@ impl IspHandler {
             }
         };
         let dkim = auth.dkim;
-        let [post, unsubscribe, list_id, precedence] = mta::engine::headers(
+        let [post, unsubscribe, list_id, precedence, message_id] = mta::engine::headers(
             &data.body,
             [
                 "List-Unsubscribe-Post",
                 "List-Unsubscribe",
                 "List-Id",
                 "Precedence",
+                "Message-ID",
             ],
         );
         let one_click = post.is_some_and(|v| v.contains("One-Click"));
@@ -432,7 +432,7 @@ impl IspHandler {
         };
         let outcome = match self.isp.end_of_data(s, &facts, now) {
             Ok(r) => {
-                self.schedule_feedback(&data.body);
+                self.schedule_feedback(&data.body, message_id.as_deref().unwrap_or_default(), now);
                 Outcome::reply(
                     Reply::parse_line(&r).unwrap_or_else(|| Reply::new(250, "2.0.0", "OK")),
                 )
