@@ -4,6 +4,7 @@
 use crate::scenario::Traffic;
 use mta::config::values::parse_size;
 use mta::spool::BodyBuffers;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -67,7 +68,6 @@ pub struct Generator {
     total: u64,
     lo: u64,
     hi: u64,
-    domains: Vec<(String, f64)>,
     bodies: Arc<dyn BodyBuffers>,
     /// Whole filler lines, grown on demand and copied into bodies at once.
     filler: String,
@@ -89,7 +89,6 @@ impl Generator {
             total: n + t.special.len() as u64,
             lo,
             hi: hi.max(lo),
-            domains: t.domains.iter().map(|(d, w)| (d.clone(), *w)).collect(),
             bodies,
             filler: String::new(),
         }
@@ -108,13 +107,10 @@ impl Generator {
             Some(a) => vec![a.clone()],
             None => (0..t.recipients_per_message.max(1))
                 .map(|k| match k {
-                    0 => format!(
-                        "user{i}@{}",
-                        pick_domain(&self.domains, self.seed, &t.name, i)
-                    ),
+                    0 => format!("user{i}@{}", pick_domain(&t.domains, self.seed, &t.name, i)),
                     k => format!(
                         "user{i}.{k}@{}",
-                        pick_domain(&self.domains, self.seed, &format!("{}#{k}", t.name), i)
+                        pick_domain(&t.domains, self.seed, &format!("{}#{k}", t.name), i)
                     ),
                 })
                 .collect(),
@@ -157,8 +153,8 @@ impl Generator {
 }
 
 /// Draws a recipient domain for message `i` of a stream from the weights (deterministic).
-fn pick_domain<'a>(domains: &'a [(String, f64)], seed: u64, stream: &str, i: u64) -> &'a str {
-    let total: f64 = domains.iter().map(|(_, w)| w).sum();
+fn pick_domain<'a>(domains: &'a BTreeMap<String, f64>, seed: u64, stream: &str, i: u64) -> &'a str {
+    let total: f64 = domains.values().sum();
     let x = crate::isp::engine::draw(&[&seed.to_le_bytes(), stream.as_bytes(), &i.to_le_bytes()])
         * total;
     let mut acc = 0.0;
@@ -169,8 +165,9 @@ fn pick_domain<'a>(domains: &'a [(String, f64)], seed: u64, stream: &str, i: u64
         }
     }
     domains
-        .last()
-        .map_or("example.invalid", |(d, _)| d.as_str())
+        .keys()
+        .next_back()
+        .map_or("example.invalid", String::as_str)
 }
 
 #[cfg(test)]

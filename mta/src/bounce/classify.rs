@@ -459,19 +459,14 @@ impl Classifier {
         let mut set = Vec::new();
         for (i, r) in config_rules.iter().enumerate() {
             let category: Category = r.category.parse()?;
-            let source = &r.pattern.source;
-            let compiled = if source.starts_with("(?-i)") {
-                source.clone()
-            } else {
-                format!("(?i){source}")
-            };
-            let in_set = (!source.is_empty()
-                && regex::RegexBuilder::new(&compiled)
+            let compiled = r.pattern.compiled();
+            let in_set = (!r.pattern.source.is_empty()
+                && regex::RegexBuilder::new(compiled)
                     .size_limit(16 << 20)
                     .build()
                     .is_ok())
             .then(|| {
-                set.push(compiled);
+                set.push(compiled.to_string());
                 set.len() - 1
             });
             rules.push(Rule {

@@ -412,6 +412,12 @@ impl Pattern {
         })
     }
 
+    /// The regex as compiled: the source with PowerMTA's case rule applied (`(?i)` in front unless
+    /// it starts with `(?-i)`).
+    pub fn compiled(&self) -> &str {
+        self.regex.as_str()
+    }
+
     /// True if the pattern matches somewhere in `text` (a pathological backtrack counts as no match).
     pub fn is_match(&self, text: &str) -> bool {
         self.regex.is_match(text).unwrap_or(false)
@@ -545,9 +551,11 @@ mod tests {
         let (p, rest) = split_regex("/TSS04/ mode=backoff").unwrap_or_else(|e| panic!("{e}"));
         assert!(p.is_match("421 4.7.0 [tss04] deferred"));
         assert_eq!(rest, "mode=backoff");
+        assert_eq!(p.compiled(), "(?i)TSS04");
         let (p, _) = split_regex(r"/(?-i)TSS04/ x").unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.is_match("[tss04]"));
         assert!(p.is_match("[TSS04]"));
+        assert_eq!(p.compiled(), "(?-i)TSS04");
         let (p, rest) = split_regex(r"/a\/b/").unwrap_or_else(|e| panic!("{e}"));
         assert!(p.is_match("A/B"));
         assert_eq!(rest, "");

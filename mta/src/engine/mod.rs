@@ -619,10 +619,7 @@ impl Engine {
             rec.dlv_esmtp_available.clone_from(&c.esmtp);
         }
         rec.vmta.clone_from(&key.vmta);
-        // As `QueueKey`'s Display writes it, without the formatting machinery per record.
-        rec.queue.push_str(&key.domain);
-        rec.queue.push('/');
-        rec.queue.push_str(&key.vmta);
+        let _ = write!(rec.queue, "{key}");
         rec.vmta_pool = pool.unwrap_or_default();
         self.log(rec);
         if let Ok(mut st) = self.stats.lock() {

@@ -41,7 +41,10 @@ impl QueueKey {
 
 impl fmt::Display for QueueKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.domain, self.vmta)
+        // Written piece by piece: every accounting record names its queue.
+        f.write_str(&self.domain)?;
+        f.write_str("/")?;
+        f.write_str(&self.vmta)
     }
 }
 

@@ -238,10 +238,9 @@ impl Accepted {
 
     /// Drops the times at or before `now - window_ms`.
     fn trim(&mut self, now: i64, window_ms: i64) {
-        while self.times.front().is_some_and(|t| *t <= now - window_ms) {
-            self.times.pop_front();
-            self.dropped += 1;
-        }
+        let before = self.times.len();
+        trim_window(&mut self.times, now, window_ms);
+        self.dropped += before - self.times.len();
     }
 }
 
