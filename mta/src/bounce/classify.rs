@@ -160,6 +160,20 @@ pub struct Classification {
     pub matched_text: String,
 }
 
+/// One failure as a bounce reports it, for [`Classifier::classify_failure`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failure<'a> {
+    /// The enhanced status the bounce gives (`Status:`), or empty to take it from the diagnostic.
+    pub status: &'a str,
+    /// What the remote server said (the `Diagnostic-Code` value or the quoted reply).
+    pub diagnostic: &'a str,
+    /// The SMTP command the reply answered (`CONN`, `EHLO`, `MAIL`, `RCPT`, `DATA`), when known.
+    pub command: Option<&'a str>,
+    /// The reporter gave up on the recipient (a `failed` action), as opposed to a delay notice
+    /// or a synchronous reply.
+    pub gave_up: bool,
+}
+
 /// A parsed SMTP reply line: basic code, enhanced status, text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpReply {
@@ -506,6 +520,19 @@ impl Classifier {
         let r = SmtpReply::parse(reply);
         let status = r.status();
         self.classify_status(&status, &r.text)
+    }
+
+    /// Classifies one failed recipient of a bounce: what the remote server said, the SMTP command
+    /// it answered when the bounce says, and whether the reporter gave up (see [`Failure`]).
+    pub fn classify_failure(&self, f: &Failure<'_>) -> Classification {
+        let mut c = self.classify_status(f.status, f.diagnostic);
+        // A final failure with a transient (4.x.x) status means the sender gave up retrying: the
+        // message expired in its queue (Postfix after maximal_queue_lifetime keeps the last
+        // deferral's status and text; RFC 3464 §2.3.3 lets `failed` carry any status).
+        if f.gave_up && c.status.starts_with('4') && c.category != Category::Success {
+            c.category = Category::MessageExpired;
+        }
+        c
     }
 
     /// Classifies a (status, diagnostic) pair from a bounce message. An empty `status` is taken from

@@ -12,7 +12,7 @@ pub mod dsn;
 pub mod parse;
 pub mod report;
 
-pub use classify::{Category, Classification, Classifier, ClassifyError, RuleOrigin};
+pub use classify::{Category, Classification, Classifier, ClassifyError, Failure, RuleOrigin};
 pub use dsn::{build_dsn, Dsn, DsnAction, DsnRecipient, DsnRequest};
 pub use parse::{parse, BounceFormat, BounceReport, FailedRecipient, ParseError};
 pub use report::{classify_files_report, classify_reply_report};

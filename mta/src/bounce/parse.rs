@@ -10,7 +10,9 @@ use thiserror::Error;
 
 use crate::acct::{Record, RecordType};
 
-use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifier, SmtpReply};
+use super::classify::{
+    find_enhanced_status, strip_diag_type, Category, Classifier, Failure, SmtpReply,
+};
 
 /// Which bounce shape a message was recognised as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,6 +73,8 @@ pub struct FailedRecipient {
     pub category: Category,
     /// The category the reporting MTA itself gave (`X-PowerMTA-BounceCategory`), if any.
     pub reported_category: Option<String>,
+    /// The SMTP command the remote reply answered (`RCPT`, `DATA`, ...), when the bounce says.
+    pub command: Option<String>,
 }
 
 /// What a bounce message says.
@@ -265,7 +269,14 @@ fn recipient_from_text(
 ) -> FailedRecipient {
     let diag = diag.split_whitespace().collect::<Vec<_>>().join(" ");
     let status = status_from_diag(&diag, "5.0.0");
-    let category = classifier.classify_status(&status, &diag).category;
+    let category = classifier
+        .classify_failure(&Failure {
+            status: &status,
+            diagnostic: &diag,
+            command: None,
+            gave_up: true,
+        })
+        .category;
     FailedRecipient {
         recipient: rcpt,
         original_recipient: None,
@@ -276,6 +287,7 @@ fn recipient_from_text(
         last_attempt_date: None,
         category,
         reported_category: None,
+        command: None,
     }
 }
 
@@ -384,14 +396,17 @@ fn parse_dsn_fields(body: &str, classifier: &Classifier, report: &mut BounceRepo
             },
             None => status_from_diag(&diagnostic, default_status),
         };
-        let mut category = classifier.classify_status(&status, &diagnostic).category;
-        // A final failure with a transient (4.x.x) status means the sender gave up retrying: the
-        // message expired in its queue (Postfix after maximal_queue_lifetime keeps the last
-        // deferral's status and text; RFC 3464 §2.3.3 lets `failed` carry any status).
-        if action.starts_with("failed") && status.starts_with('4') && category != Category::Success
-        {
-            category = Category::MessageExpired;
-        }
+        let command = field(fields, "x-smtp-command")
+            .or_else(|| field(fields, "x-postfix-command"))
+            .map(str::to_string);
+        let category = classifier
+            .classify_failure(&Failure {
+                status: &status,
+                diagnostic: &diagnostic,
+                command: command.as_deref(),
+                gave_up: action.starts_with("failed"),
+            })
+            .category;
         report.recipients.push(FailedRecipient {
             recipient,
             original_recipient: original,
@@ -402,6 +417,7 @@ fn parse_dsn_fields(body: &str, classifier: &Classifier, report: &mut BounceRepo
             last_attempt_date: field(fields, "last-attempt-date").map(str::to_string),
             category,
             reported_category: field(fields, "x-powermta-bouncecategory").map(str::to_string),
+            command,
         });
     }
 }

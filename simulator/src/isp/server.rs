@@ -172,9 +172,18 @@ impl IspHandler {
                 let delay =
                     parse_interval(&fb.late_bounce_delay).unwrap_or(Duration::from_secs(600));
                 let diag = fb.late_bounce_diagnostic.replace("{rcpt}", rcpt);
-                let status = mta::bounce::classify::find_enhanced_status(&diag)
-                    .unwrap_or("5.0.0")
-                    .to_string();
+                // Status and category as the MTA's bounce processor will read them: one
+                // classifier for synchronous replies, bounces and the simulator's tallies.
+                let class = default_classifier().classify_failure(&mta::bounce::Failure {
+                    diagnostic: &diag,
+                    gave_up: true,
+                    ..Default::default()
+                });
+                let status = if class.status.is_empty() {
+                    "5.0.0".to_string()
+                } else {
+                    class.status
+                };
                 let recipients = [mta::bounce::DsnRecipient {
                     recipient: rcpt.clone(),
                     original_recipient: None,
@@ -182,7 +191,7 @@ impl IspHandler {
                     status,
                     remote_mta: Some(self.host.clone()),
                     diagnostic: diag,
-                    category: mta::bounce::Category::BadMailbox,
+                    category: class.category,
                     last_attempt: None,
                     will_retry_until: None,
                 }];
@@ -570,4 +579,10 @@ mod tests {
         let back = pool.take(8000);
         assert_eq!(back.as_ptr(), ptr, "back in the pool");
     }
+}
+
+/// The built-in classifier, compiled once for every provider's late bounces.
+fn default_classifier() -> &'static mta::bounce::Classifier {
+    static C: std::sync::OnceLock<mta::bounce::Classifier> = std::sync::OnceLock::new();
+    C.get_or_init(mta::bounce::Classifier::default)
 }
