@@ -142,7 +142,7 @@ fn reply_report_formats() {
 
 #[test]
 fn every_default_rule_documents_its_source() {
-    for r in DEFAULT_RULES {
+    for r in DEFAULT_RULES.iter() {
         assert!(r.source.len() > 10, "rule {} lacks a source", r.regex);
     }
 }

@@ -303,101 +303,16 @@ pub fn find_enhanced_status(text: &str) -> Option<&str> {
     None
 }
 
-/// One built-in rule: regex (PowerMTA syntax, case-insensitive), category, and where the text comes from.
-#[derive(Debug, Clone, Copy)]
-pub struct DefaultRule {
-    /// The regex as it would be written between slashes in the config.
-    pub regex: &'static str,
-    /// The category assigned.
-    pub category: Category,
-    /// Where the matched wording comes from (ISP documentation, RFC, MTA source knowledge).
-    pub source: &'static str,
-}
-
-use Category as C;
-
-/// The built-in rules, most specific first. Each `source` names where the wording comes from:
-/// "ref-B" is the shared reference part B (ISP reply tables: Gmail support.google.com/a/answer/3726730,
-/// Yahoo postmaster error codes, Outlook.com troubleshooting, iCloud), "sisimai" is the public knowledge
-/// of sisimai's rhost/lhost modules (facts about reply wording, not code), "RFC 3463" the enhanced
-/// status code registry, "pmta-stock" the status-code rules of PowerMTA's stock pattern block.
-pub const DEFAULT_RULES: &[DefaultRule] = &[
-    // --- success -------------------------------------------------------------------------------
-    DefaultRule { regex: r"^2\.\d{1,3}\.\d{1,3};", category: C::Success, source: "pmta-stock: 2.x.x is success" },
-    // --- expiry (PowerMTA's own expiry text and 4.4.7 come before everything) --------------------
-    DefaultRule { regex: r"^[45]\.4\.7;", category: C::MessageExpired, source: "RFC 3463 4.4.7 delivery time expired; pmta-stock" },
-    DefaultRule { regex: r"(message|delivery) (has )?expired|too long in (the )?queue|in the queue too long|retry time(out)? (not reached|exceeded)|bounce-after|could not be delivered for \d+ (days|hours)", category: C::MessageExpired, source: "Postfix 'message expired'/Exim 'retry time not reached for any host after a long failure period'/Sendmail 'Cannot send message for 5 days'" },
-    DefaultRule { regex: r"cannot send message for \d+ (days?|hours?)", category: C::MessageExpired, source: "Sendmail queue timeout text" },
-    // --- virus -----------------------------------------------------------------------------------
-    DefaultRule { regex: r"\bvirus|malware|\binfected\b|trojan|\bworm\b|\bphishing attachment|dangerous attachment|content presents a potential security issue", category: C::VirusRelated, source: "ClamAV/Exchange/Gmail 'virus detected' replies (sisimai: virus/malware wording); Gmail 552 5.7.0 'content presents a potential security issue' (support.google.com/mail/?p=BlockedMessage)" },
-    // --- spam (specific ISP texts before the generic 5.7.x policy rules) --------------------------
-    DefaultRule { regex: r"likely unsolicited mail|\bspam\b.*(detected|content|message)|message (was |is )?(classified|identified|considered|detected) as (spam|junk|bulk)|content (looks|appears) (like|to be) spam|\bUBE\b|high (probability|likelihood) of (being )?spam|spam score|bulk mail (rejected|detected)|suspicion of spam|permanent failure for one or more recipients \([^)]*:blocked\)", category: C::SpamRelated, source: "ref-B Gmail 550 5.7.1 'likely unsolicited mail'; sisimai spamdetected wording; Yandex 'Message rejected under suspicion of SPAM'; Barracuda ESG '(addr:blocked)', a block by spam scoring" },
-    DefaultRule { regex: r"\[(CS01|HM08)\]|message rejected due to (local )?spam|rejected as spam|looks like spam|spam(my)? (content|message)", category: C::SpamRelated, source: "sisimai Apple/Yahoo spam wording; generic" },
-    DefaultRule { regex: r"not listed in (the )?(Domino Directory|public Name & Address Book)", category: C::BadMailbox, source: "HCL/Lotus Domino router 'User x not listed in Domino Directory' (before the blocklist rule's 'listed in')" },
-    // --- rate limits / reputation / blocklists: policy ------------------------------------------
-    DefaultRule { regex: r"insufficient (system storage|disk space)|mail system full", category: C::BadConfiguration, source: "Sendmail '452 4.4.5 Insufficient disk space; try again later', RFC 3463 X.3.1 mail system full: the receiving system, not the mailbox" },
-    DefaultRule { regex: r"helo command rejected|need fully-qualified hostname|invalid (helo|ehlo)|^[45]\.7\.8;|username and password not accepted|authentication credentials invalid", category: C::BadConfiguration, source: "Postfix reject_non_fqdn_helo_hostname '504 5.5.2 Helo command rejected: need fully-qualified hostname'; Gmail '535 5.7.8 Username and Password not accepted' (RFC 4954 5.7.8): the sender's own setup" },
-    DefaultRule { regex: r"spam points|- SPAM\b|\bspam message rejected", category: C::SpamRelated, source: "Exim spec content-scanning example 'This message scored N spam points', amavisd-new 'Reject, id=... - SPAM', rspamd 'Spam message rejected'" },
-    DefaultRule { regex: r"\[(TSS0\d|TS0\d|GL0\d|PH0\d|BL\d\d|HME\d)\]|\b(RP|SC|DY|OU)-00\d\b|\(S3150\)|\(AS\d+\)|\(S77\d*\)", category: C::PolicyRelated, source: "ref-B Yahoo [TSS04]/[TSS09]/[BL23]/[PH01], Outlook RP-001..003/SC-001/DY-001/OU-001/S3150/AS761, iCloud [HME1]" },
-    DefaultRule { regex: r"rate limit|rate-limit|ratelimit|temporarily deferred|excessive volume|unexpected volume|too many (messages|connections|recipients|mails)|receiving (e-?mail|mail) too quickly|max(imum)? messages? per connection|connection limit|try again later|unusual rate|sending quota|receive limit|daily limit|sending limit|per hour|greylist|graylist|throttl|sending rate|internal resource temporarily unavailable", category: C::PolicyRelated, source: "ref-B postgrey 'Greylisted'; Amazon SES 'Throttling failure: Maximum sending rate exceeded'; Mimecast 451 'Internal resource temporarily unavailable' (greylisting/reputation); ref-B Gmail 4.7.28/4.2.1, Yahoo TSS04/'receiving mail too quickly'/'Max message per connection', Outlook RP-00x, iCloud 'excessive volume'; Exchange Online NDR table 5.2.121/5.2.122 'per hour message receive limit', 5.1.90 'daily limit'" },
-    DefaultRule { regex: r"unauthenticated|not (pass|passed)|didn't pass|did not pass|\bDMARC\b|\bSPF\b|\bDKIM\b|authentication level|PTR (resource )?record|reverse (dns|DNS)|TLS required|wasn't sent over a TLS|anti-?spoofing|\bspoof", category: C::PolicyRelated, source: "Mimecast 'Rejected by header based Anti-Spoofing policy'; ref-B Gmail 5.7.25/5.7.26/5.7.27/4.7.29/4.7.30, Yahoo 5.7.9, Outlook 5.7.515, iCloud [HME1]" },
-    DefaultRule { regex: r"spamhaus|block ?list|black ?list|\bRBL\b|\bDNSBLs?\b|listed (at|on|in)|low reputation|reputation|suspicious", category: C::PolicyRelated, source: "ref-B Yahoo [BL23] Spamhaus XBL, Outlook 'on our block list', iCloud 'listing in Spamhaus SBL', Gmail 'very low reputation'" },
-    // --- quota -----------------------------------------------------------------------------------
-    DefaultRule { regex: r"over ?quota|quota exceeded|exceeded (its|the|their|his|her) (storage )?quota|mailbox (is )?full|inbox is (out of storage|full)|out of storage|mailbox size limit|user has exceeded|storage space", category: C::QuotaIssues, source: "ref-B Gmail 4.2.2/5.2.2 'out of storage space', iCloud 'user is over quota', Exchange 'mailbox full'; Postfix/Dovecot 'quota exceeded'" },
-    // --- inactive / disabled mailbox ---------------------------------------------------------------
-    DefaultRule { regex: r"inactive|disabled|deactivated|\b(account|mailbox|user|address) (is |has been |was )?suspended|suspended (account|mailbox|user)|account (has been |is )?(closed|locked|expired|blocked)|mailbox (is )?(unavailable due to inactivity|locked)|no longer (active|in use|available)|\(554\.30\)", category: C::InactiveMailbox, source: "'suspended' only next to account/mailbox/user: Postfix's 'delivery temporarily suspended' is a deferral, not a closed mailbox; ref-B Gmail 5.2.1 'is inactive', Yahoo 'This mailbox is disabled (554.30)', iCloud 'inactive email address'" },
-    // --- relaying ----------------------------------------------------------------------------------
-    DefaultRule { regex: r"relay(ing)? (access )?(denied|not permitted|not allowed|prohibited)|unable to relay|not permitted to relay|we do not relay|open relay|\brelay(ing)?\b.*\b(denied|refused)|relaying disallowed|rcpthosts", category: C::RelayingIssues, source: "Zoho '553 Relaying disallowed', qmail-smtpd 'not in my list of allowed rcpthosts'; Postfix '554 5.7.1 Relay access denied', Exchange '550 5.7.54 Unable to relay', Sendmail 'Relaying denied'" },
-    DefaultRule { regex: r"^[45]\.7\.54;", category: C::RelayingIssues, source: "Exchange 5.7.54 unable to relay" },
-    // --- invalid sender -------------------------------------------------------------------------------
-    DefaultRule { regex: r"sender (address )?(rejected|refused|invalid|unknown|verify failed)|(invalid|unknown|bad) sender|sender domain (does not exist|not found|must exist)|domain of sender address|mail from.*(rejected|refused|invalid)|return[- ]path.*(invalid|rejected)", category: C::InvalidSender, source: "Postfix 'Sender address rejected: Domain not found', Sendmail 'Domain of sender address ... does not exist'" },
-    DefaultRule { regex: r"^[45]\.1\.[78];", category: C::InvalidSender, source: "RFC 3463 5.1.7 bad sender mailbox syntax, 5.1.8 bad sender system address; pmta-stock" },
-    // --- bad domain -------------------------------------------------------------------------------------
-    DefaultRule { regex: r"NXDOMAIN|host (or domain name )?not found|domain (name )?(not found|does not exist|doesn't exist|is not valid|has no MX)|no such domain|unrouteable (mail )?domain|unknown (domain|host)|host unknown|name service error|no (valid )?(MX|mail exchanger)|nullmx|null MX|does not accept mail|MX records point to non-existent hosts", category: C::BadDomain, source: "Sendmail '550 Host unknown (Name server: ...: host not found)', Postfix 'Host or domain name not found. Name service error', Exim 'Unrouteable address'/'all relevant MX records point to non-existent hosts', RFC 7505 null MX" },
-    // --- bad mailbox (texts) ------------------------------------------------------------------------------
-    DefaultRule { regex: r"RecipNotFound|RecipientNotFound|does not exist|doesn't exist|doesn't have a .* account|no such (user|mailbox|recipient|address)|user unknown|unknown (user|recipient|mailbox)|(recipient|mailbox|address) (not found|unknown|invalid|unavailable)|invalid (recipient|mailbox|address)|not a valid (mailbox|recipient|user)|mailbox unavailable|undeliverable address|addressee unknown|couldn't be found|recipient address rejected|\b(recipient|address) rejected", category: C::BadMailbox, source: "Cox '550 5.1.1 recipient rejected', Cisco AsyncOS '550 #5.1.0 Address rejected.'; ref-B Gmail 5.1.1 'does not exist', Yahoo 'This user doesn't have a yahoo.com account', Outlook '5.5.0 mailbox unavailable', Office 365 '550 5.1.10 RESOLVER.ADR.RecipientNotFound', Exchange 'couldn't be found'" },
-    DefaultRule { regex: r"message size exceeds|SizeLimit|message (file )?(is )?too (large|big)", category: C::ContentRelated, source: "Exchange 'ROUTING.SizeLimit; message size exceeds fixed maximum size for route' (before the routing words), Postfix cleanup 'message file too big'" },
-    // --- bad configuration texts ---
-    DefaultRule { regex: r"local error in processing", category: C::BadConfiguration, source: "RFC 5321 4.2.3 '451 Requested action aborted: local error in processing'" },
-    // --- connection-level failures --------------------------------------------------------------------------
-    DefaultRule { regex: r"timed? ?out|timeout|no answer|did not respond|not responding|no response|conversation with .* timed out|unable to connect", category: C::NoAnswerFromHost, source: "Exchange 4.4.0/4.2.1 'Unable to connect'; Postfix 'conversation with X timed out', Exim 'Connection timed out'" },
-    DefaultRule { regex: r"connection (refused|reset|closed|dropped|lost)|lost connection|broken pipe|network is unreachable|no route to host|TLS (handshake )?(failed|failure|error)|handshake failure|certificate (verify|verification) failed|connect(ion)? to .* failed|closed (the )?connection|TLS is required, but was not offered", category: C::BadConnection, source: "Exim 'Remote host closed connection in response to ...', Postfix 'TLS is required, but was not offered by host'; Postfix 'connect to X: Connection refused'/'lost connection with X', socket errors" },
-    // --- routing -------------------------------------------------------------------------------------------------
-    DefaultRule { regex: r"mail loop|loops back to myself|routing loop|too many hops|hop count exceeded", category: C::RoutingErrors, source: "Postfix 'mail for X loops back to myself', Sendmail 'Too many hops'" },
-    DefaultRule { regex: r"\bunroutable\b|\bunrouteable\b|\broute\b|routing", category: C::RoutingErrors, source: "pmta-stock routing texts" },
-    // --- protocol --------------------------------------------------------------------------------------------------
-    DefaultRule { regex: r"bad sequence|syntax error|command (not )?(recognized|unrecognized|not implemented)|unrecognized command|line too long|bare LF|pipelining|protocol error|out of sequence|too many errors", category: C::ProtocolErrors, source: "Postfix smtpd 'Error: too many errors' (smtpd_hard_error_limit); RFC 5321 500/501/503 reply texts, 5.5.x" },
-    // --- content / size ---------------------------------------------------------------------------------------------
-    DefaultRule { regex: r"size (exceeds|limit)|exceed(s|ed)? .*size limits?|message (is )?too (large|big)|message size|too many (lines|headers)|content (rejected|refused|not accepted|restrictions?|filter)|message content|attachment|invalid 7bit|8bit|\bMIME\b|RFC ?5322|RFC ?2822|malformed|header", category: C::ContentRelated, source: "ref-B Gmail 552 5.3.4 'exceeded Google's message size limits', Exchange 'Message size exceeds fixed maximum message size', Gmail 5.7.0 RFC 5322 non-compliance" },
-    // --- generic policy words (after all specific texts) --------------------------------------------------------------
-    DefaultRule { regex: r"denied|prohibited|refused|not allowed|banned|policy|blocked|rejected|not accepted|access denied|administrative", category: C::PolicyRelated, source: "pmta-stock policy words (denied, prohibit, refused, allowed, banned, policy)" },
-    // --- enhanced status code rules (RFC 3463), after all text rules ------------------------------------------------------
-    DefaultRule { regex: r"^[45]\.1\.[29];|^[45]\.1\.10;", category: C::BadDomain, source: "RFC 3463 5.1.2 bad destination system address; RFC 7505 5.1.10 null MX (after the texts: Office 365 also uses 5.1.10 for RecipientNotFound)" },
-    DefaultRule { regex: r"^[45]\.1\.[01346];", category: C::BadMailbox, source: "RFC 3463 5.1.0 other address, 5.1.1 bad mailbox, 5.1.3 bad syntax, 5.1.4 ambiguous, 5.1.6 moved; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.1\.5;", category: C::Success, source: "RFC 3463 5.1.5 destination mailbox address valid (informational)" },
-    DefaultRule { regex: r"^[45]\.2\.0;", category: C::BadMailbox, source: "RFC 3463 x.2.0 other mailbox status; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.2\.1;", category: C::InactiveMailbox, source: "RFC 3463 5.2.1 mailbox disabled; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.2\.2;", category: C::QuotaIssues, source: "RFC 3463 5.2.2 mailbox full; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.2\.3;", category: C::ContentRelated, source: "RFC 3463 5.2.3 message length exceeds administrative limit" },
-    DefaultRule { regex: r"^[45]\.2\.4;", category: C::BadMailbox, source: "RFC 3463 5.2.4 mailing list expansion problem" },
-    DefaultRule { regex: r"^[45]\.3\.[0-2];", category: C::BadConfiguration, source: "RFC 3463 5.3.0-5.3.2 mail system other/full/not accepting" },
-    DefaultRule { regex: r"^[45]\.3\.[34];", category: C::ContentRelated, source: "RFC 3463 5.3.3 feature not supported, 5.3.4 message too big; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.3\.5;", category: C::BadConfiguration, source: "RFC 3463 5.3.5 system incorrectly configured; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.4\.1;", category: C::NoAnswerFromHost, source: "RFC 3463 4.4.1 no answer from host; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.4\.2;", category: C::BadConnection, source: "RFC 3463 4.4.2 bad connection; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.4\.[0]?;|^[45]\.4\.[3-6];", category: C::RoutingErrors, source: "RFC 3463 4.4.3 directory server failure, 4.4.4 unable to route, 4.4.5 congestion, 4.4.6 routing loop; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.5\.3;", category: C::PolicyRelated, source: "RFC 3463 5.5.3 too many recipients; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.5\.\d{1,3};", category: C::ProtocolErrors, source: "RFC 3463 x.5.x protocol status; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.6\.\d{1,3};", category: C::ContentRelated, source: "RFC 3463 x.6.x message content; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.7\.7;", category: C::ContentRelated, source: "RFC 3463 5.7.7 message integrity failure; pmta-stock" },
-    DefaultRule { regex: r"^[45]\.7\.\d{1,3};", category: C::PolicyRelated, source: "RFC 3463 x.7.x security or policy status; pmta-stock (5.7.0-5.7.2)" },
-];
+use super::rules::infer_command;
+pub use super::rules::{Command, DefaultRule, When, DEFAULT_RULES};
 
 #[derive(Debug, Clone)]
 struct Rule {
     pattern: Pattern,
     category: Category,
     origin: RuleOrigin,
+    /// Where the config says it (`file:line`).
+    at: String,
     /// Its index in [`Classifier::config_set`] when the `regex` crate takes the pattern as it is
     /// (no look-around or back-reference); such a pattern `fancy_regex` hands to `regex` anyway.
     in_set: Option<usize>,
@@ -416,13 +331,24 @@ pub struct Classifier {
     verdicts: Verdicts,
 }
 
+/// What a failure adds to its text: the command answered (a [`Command::bit`], 0 if unknown) and
+/// whether the reporter gave up on it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Context {
+    command: u8,
+    gave_up: bool,
+}
+
 /// The most verdicts a classifier remembers; past it, it starts over.
 const MAX_VERDICTS: usize = 4096;
 
 /// Verdicts already reached, by the text the rules ran against: replies repeat (a deferral storm
 /// sends one text thousands of times), and the rules are regexes. A clone starts empty.
 #[derive(Default)]
-struct Verdicts(std::sync::Mutex<std::collections::HashMap<String, (Category, RuleOrigin)>>);
+struct Verdicts(std::sync::Mutex<std::collections::HashMap<VerdictKey, (Category, RuleOrigin)>>);
+
+/// A verdict's key: the context bits (command, 0x80 for expired) and the matched text.
+type VerdictKey = (u8, String);
 
 impl Clone for Verdicts {
     fn clone(&self) -> Self {
@@ -437,16 +363,16 @@ impl fmt::Debug for Verdicts {
 }
 
 impl Verdicts {
-    fn get(&self, text: &str) -> Option<(Category, RuleOrigin)> {
-        self.0.lock().ok()?.get(text).copied()
+    fn get(&self, key: &VerdictKey) -> Option<(Category, RuleOrigin)> {
+        self.0.lock().ok()?.get(key).copied()
     }
 
-    fn put(&self, text: &str, verdict: (Category, RuleOrigin)) {
+    fn put(&self, key: &VerdictKey, verdict: (Category, RuleOrigin)) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= MAX_VERDICTS {
                 m.clear();
             }
-            m.insert(text.to_string(), verdict);
+            m.insert(key.clone(), verdict);
         }
     }
 }
@@ -487,6 +413,7 @@ impl Classifier {
                 pattern: r.pattern.clone(),
                 category,
                 origin: RuleOrigin::Config(i),
+                at: format!("{}:{}", r.span.file, r.span.line),
                 in_set,
             });
         }
@@ -524,20 +451,27 @@ impl Classifier {
 
     /// Classifies one failed recipient of a bounce: what the remote server said, the SMTP command
     /// it answered when the bounce says, and whether the reporter gave up (see [`Failure`]).
+    /// A final failure with a transient (4.x.x) status means the sender gave up retrying: rules
+    /// marked `expired` then apply (the message expired unless the text names why).
     pub fn classify_failure(&self, f: &Failure<'_>) -> Classification {
-        let mut c = self.classify_status(f.status, f.diagnostic);
-        // A final failure with a transient (4.x.x) status means the sender gave up retrying: the
-        // message expired in its queue (Postfix after maximal_queue_lifetime keeps the last
-        // deferral's status and text; RFC 3464 §2.3.3 lets `failed` carry any status).
-        if f.gave_up && c.status.starts_with('4') && c.category != Category::Success {
-            c.category = Category::MessageExpired;
-        }
-        c
+        let command = f
+            .command
+            .and_then(Command::parse)
+            .or_else(|| infer_command(f.diagnostic));
+        let ctx = Context {
+            command: command.map_or(0, Command::bit),
+            gave_up: f.gave_up,
+        };
+        self.classify_in(f.status, f.diagnostic, ctx)
     }
 
     /// Classifies a (status, diagnostic) pair from a bounce message. An empty `status` is taken from
     /// the diagnostic's enhanced code or basic code when it has one.
     pub fn classify_status(&self, status: &str, diagnostic: &str) -> Classification {
+        self.classify_in(status, diagnostic, Context::default())
+    }
+
+    fn classify_in(&self, status: &str, diagnostic: &str, ctx: Context) -> Classification {
         // White space collapsed to single spaces (most replies already are).
         let diag: Cow<'_, str> = if single_spaced(diagnostic) {
             Cow::Borrowed(diagnostic)
@@ -554,14 +488,17 @@ impl Classifier {
             };
         }
         let matched_text = format!("{status}; {diag}");
-        let (category, origin) = match self.verdicts.get(&matched_text) {
+        let expired = ctx.gave_up && status.starts_with('4');
+        let key = (ctx.command | if expired { 0x80 } else { 0 }, matched_text);
+        let (category, origin) = match self.verdicts.get(&key) {
             Some(v) => v,
             None => {
-                let v = self.decide(&matched_text);
-                self.verdicts.put(&matched_text, v);
+                let v = self.decide(&key.1, ctx.command, expired);
+                self.verdicts.put(&key, v);
                 v
             }
         };
+        let matched_text = key.1;
         Classification {
             category,
             origin,
@@ -572,7 +509,7 @@ impl Classifier {
 
     /// The rule that decides `matched_text`: the config's rules in order, then the defaults, then
     /// the config's catch-all, else `other`.
-    fn decide(&self, matched_text: &str) -> (Category, RuleOrigin) {
+    fn decide(&self, matched_text: &str, command: u8, expired: bool) -> (Category, RuleOrigin) {
         let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
         let in_set = (!self.config_set.is_empty()).then(|| self.config_set.matches(matched_text));
         for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
@@ -584,15 +521,41 @@ impl Classifier {
                 return (rule.category, rule.origin);
             }
         }
-        if let Some(i) = self.defaults.matches(matched_text).iter().next() {
+        for i in self.defaults.matches(matched_text).iter() {
             if let Some(d) = DEFAULT_RULES.get(i) {
-                return (d.category, RuleOrigin::Default(i));
+                if d.when.holds(command, expired) {
+                    return (d.category, RuleOrigin::Default(i));
+                }
             }
         }
         if let Some(rule) = catch_all {
             return (rule.category, rule.origin);
         }
         (Category::Other, RuleOrigin::Fallback)
+    }
+
+    /// Says which rule `origin` names: where it is written, its regex and (built-in) its source.
+    pub fn describe(&self, origin: RuleOrigin) -> String {
+        match origin {
+            RuleOrigin::Config(i) => match self.rules.iter().find(|r| r.origin == origin) {
+                Some(r) => format!("config {} rule {}: /{}/", r.at, i + 1, r.pattern.source),
+                None => format!("config rule {}", i + 1),
+            },
+            RuleOrigin::Default(i) => match DEFAULT_RULES.get(i) {
+                Some(d) => {
+                    let when = match (d.when.commands, d.when.expired) {
+                        (0, false) => String::new(),
+                        _ => format!(" [when {}]", d.when),
+                    };
+                    format!(
+                        "built-in rules.tsv line {}: /{}/{when} (source: {})",
+                        d.line, d.regex, d.source
+                    )
+                }
+                None => format!("built-in rule {}", i + 1),
+            },
+            RuleOrigin::Fallback => "no rule matched".to_string(),
+        }
     }
 
     /// The number of rules (config plus defaults).
@@ -776,12 +739,69 @@ mod tests {
             "552 5.2.2 over quota",
         ] {
             let got = c.classify_reply(text);
+            // A reply with no command and no expiry: the rules without conditions, in order.
             let want = seq
                 .iter()
-                .position(|p| p.is_match(&got.matched_text))
+                .zip(DEFAULT_RULES.iter())
+                .position(|(p, d)| d.when.holds(0, false) && p.is_match(&got.matched_text))
                 .map_or(RuleOrigin::Fallback, RuleOrigin::Default);
             assert_eq!(got.origin, want, "{text}");
         }
+    }
+
+    /// The command answered and an expiry change the verdict only through the rules that say so.
+    #[test]
+    fn command_and_expiry_conditions() {
+        let c = Classifier::default();
+        let f = |status, diagnostic, command, gave_up| {
+            c.classify_failure(&Failure {
+                status,
+                diagnostic,
+                command,
+                gave_up,
+            })
+            .category
+        };
+        // A bare 550: unknown user to RCPT, the sender to MAIL, a block at connect.
+        assert_eq!(f("", "550 no", Some("RCPT"), true), Category::BadMailbox);
+        assert_eq!(f("", "550 no", Some("MAIL"), true), Category::InvalidSender);
+        assert_eq!(f("", "554 go", Some("CONN"), true), Category::PolicyRelated);
+        assert_eq!(f("", "550 no", None, true), Category::Other);
+        // The command read from Postfix's words when the bounce gives no field.
+        let said = "host x[192.0.2.1] said: 550 no (in reply to RCPT TO command)";
+        assert_eq!(f("5.0.0", said, None, true), Category::BadMailbox);
+        // An expired message: the last reply's reason where there is one, else message-expired.
+        assert_eq!(
+            f("4.2.2", "452 4.2.2 mailbox full", None, true),
+            Category::QuotaIssues
+        );
+        assert_eq!(
+            f("4.0.0", "451 temporary failure", None, true),
+            Category::MessageExpired
+        );
+        assert_eq!(
+            f("4.0.0", "451 temporary failure", None, false),
+            Category::Other
+        );
+        let timeout = "connect to x[192.0.2.1]:25: Connection timed out";
+        assert_eq!(f("4.4.1", timeout, None, true), Category::MessageExpired);
+        assert_eq!(f("4.4.1", timeout, None, false), Category::NoAnswerFromHost);
+        let tss = "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred";
+        assert_eq!(f("4.7.0", tss, None, true), Category::PolicyRelated);
+    }
+
+    /// `describe` names the table line, regex and source of a built-in rule.
+    #[test]
+    fn describe_names_the_rule() {
+        let c = Classifier::default();
+        let got = c.classify_reply("550 5.1.1 user unknown");
+        let text = c.describe(got.origin);
+        assert!(text.starts_with("built-in rules.tsv line "), "{text}");
+        assert!(
+            text.contains("user unknown") && text.contains("source: "),
+            "{text}"
+        );
+        assert_eq!(c.describe(RuleOrigin::Fallback), "no rule matched");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod dsn;
 pub mod parse;
 pub mod report;
+pub mod rules;
 
 pub use classify::{Category, Classification, Classifier, ClassifyError, Failure, RuleOrigin};
 pub use dsn::{build_dsn, Dsn, DsnAction, DsnRecipient, DsnRequest};
