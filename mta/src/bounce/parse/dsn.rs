@@ -1,0 +1,199 @@
+//! RFC 3464 delivery-status fields, in a `message/delivery-status` part or (broken variants) in a
+//! text part: missing blank lines between recipients, no Final-Recipient, `Action: expired`,
+//! quoted local parts, a pipe or file in place of the address.
+
+use super::{
+    command_in, field, find_address, find_enhanced_status, header_fields, typed_value,
+    BounceReport, Hit, Input,
+};
+
+/// Per-recipient DSN field names (RFC 3464 section 2.3).
+const RECIPIENT_FIELDS: &[&str] = &[
+    "final-recipient",
+    "original-recipient",
+    "action",
+    "status",
+    "diagnostic-code",
+    "remote-mta",
+    "last-attempt-date",
+    "x-actual-recipient",
+];
+/// Per-message DSN field names (RFC 3464 section 2.2) and PowerMTA's extension.
+const MESSAGE_FIELDS: &[&str] = &[
+    "reporting-mta",
+    "arrival-date",
+    "x-powermta-virtualmta",
+    "received-from-mta",
+];
+/// Other fields kept with a recipient group.
+const EXTRA_FIELDS: &[&str] = &[
+    "x-smtp-command",
+    "x-postfix-command",
+    "x-powermta-bouncecategory",
+];
+
+/// Splits DSN text into field groups: at blank lines, and where a per-recipient field repeats
+/// (DSNs that leave out the blank line between recipients).
+fn groups(body: &str) -> Vec<Vec<(String, String)>> {
+    let norm = body.replace("\r\n", "\n");
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for block in norm.split("\n\n") {
+        let mut current: Vec<(String, String)> = Vec::new();
+        for (name, value) in header_fields(block) {
+            let known = RECIPIENT_FIELDS.contains(&name.as_str())
+                || MESSAGE_FIELDS.contains(&name.as_str())
+                || EXTRA_FIELDS.contains(&name.as_str());
+            if !known {
+                continue;
+            }
+            let repeats = RECIPIENT_FIELDS.contains(&name.as_str())
+                && current.iter().any(|(n, _)| *n == name);
+            if repeats {
+                out.push(std::mem::take(&mut current));
+            }
+            current.push((name, value));
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+    }
+    out
+}
+
+/// A usable recipient address from a DSN address field: the type prefix, brackets and quotes
+/// around the local part dropped; the address inside a pipe or route form; `None` if none.
+fn dsn_address(v: &str) -> Option<String> {
+    let t = typed_value(v);
+    let t = t.replace("\"@", "@");
+    let t = t.strip_prefix('"').unwrap_or(&t).to_string();
+    if t.contains('@')
+        && !t.contains(['|', ' ', ':', '/'])
+        && find_address(&t).as_deref() == Some(t.as_str())
+    {
+        return Some(t);
+    }
+    find_address(&t)
+}
+
+/// The failed or delayed recipients of DSN fields (per-message fields go into `report`).
+pub(super) fn parse_fields(body: &str, report: &mut BounceReport) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    for fields in groups(body) {
+        let is_rcpt = field(&fields, "final-recipient").is_some()
+            || field(&fields, "original-recipient").is_some();
+        if !is_rcpt {
+            // Per-message fields: the first block that has them wins.
+            if let (None, Some(v)) = (&report.reporting_mta, field(&fields, "reporting-mta")) {
+                report.reporting_mta = Some(typed_value(v));
+            }
+            if let (None, Some(v)) = (&report.arrival_date, field(&fields, "arrival-date")) {
+                report.arrival_date = Some(v.to_string());
+            }
+            if let (None, Some(v)) = (&report.virtual_mta, field(&fields, "x-powermta-virtualmta"))
+            {
+                report.virtual_mta = Some(v.to_string());
+            }
+            continue;
+        }
+        if let Some(h) = group_hit(&fields) {
+            hits.push(h);
+        }
+    }
+    hits
+}
+
+fn group_hit(fields: &[(String, String)]) -> Option<Hit> {
+    let action = field(fields, "action")
+        .unwrap_or("failed")
+        .to_ascii_lowercase();
+    let delayed = action.starts_with("delayed");
+    if !(action.starts_with("failed") || delayed || action.starts_with("expired")) {
+        return None;
+    }
+    let original = field(fields, "original-recipient").and_then(dsn_address);
+    let rcpt = field(fields, "final-recipient")
+        .and_then(dsn_address)
+        .or_else(|| original.clone())
+        .or_else(|| field(fields, "x-actual-recipient").and_then(dsn_address))
+        .unwrap_or_default();
+    let diag = field(fields, "diagnostic-code").unwrap_or("").to_string();
+    let status = field(fields, "status").and_then(|s| {
+        find_enhanced_status(s)
+            .map(str::to_string)
+            .or_else(|| s.split_whitespace().next().map(str::to_string))
+    });
+    let command = field(fields, "x-smtp-command")
+        .or_else(|| field(fields, "x-postfix-command"))
+        .map(str::to_string);
+    Some(Hit {
+        rcpt,
+        diag,
+        remote: field(fields, "remote-mta").map(typed_value),
+        command,
+        status,
+        delayed,
+        original,
+        last_attempt: field(fields, "last-attempt-date").map(str::to_string),
+        reported_category: field(fields, "x-powermta-bouncecategory").map(str::to_string),
+    })
+}
+
+/// DSN fields written into a text part (broken MIME, WorkMail, Messaging Server, ...): the lines
+/// from the first `Final-Recipient`/`Original-Recipient`/`Reporting-MTA` field on.
+pub(super) fn embedded(text: &str) -> Vec<Hit> {
+    let lower = text.to_ascii_lowercase();
+    let start = [
+        "\nreporting-mta:",
+        "\nfinal-recipient:",
+        "\noriginal-recipient:",
+    ]
+    .iter()
+    .filter_map(|m| lower.find(m))
+    .min();
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    let mut scratch = BounceReport::default();
+    parse_fields(&text[start..], &mut scratch)
+}
+
+/// Completes DSN hits from the human-readable part: an empty recipient takes the text's
+/// recipient in the same position; a missing diagnostic or command is looked up in the
+/// paragraph of the text that names the recipient (Postfix's "(in reply to RCPT TO command)").
+pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> {
+    if hits.iter().any(|h| h.rcpt.is_empty()) {
+        let text_hits = super::fallback::scan(input);
+        for (i, h) in hits.iter_mut().enumerate() {
+            if h.rcpt.is_empty() {
+                if let Some(t) = text_hits.get(i) {
+                    h.rcpt = t.rcpt.clone();
+                    if h.diag.is_empty() {
+                        h.diag = t.diag.clone();
+                    }
+                }
+            }
+        }
+    }
+    let human_lower = input.human.to_ascii_lowercase();
+    for h in &mut hits {
+        if h.command.is_some() && !h.diag.is_empty() {
+            continue;
+        }
+        let Some(p) = human_lower.find(&h.rcpt.to_ascii_lowercase()) else {
+            continue;
+        };
+        let para_end = input.human[p..]
+            .find("\n\n")
+            .map(|e| p + e)
+            .unwrap_or(input.human.len());
+        let para = &input.human[p..para_end];
+        if h.command.is_none() {
+            h.command = command_in(para).map(str::to_string);
+        }
+        if h.diag.is_empty() {
+            let rest = para.split_once(':').map(|(_, r)| r).unwrap_or("");
+            h.diag = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        }
+    }
+    hits
+}

@@ -1,0 +1,761 @@
+//! Bounce message parsing: RFC 3464 DSNs and the common non-standard formats (Postfix transcript,
+//! Exim, Sendmail, qmail, Exchange/Office 365 NDRs, Gmail, Yahoo). Each failed recipient comes out
+//! with its status, diagnostic text and bounce category.
+
+use std::collections::BTreeMap;
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::acct::{Record, RecordType};
+
+use super::classify::{
+    find_enhanced_status, strip_diag_type, Category, Classifier, Failure, SmtpReply,
+};
+
+mod dsn;
+mod fallback;
+mod mta_text;
+mod services;
+
+/// Which bounce shape a message was recognised as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BounceFormat {
+    /// RFC 3464 `multipart/report; report-type=delivery-status`.
+    Dsn,
+    /// Postfix's plain-text "This is the mail system at host …" form.
+    Postfix,
+    /// Exim's "This message was created automatically by mail delivery software".
+    Exim,
+    /// Sendmail's "----- Transcript of session follows -----".
+    Sendmail,
+    /// qmail's "Hi. This is the qmail-send program".
+    Qmail,
+    /// Exchange / Office 365 NDR ("Delivery has failed to these recipients or groups").
+    Exchange,
+    /// Gmail's "Delivery Status Notification (Failure)" / "Address not found".
+    Gmail,
+    /// Yahoo's "Sorry, we were unable to deliver your message".
+    Yahoo,
+    /// RFC 3464 fields written into a text part (broken MIME, Amazon WorkMail, Messaging Server).
+    DsnText,
+    /// DragonFly Mail Agent's "There was an error delivering your mail to".
+    Dragonfly,
+    /// Google Groups' "the group you tried to contact may not exist" notice.
+    GoogleGroups,
+    /// Amazon SES JSON notifications (bounce or delivery), directly or through SNS.
+    AmazonSes,
+    /// A bounce read by the general fallback (recipient lines, `X-Failed-Recipients`).
+    Generic,
+    /// An ARF feedback report (`report-type=feedback-report`): not a bounce.
+    Feedback,
+    /// A vacation / out-of-office auto-reply: not a bounce.
+    AutoReply,
+}
+
+impl BounceFormat {
+    /// A short lowercase name (`dsn`, `postfix`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceFormat::Dsn => "dsn",
+            BounceFormat::Postfix => "postfix",
+            BounceFormat::Exim => "exim",
+            BounceFormat::Sendmail => "sendmail",
+            BounceFormat::Qmail => "qmail",
+            BounceFormat::Exchange => "exchange",
+            BounceFormat::Gmail => "gmail",
+            BounceFormat::Yahoo => "yahoo",
+            BounceFormat::DsnText => "dsn-text",
+            BounceFormat::Dragonfly => "dragonfly",
+            BounceFormat::GoogleGroups => "google-groups",
+            BounceFormat::AmazonSes => "amazon-ses",
+            BounceFormat::Generic => "generic",
+            BounceFormat::Feedback => "feedback",
+            BounceFormat::AutoReply => "auto-reply",
+        }
+    }
+}
+
+/// One recipient reported as failed (or delayed) by a bounce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedRecipient {
+    /// The failed address (`Final-Recipient` without its `rfc822;` type).
+    pub recipient: String,
+    /// `Original-Recipient`, when given.
+    pub original_recipient: Option<String>,
+    /// Enhanced status (`5.1.1`); derived from the diagnostic when the bounce gives none.
+    pub status: String,
+    /// The diagnostic text (`Diagnostic-Code` value, or the remote server's reply).
+    pub diagnostic: String,
+    /// `failed` or `delayed` (non-DSN formats are always `failed`).
+    pub action: String,
+    /// The remote MTA that refused the message, if known.
+    pub remote_mta: Option<String>,
+    /// `Last-Attempt-Date`, if given.
+    pub last_attempt_date: Option<String>,
+    /// The bounce category assigned by the classifier.
+    pub category: Category,
+    /// The category the reporting MTA itself gave (`X-PowerMTA-BounceCategory`), if any.
+    pub reported_category: Option<String>,
+    /// The SMTP command the remote reply answered (`RCPT`, `DATA`, ...), when the bounce says.
+    pub command: Option<String>,
+}
+
+/// What a bounce message says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct BounceReport {
+    /// The recognised format; `None` if the message is not a bounce.
+    pub format: Option<BounceFormat>,
+    /// The MTA that generated the bounce (`Reporting-MTA` without `dns;`).
+    pub reporting_mta: Option<String>,
+    /// `Arrival-Date` of the DSN.
+    pub arrival_date: Option<String>,
+    /// `X-PowerMTA-VirtualMTA` of the DSN.
+    pub virtual_mta: Option<String>,
+    /// The failed recipients, in the order they appear.
+    pub recipients: Vec<FailedRecipient>,
+    /// The Message-ID of the original message, when its headers are included.
+    pub original_message_id: Option<String>,
+    /// Tracking headers of the original message (see [`TRACKING_HEADER_PREFIXES`]), lowercased names.
+    pub original_headers: BTreeMap<String, String>,
+    /// Why no recipient was found, when `recipients` is empty.
+    pub reason: Option<String>,
+}
+
+impl BounceReport {
+    /// One `rb` (remote bounce) accounting record per failed recipient, logged at `time_logged`
+    /// (Unix ms): rcpt, orcpt, dsnAction/Status/Diag/Mta, bounceCat, format, dsnReportingMta, vmta,
+    /// jobId (from the original's `X-Job-Id`) and the original's tracking headers.
+    pub fn to_records(&self, time_logged: i64) -> Vec<Record> {
+        self.recipients
+            .iter()
+            .map(|r| Record {
+                ty: Some(RecordType::RemoteBounce),
+                time_logged,
+                rcpt: r.recipient.clone(),
+                orcpt: r.original_recipient.clone().unwrap_or_default(),
+                dsn_action: r.action.clone().into(),
+                dsn_status: r.status.clone(),
+                dsn_diag: r.diagnostic.clone(),
+                dsn_mta: r.remote_mta.clone().unwrap_or_default(),
+                bounce_cat: r.category.as_str().to_string(),
+                format: self.format.map(|f| f.as_str()).unwrap_or("").to_string(),
+                dsn_reporting_mta: self.reporting_mta.clone().unwrap_or_default(),
+                vmta: self.virtual_mta.clone().unwrap_or_default(),
+                job_id: self
+                    .original_headers
+                    .get("x-job-id")
+                    .cloned()
+                    .unwrap_or_default(),
+                headers: self
+                    .original_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                ..Record::default()
+            })
+            .collect()
+    }
+}
+
+/// Errors that stop parsing altogether.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The input has no RFC 5322 header section.
+    #[error("not an e-mail message: no header section found")]
+    NotAMessage,
+    /// The input is larger than [`MAX_BOUNCE_SIZE`].
+    #[error("bounce message too large ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// Largest bounce accepted (bounces carry at most the original message; 50 MB).
+pub const MAX_BOUNCE_SIZE: usize = 50 * 1024 * 1024;
+
+/// Original-message headers copied into [`BounceReport::original_headers`] (prefix match, lowercase).
+pub const TRACKING_HEADER_PREFIXES: &[&str] = &[
+    "x-job",
+    "x-virtual-mta",
+    "x-mtasim",
+    "x-campaign",
+    "x-track",
+    "x-envelope-id",
+];
+
+/// One recipient a text-format parser found, before classification.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hit {
+    /// The failed address.
+    pub rcpt: String,
+    /// The remote reply or the bounce's own explanation.
+    pub diag: String,
+    /// The remote MTA, if named.
+    pub remote: Option<String>,
+    /// The SMTP command the reply answered, if the bounce says.
+    pub command: Option<String>,
+    /// An enhanced status the bounce states apart from the diagnostic.
+    pub status: Option<String>,
+    /// `delayed` for warnings; `failed` otherwise.
+    pub delayed: bool,
+    /// DSN `Original-Recipient`.
+    pub original: Option<String>,
+    /// DSN `Last-Attempt-Date`.
+    pub last_attempt: Option<String>,
+    /// DSN `X-PowerMTA-BounceCategory`.
+    pub reported_category: Option<String>,
+}
+
+impl Hit {
+    /// A hit for `rcpt` with diagnostic `diag` and nothing else known.
+    pub fn new(rcpt: String, diag: String) -> Hit {
+        Hit {
+            rcpt,
+            diag,
+            ..Hit::default()
+        }
+    }
+}
+
+/// The message pieces every format parser reads.
+pub(crate) struct Input<'a> {
+    /// The text/plain (and stripped text/html) parts, joined, LF line ends.
+    pub text: String,
+    /// The human-readable part of `text`: up to where the original message is quoted.
+    pub human: &'a str,
+    /// The bounce's Subject.
+    pub subject: &'a str,
+    /// The bounce's From address (lowercase).
+    pub from: String,
+    /// Addresses that are not failed recipients: the bounce's From/To, the original's From.
+    pub exclude: Vec<String>,
+}
+
+/// Parses a bounce message and classifies each failed recipient.
+pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseError> {
+    if raw.len() > MAX_BOUNCE_SIZE {
+        return Err(ParseError::TooLarge(raw.len()));
+    }
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or(ParseError::NotAMessage)?;
+    if msg.headers().is_empty() {
+        return Err(ParseError::NotAMessage);
+    }
+    let mut report = BounceReport::default();
+    if let Some(ct) = msg.content_type() {
+        let feedback = ct.c_type.eq_ignore_ascii_case("multipart")
+            && ct
+                .attribute("report-type")
+                .is_some_and(|v| v.eq_ignore_ascii_case("feedback-report"));
+        if feedback {
+            report.format = Some(BounceFormat::Feedback);
+            report.reason = Some("an ARF feedback (abuse) report, not a bounce".into());
+            return Ok(report);
+        }
+    }
+
+    // The original message (message/rfc822 or text/rfc822-headers part), whatever the format.
+    let mut texts: Vec<String> = Vec::new();
+    let mut dsn_body = String::new();
+    let mut text_len = 0usize;
+    for part in msg.parts.iter().take(MAX_PARTS) {
+        let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
+        if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
+            dsn_body.push_str(&String::from_utf8_lossy(part.contents()));
+            dsn_body.push_str("\n\n");
+        } else if is_ct("text", "rfc822-headers") || matches!(part.body, PartType::Message(_)) {
+            if report.original_message_id.is_none() && report.original_headers.is_empty() {
+                original_from_headers(part.contents(), &mut report);
+            }
+        } else if text_len < MAX_TEXT {
+            let t = match &part.body {
+                PartType::Text(t) if !is_ct("text", "html") => t.to_string(),
+                PartType::Html(h) | PartType::Text(h) => strip_html(h),
+                PartType::Binary(b) | PartType::InlineBinary(b) if texty(part) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                _ => continue,
+            };
+            text_len += t.len();
+            texts.push(t);
+        }
+    }
+    let text = texts.join("\n").replace("\r\n", "\n");
+    let subject = msg.subject().unwrap_or("");
+    let addr_of = |a: Option<&mail_parser::Address>| {
+        a.and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let from = addr_of(msg.from());
+    let mut exclude = vec![from.clone(), addr_of(msg.to())];
+    exclude.retain(|a| !a.is_empty());
+    let human_end = human_end(&text);
+    let input = Input {
+        human: &text[..human_end],
+        text: text.clone(),
+        subject,
+        from,
+        exclude,
+    };
+
+    let mut hits = Vec::new();
+    let mut format = None;
+    if !dsn_body.trim().is_empty() {
+        format = Some(BounceFormat::Dsn);
+        hits = dsn::parse_fields(&dsn_body, &mut report);
+    }
+    if hits.is_empty() {
+        if let Some((f, h)) = detect_and_parse(&input, &msg) {
+            format = Some(f);
+            hits = h;
+        } else if let Some(f) = mta_text::detect(&input) {
+            format = format.or(Some(f));
+        }
+    }
+    let mut hits = dsn::fill_from_text(hits, &input);
+    hits.retain(|h| !h.rcpt.is_empty());
+    let mut seen = std::collections::HashSet::new();
+    hits.retain(|h| seen.insert(h.rcpt.to_ascii_lowercase()));
+    report.format = format;
+    if report.reporting_mta.is_none() {
+        report.reporting_mta = mta_text::reporting_mta(input.human);
+    }
+    for hit in hits {
+        report.recipients.push(recipient_from_hit(hit, classifier));
+    }
+    if report.original_message_id.is_none() && report.original_headers.is_empty() {
+        original_from_text(&input.text, &mut report);
+    }
+    if report.recipients.is_empty() {
+        report.reason = Some(no_recipient_reason(format, &input, &msg));
+    }
+    Ok(report)
+}
+
+/// At most this many MIME parts are read.
+const MAX_PARTS: usize = 64;
+/// Text parts beyond this many bytes in all are not read.
+const MAX_TEXT: usize = 1024 * 1024;
+
+/// A non-text part whose bytes are text all the same (multipart bodies mail-parser left whole).
+fn texty(part: &mail_parser::MessagePart) -> bool {
+    match part.content_type() {
+        None => true,
+        Some(ct) => {
+            let t = ct.c_type.to_ascii_lowercase();
+            t == "text"
+                || t == "multipart"
+                || (t == "message" && !part.is_content_type("message", "rfc822"))
+        }
+    }
+}
+
+/// Runs the format parsers in turn: the ones recognised by markers first, then DSN fields in the
+/// text, the `X-Failed-Recipients` header, and the general fallback.
+fn detect_and_parse(
+    input: &Input<'_>,
+    msg: &mail_parser::Message<'_>,
+) -> Option<(BounceFormat, Vec<Hit>)> {
+    if let Some(hits) = services::amazon_ses(&input.text) {
+        return Some((BounceFormat::AmazonSes, hits));
+    }
+    let mut recognised = None;
+    if let Some(f) = mta_text::detect(input) {
+        let hits = mta_text::parse_format(f, input);
+        if !hits.is_empty() {
+            return Some((f, hits));
+        }
+        recognised = Some(f);
+    }
+    let hits = dsn::embedded(&input.text);
+    if !hits.is_empty() {
+        return Some((BounceFormat::DsnText, hits));
+    }
+    let failed = msg
+        .header_values("X-Failed-Recipients")
+        .filter_map(|v| v.as_text())
+        .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
+        .collect::<Vec<_>>();
+    if !failed.is_empty() && !fallback::is_auto_reply(msg, input) {
+        let hits = fallback::with_recipients(input, &failed);
+        return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
+    }
+    if fallback::looks_like_bounce(input) && !fallback::is_auto_reply(msg, input) {
+        let hits = fallback::scan(input);
+        if !hits.is_empty() {
+            return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
+        }
+    }
+    None
+}
+
+fn no_recipient_reason(
+    format: Option<BounceFormat>,
+    input: &Input<'_>,
+    msg: &mail_parser::Message<'_>,
+) -> String {
+    if fallback::is_auto_reply(msg, input) {
+        return "an auto-reply (vacation / out-of-office), not a bounce".into();
+    }
+    match format {
+        Some(BounceFormat::Dsn) => {
+            "delivery-status part lists no failed or delayed recipient with an address".into()
+        }
+        Some(f) => format!(
+            "recognised as {} but no failed recipient found (no address in its recipient lines, no DSN fields, no X-Failed-Recipients)",
+            f.as_str()
+        ),
+        None => format!(
+            "not a recognised bounce: no bounce markers, DSN fields or failed-recipient lines (subject `{}`, from `{}`)",
+            input.subject.chars().take(80).collect::<String>(),
+            input.from
+        ),
+    }
+}
+
+fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
+    let diag = hit.diag.split_whitespace().collect::<Vec<_>>().join(" ");
+    let diag: String = diag.chars().take(MAX_DIAG).collect();
+    let default = if hit.delayed { "4.0.0" } else { "5.0.0" };
+    let status = hit
+        .status
+        .filter(|s| find_enhanced_status(s).is_some())
+        .unwrap_or_else(|| status_from_diag(&diag, default));
+    let command = hit
+        .command
+        .or_else(|| command_in(&diag).map(str::to_string));
+    let category = classifier
+        .classify_failure(&Failure {
+            status: &status,
+            diagnostic: &diag,
+            command: command.as_deref(),
+            gave_up: !hit.delayed,
+        })
+        .category;
+    FailedRecipient {
+        recipient: hit.rcpt,
+        original_recipient: hit.original,
+        status,
+        diagnostic: diag,
+        action: if hit.delayed { "delayed" } else { "failed" }.into(),
+        remote_mta: hit.remote,
+        last_attempt_date: hit.last_attempt,
+        category,
+        reported_category: hit.reported_category,
+        command,
+    }
+}
+
+/// Diagnostics are cut to this many characters.
+const MAX_DIAG: usize = 1000;
+
+/// The SMTP command a reply answered, from the words a bounce uses around it: Postfix's
+/// "(in reply to RCPT TO command)", Exim's "after RCPT TO:", DragonFly's "did not like our RCPT TO",
+/// a Sendmail transcript's ">>> RCPT To:", "SMTP:RCPT host".
+pub(crate) fn command_in(text: &str) -> Option<&'static str> {
+    const PREFIXES: &[&str] = &[
+        "in reply to ",
+        "after ",
+        "our final ",
+        "our ",
+        ">>> ",
+        "smtp:",
+        "response to ",
+    ];
+    const COMMANDS: &[(&str, &str)] = &[
+        ("rcpt", "RCPT"),
+        ("mail from", "MAIL"),
+        ("end of data", "DATA"),
+        ("data", "DATA"),
+        ("ehlo", "EHLO"),
+        ("helo", "HELO"),
+        ("initial connection", "CONN"),
+        ("connect", "CONN"),
+    ];
+    let lower = text.to_ascii_lowercase();
+    for p in PREFIXES {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(p) {
+            let at = from + i + p.len();
+            let rest = &lower[at..];
+            for (word, cmd) in COMMANDS {
+                if rest.starts_with(word) {
+                    let after = rest[word.len()..].chars().next();
+                    if after.is_none_or(|c| !c.is_ascii_alphabetic()) {
+                        return Some(cmd);
+                    }
+                }
+            }
+            from = at;
+        }
+    }
+    None
+}
+
+/// The enhanced status in a diagnostic, else one derived from an SMTP code in it, else `default`.
+fn status_from_diag(diag: &str, default: &str) -> String {
+    let body = strip_diag_type(diag);
+    if let Some(s) = find_enhanced_status(body) {
+        return s.to_string();
+    }
+    // A basic code somewhere (e.g. "Remote host said: 554 delivery error").
+    for (i, w) in body.split_whitespace().enumerate() {
+        let r = SmtpReply::parse(w);
+        if let Some(c) = r.code {
+            if (400..600).contains(&c) && (i == 0 || w.len() == 3) {
+                return r.status();
+            }
+        }
+    }
+    default.to_string()
+}
+
+/// Splits header-like text into unfolded `(lowercase name, value)` fields.
+pub fn header_fields(block: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if !name.is_empty() && !name.contains(' ') {
+                out.push((name.to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// Drops an RFC 3464 type prefix (`rfc822;`, `dns;`) and angle brackets.
+pub(crate) fn typed_value(v: &str) -> String {
+    strip_diag_type(v)
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_string()
+}
+
+fn original_from_headers(raw: &[u8], report: &mut BounceReport) {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    let head = text.split("\n\n").next().unwrap_or("");
+    collect_original(&header_fields(head), report);
+}
+
+fn collect_original(fields: &[(String, String)], report: &mut BounceReport) {
+    for (name, value) in fields {
+        if name == "message-id" && report.original_message_id.is_none() {
+            report.original_message_id = Some(value.trim().to_string());
+        } else if TRACKING_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            report
+                .original_headers
+                .entry(name.clone())
+                .or_insert_with(|| value.trim().to_string());
+        }
+    }
+}
+
+/// Markers after which non-DSN bounces quote the original message.
+const ORIGINAL_MARKERS: &[&str] = &[
+    "------ This is a copy of the message",
+    "------ This is a copy of your message",
+    "----- Original message -----",
+    "--- Below this line is a copy of the message.",
+    "--- Original message follows.",
+    "----- Original message headers -----",
+    "Original message headers:",
+    "----- Message header follows -----",
+    "----- Original Message -----",
+    "----- Unsent message follows -----",
+    "Original message follows.",
+    "Message headers follow.",
+    "Included is a copy of the message header",
+    "-------original message",
+    "-------original mail info",
+    "------- Returned Message --------",
+    "Original Message:",
+];
+
+/// True if `line` starts the quoted original message.
+pub(crate) fn is_original_marker(line: &str) -> bool {
+    ORIGINAL_MARKERS.iter().any(|m| line.contains(m))
+}
+
+/// Where the human-readable part of a text bounce ends: at an original-message marker, or at a
+/// `Received:`/`Return-Path:` header line in column 0.
+fn human_end(text: &str) -> usize {
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if is_original_marker(line)
+            || line.starts_with("Received: ")
+            || line.starts_with("Return-Path: ")
+        {
+            return pos;
+        }
+        pos += line.len();
+    }
+    text.len()
+}
+
+/// The remote reply in a diagnostic that quotes it after "said:" / "failed with:" /
+/// "did not like our …:" / "responded with failure:".
+pub(crate) fn after_said(diag: &str) -> &str {
+    for m in [
+        " said:",
+        "failed with:",
+        "responded with failure:",
+        "did not like our",
+    ] {
+        if let Some(p) = diag.find(m) {
+            let rest = &diag[p + m.len()..];
+            let rest = if m == "did not like our" {
+                rest.split_once(':').map(|(_, r)| r).unwrap_or(rest)
+            } else {
+                rest
+            };
+            return rest.trim();
+        }
+    }
+    diag
+}
+
+/// Byte offset in `line` where a 4xx/5xx SMTP reply starts: at the start, or after `<<< `,
+/// `: `, `] ` (e.g. `host x[1.2.3.4]: 550 ...`).
+pub(crate) fn reply_start(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        let at_boundary = i == 0 || matches!(b[i - 1], b' ' | b'<' | b'(');
+        let prefix_ok = i == 0 || {
+            let before = line[..i].trim_end();
+            before.ends_with(':')
+                || before.ends_with("<<<")
+                || before.ends_with(']')
+                || before.ends_with("reply")
+        };
+        if at_boundary
+            && prefix_ok
+            && matches!(b[i], b'4' | b'5')
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'))
+        {
+            return Some(i);
+        }
+        i += 1;
+        while i < b.len() && !line.is_char_boundary(i) {
+            i += 1;
+        }
+    }
+    None
+}
+
+fn original_from_text(text: &str, report: &mut BounceReport) {
+    let Some(pos) = ORIGINAL_MARKERS.iter().filter_map(|m| text.find(m)).min() else {
+        return;
+    };
+    let after = &text[pos..];
+    let rest = after.split_once('\n').map(|(_, r)| r).unwrap_or("");
+    let rest = rest.trim_start_matches('\n');
+    let head = rest.split("\n\n").next().unwrap_or("");
+    // Quoted headers may be indented (Exim, Exchange): undo a common indent.
+    let dedented: String = head
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    collect_original(&header_fields(&dedented), report);
+}
+
+/// An e-mail address in `s`: the first `local@domain` token, brackets and punctuation removed.
+pub fn find_address(s: &str) -> Option<String> {
+    for token in s.split(|c: char| {
+        c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '\'' | '"' | ',' | '[' | ']')
+    }) {
+        let t = token.trim_matches(|c: char| matches!(c, '.' | ':' | ';'));
+        if let Some((local, domain)) = t.split_once('@') {
+            if !local.is_empty()
+                && domain.contains('.')
+                && !domain.contains('@')
+                && domain
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+            {
+                return Some(t.to_string());
+            }
+        }
+    }
+    None
+}
+
+fn strip_html(h: &str) -> String {
+    let mut out = String::with_capacity(h.len());
+    let mut in_tag = false;
+    for c in h.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace("&#39;", "'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfolds_fields() {
+        let f = header_fields("Diagnostic-Code: smtp; 550 5.1.1\n  user unknown\nStatus: 5.1.1");
+        assert_eq!(
+            f[0],
+            (
+                "diagnostic-code".into(),
+                "smtp; 550 5.1.1 user unknown".into()
+            )
+        );
+        assert_eq!(f[1], ("status".into(), "5.1.1".into()));
+    }
+
+    #[test]
+    fn finds_addresses() {
+        assert_eq!(
+            find_address("<bob@example.com>:").as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(find_address("  x (x@ex.org)").as_deref(), Some("x@ex.org"));
+        assert_eq!(find_address("no address here"), None);
+    }
+
+    #[test]
+    fn status_from_text() {
+        assert_eq!(status_from_diag("smtp; 550 5.2.2 full", "5.0.0"), "5.2.2");
+        assert_eq!(status_from_diag("554 delivery error", "5.0.0"), "5.0.0");
+        assert_eq!(status_from_diag("451 try later", "5.0.0"), "4.0.0");
+        assert_eq!(status_from_diag("no code", "5.0.0"), "5.0.0");
+    }
+}

@@ -1,0 +1,298 @@
+//! Plain-text bounces of the common MTAs: Postfix, Exim (and MXLogic), Sendmail (V8 and V5,
+//! Zoho, Biglobe), qmail (and its relatives), Yahoo. Markers after sisimai's Lhost::Postfix,
+//! Lhost::Exim, Lhost::Sendmail, Lhost::V5sendmail and Lhost::qmail.
+
+use super::{command_in, find_address, is_original_marker, services, BounceFormat, Hit, Input};
+use crate::bounce::classify::SmtpReply;
+
+/// The format a text bounce's markers name, if any.
+pub(super) fn detect(input: &Input<'_>) -> Option<BounceFormat> {
+    let text = &input.text;
+    let has = |s: &str| text.contains(s);
+    let subject = input.subject;
+    if has("qmail-send program") {
+        Some(BounceFormat::Qmail)
+    } else if has("This is the mail system at host") || has("This is the Postfix program at host") {
+        Some(BounceFormat::Postfix)
+    } else if has("created automatically by mail delivery software")
+        || has("The following address(es) failed:")
+        || has("not yet been delivered to one or more of its")
+    {
+        Some(BounceFormat::Exim)
+    } else if has("Transcript of session follows")
+        || has("The following addresses had")
+        || has("had permanent fatal errors")
+    {
+        Some(BounceFormat::Sendmail)
+    } else if has("Delivery has failed to these recipients or groups")
+        || has("Diagnostic information for administrators")
+        || has("did not reach the following recipient")
+        || has("could not be reached:")
+    {
+        Some(BounceFormat::Exchange)
+    } else if has("unable to deliver your message to the following address") {
+        Some(BounceFormat::Yahoo)
+    } else if has("This is the DragonFly Mail Agent") {
+        Some(BounceFormat::Dragonfly)
+    } else if has("Google Groups") && input.from.contains("google") {
+        Some(BounceFormat::GoogleGroups)
+    } else if has("Address not found")
+        || has("Delivery to the following recipient failed")
+        || subject.starts_with("Delivery Status Notification")
+    {
+        Some(BounceFormat::Gmail)
+    } else {
+        None
+    }
+}
+
+/// Runs the parser of format `f`.
+pub(super) fn parse_format(f: BounceFormat, input: &Input<'_>) -> Vec<Hit> {
+    let text = input.human;
+    match f {
+        BounceFormat::Qmail | BounceFormat::Postfix | BounceFormat::Yahoo => angle_blocks(text, f),
+        BounceFormat::Exim => exim(text),
+        BounceFormat::Sendmail => sendmail(text),
+        BounceFormat::Exchange => services::exchange(&input.text),
+        BounceFormat::Gmail => services::gmail(&input.text),
+        _ => Vec::new(),
+    }
+}
+
+/// The reporting host named in the human part (Postfix's "This is the mail system at host …",
+/// Exchange's "Generating server:").
+pub(super) fn reporting_mta(human: &str) -> Option<String> {
+    human.lines().find_map(|l| {
+        let t = l.trim();
+        t.strip_prefix("Generating server:")
+            .or_else(|| t.strip_prefix("This is the mail system at host "))
+            .or_else(|| t.strip_prefix("This is the Postfix program at host "))
+            .map(|h| h.trim().trim_end_matches('.').trim().to_string())
+    })
+}
+
+/// The `<addr>:` block shape of qmail, Postfix's transcript and Yahoo: an address line ending in `:`
+/// (possibly followed by text) and indented or following lines up to a blank line.
+fn angle_blocks(text: &str, format: BounceFormat) -> Vec<Hit> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    let stop = |l: &str| is_original_marker(l) || l.starts_with("--- ");
+    while let Some(line) = lines.next() {
+        if stop(line) {
+            break;
+        }
+        // Recipient lines start in column 0; indented `<addr>:` lines continue a diagnostic.
+        let t = line;
+        if !t.starts_with('<') {
+            continue;
+        }
+        let Some(close) = t.find(">:") else { continue };
+        let Some(addr) = t.get(..close + 1).and_then(find_address) else {
+            continue;
+        };
+        let mut diag = t[close + 2..].trim().to_string();
+        while let Some(next) = lines.peek() {
+            if next.trim().is_empty() || next.starts_with('<') || stop(next) {
+                break;
+            }
+            if !diag.is_empty() {
+                diag.push(' ');
+            }
+            diag.push_str(next.trim());
+            lines.next();
+        }
+        let command = command_in(&diag).map(str::to_string);
+        if let Some(p) = diag.find("Remote host said:") {
+            diag = diag[p + "Remote host said:".len()..].trim().to_string();
+        } else if format == BounceFormat::Postfix {
+            diag = super::after_said(&diag).to_string();
+        }
+        let remote = remote_host(t).or_else(|| remote_host(&diag));
+        out.push(Hit {
+            remote,
+            command,
+            ..Hit::new(addr, diag)
+        });
+    }
+    out
+}
+
+/// `host mx.example.com[192.0.2.1] said: …` (Postfix) or `Remote host mx.example.com said:` forms.
+pub(super) fn remote_host(diag: &str) -> Option<String> {
+    let p = diag.find("host ")?;
+    let rest = &diag[p + 5..];
+    let word = rest.split_whitespace().next()?;
+    let name = word.split('[').next()?.trim_end_matches([':', '.']);
+    if name.contains('.') && !name.contains('@') {
+        Some(name.to_string())
+    } else {
+        None
+    }
+}
+
+/// Exim: "The following address(es) failed:" then an address line and indented detail lines.
+fn exim(text: &str) -> Vec<Hit> {
+    let mut out: Vec<Hit> = Vec::new();
+    let mut in_list = false;
+    let mut delayed = false;
+    for line in text.lines() {
+        if is_original_marker(line) || line.starts_with("Included is a copy") {
+            break;
+        }
+        if line.contains("failed:")
+            || line.contains("could not be delivered")
+            || line.contains("not yet been delivered is:")
+            || line.contains("incorrectly constructed:")
+        {
+            in_list = true;
+            delayed |= line.contains("not yet been delivered");
+            continue;
+        }
+        if !in_list || line.trim().is_empty() {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim();
+        if indent <= 2 {
+            let first = t.split_whitespace().next().unwrap_or("");
+            let addr = if first.contains('@') {
+                find_address(first)
+            } else if t.starts_with("pipe to |") || t.starts_with("save to ") {
+                find_address(t)
+            } else {
+                None
+            };
+            if let Some(a) = addr {
+                let rest = t[first.len()..].trim().trim_start_matches(':').trim();
+                out.push(Hit {
+                    delayed,
+                    ..Hit::new(a, rest.to_string())
+                });
+                continue;
+            }
+        }
+        if indent > 2 {
+            if let Some(last) = out.last_mut() {
+                if !last.diag.is_empty() {
+                    last.diag.push(' ');
+                }
+                last.diag.push_str(t);
+                if last.remote.is_none() && t.starts_with("host ") {
+                    last.remote = remote_host(t);
+                }
+            }
+        }
+    }
+    for r in &mut out {
+        r.command = command_in(&r.diag).map(str::to_string);
+        // Keep the remote reply: "SMTP error from remote mail server after RCPT TO:<x>: 550 …".
+        if let Some(p) = r.diag.find("SMTP error from remote mail server") {
+            let rest = &r.diag[p..];
+            if let Some(q) = rest.find(">:") {
+                r.diag = rest[q + 2..].trim().to_string();
+            } else if let Some(q) = rest.find(": ") {
+                r.diag = rest[q + 2..].trim().to_string();
+            }
+            r.diag = super::after_said(&r.diag).to_string();
+        }
+    }
+    out
+}
+
+/// Sendmail: "----- The following addresses had permanent fatal errors -----", then the
+/// transcript; V5 sendmail has only the transcript ("554 <addr>... reason", ">>> RCPT To:<addr>").
+fn sendmail(text: &str) -> Vec<Hit> {
+    let mut out: Vec<Hit> = Vec::new();
+    let mut section = 0; // 1 = address list, 2 = transcript
+    let mut remote: Option<String> = None;
+    let mut replies: Vec<(String, Option<String>)> = Vec::new();
+    let mut transcript: Vec<Hit> = Vec::new();
+    let mut last_cmd: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.contains("The following addresses had") || t.contains("had permanent fatal errors") {
+            section = 1;
+            continue;
+        }
+        if t.contains("Transcript of session follows") {
+            section = 2;
+            continue;
+        }
+        if is_original_marker(t) || t.starts_with("-----") {
+            section = 0;
+            continue;
+        }
+        match section {
+            1 => {
+                if let Some(reason) = t.strip_prefix("(reason:") {
+                    if let Some(last) = out.last_mut() {
+                        last.diag = reason.trim_end_matches(')').trim().to_string();
+                    }
+                } else if let Some(a) = find_address(t) {
+                    let rest = t.split_once(['>', ' ']).map(|(_, r)| r).unwrap_or("");
+                    let rest = rest.trim().trim_start_matches("...").trim();
+                    out.push(Hit::new(a, rest.trim_matches(['[', ']']).to_string()));
+                } else if let Some(last) = out.last_mut() {
+                    if last.diag.is_empty() && !t.is_empty() {
+                        last.diag = t.to_string();
+                    }
+                }
+            }
+            2 => {
+                if let Some(p) = t.to_ascii_lowercase().find("while talking to ") {
+                    remote = Some(t[p + 17..].trim_end_matches([':', '.']).to_string());
+                } else if let Some(c) = t.strip_prefix(">>>") {
+                    last_cmd = command_in(&format!(">>> {}", c.trim())).map(str::to_string);
+                    if let Some(a) = c
+                        .to_ascii_lowercase()
+                        .find("rcpt to:")
+                        .and_then(|_| find_address(c))
+                    {
+                        transcript.push(Hit {
+                            remote: remote.clone(),
+                            command: Some("RCPT".into()),
+                            ..Hit::new(a, String::new())
+                        });
+                    }
+                } else if let Some(r) = t.strip_prefix("<<<") {
+                    replies.push((r.trim().to_string(), last_cmd.clone()));
+                    if let Some(h) = transcript.last_mut() {
+                        if h.diag.is_empty() {
+                            h.diag = r.trim().to_string();
+                        }
+                    }
+                } else if SmtpReply::parse(t).code.is_some_and(|c| c >= 400) {
+                    // "554 <addr>... reason" names the recipient.
+                    let body = t.get(4..).unwrap_or("");
+                    match body.starts_with('<').then(|| find_address(body)).flatten() {
+                        Some(a) => transcript.push(Hit {
+                            remote: remote.clone(),
+                            ..Hit::new(a, t.to_string())
+                        }),
+                        None => replies.push((t.to_string(), None)),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        return transcript;
+    }
+    for r in &mut out {
+        if r.diag.is_empty() || SmtpReply::parse(&r.diag).code.is_none() {
+            let lower = r.rcpt.to_ascii_lowercase();
+            let mine = replies
+                .iter()
+                .find(|x| x.0.to_ascii_lowercase().contains(&lower))
+                .or_else(|| replies.iter().find(|x| x.0.starts_with('5')))
+                .or(replies.first());
+            if let Some((reply, cmd)) = mine {
+                r.diag = reply.clone();
+                r.command = cmd.clone();
+            }
+        }
+        r.remote = remote.clone();
+    }
+    out
+}
