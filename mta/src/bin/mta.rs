@@ -323,6 +323,10 @@ enum BounceWhat {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Say, per classification, which rule decided it: config file:line or built-in rules
+        /// table line, its regex and source, or "no rule matched".
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -332,6 +336,7 @@ fn bounce(what: BounceWhat) -> ExitCode {
         reply,
         config: cfg_path,
         format,
+        explain,
     } = what;
     let classifier = match cfg_path {
         None => mta::bounce::Classifier::default(),
@@ -350,11 +355,14 @@ fn bounce(what: BounceWhat) -> ExitCode {
             }
         }
     };
-    let json = format == Format::Json;
+    let opts = mta::bounce::ReportOptions {
+        json: format == Format::Json,
+        explain,
+    };
     if let Some(r) = reply {
         print!(
             "{}",
-            mta::bounce::classify_reply_report(&r, &classifier, json)
+            mta::bounce::classify_reply_report_with(&r, &classifier, opts)
         );
         return ExitCode::SUCCESS;
     }
@@ -362,7 +370,7 @@ fn bounce(what: BounceWhat) -> ExitCode {
         eprintln!("mta: give bounce files or --reply TEXT");
         return ExitCode::from(2);
     }
-    let (out, ok) = mta::bounce::classify_files_report(&files, &classifier, json);
+    let (out, ok) = mta::bounce::classify_files_report_with(&files, &classifier, opts);
     print!("{out}");
     if ok {
         ExitCode::SUCCESS

@@ -347,7 +347,7 @@ const MAX_VERDICTS: usize = 4096;
 #[derive(Default)]
 struct Verdicts(std::sync::Mutex<std::collections::HashMap<VerdictKey, (Category, RuleOrigin)>>);
 
-/// A verdict's key: the context bits (command, 0x80 for expired) and the matched text.
+/// A verdict's key: the context bits (command, 0x80 expired, 0x40 gave up) and the matched text.
 type VerdictKey = (u8, String);
 
 impl Clone for Verdicts {
@@ -489,11 +489,12 @@ impl Classifier {
         }
         let matched_text = format!("{status}; {diag}");
         let expired = ctx.gave_up && status.starts_with('4');
-        let key = (ctx.command | if expired { 0x80 } else { 0 }, matched_text);
+        let flags = if expired { 0x80 } else { 0 } | if ctx.gave_up { 0x40 } else { 0 };
+        let key = (ctx.command | flags, matched_text);
         let (category, origin) = match self.verdicts.get(&key) {
             Some(v) => v,
             None => {
-                let v = self.decide(&key.1, ctx.command, expired);
+                let v = self.decide(&key.1, ctx.command, expired, ctx.gave_up);
                 self.verdicts.put(&key, v);
                 v
             }
@@ -509,7 +510,13 @@ impl Classifier {
 
     /// The rule that decides `matched_text`: the config's rules in order, then the defaults, then
     /// the config's catch-all, else `other`.
-    fn decide(&self, matched_text: &str, command: u8, expired: bool) -> (Category, RuleOrigin) {
+    fn decide(
+        &self,
+        matched_text: &str,
+        command: u8,
+        expired: bool,
+        gave_up: bool,
+    ) -> (Category, RuleOrigin) {
         let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
         let in_set = (!self.config_set.is_empty()).then(|| self.config_set.matches(matched_text));
         for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
@@ -523,7 +530,7 @@ impl Classifier {
         }
         for i in self.defaults.matches(matched_text).iter() {
             if let Some(d) = DEFAULT_RULES.get(i) {
-                if d.when.holds(command, expired) {
+                if d.when.holds(command, expired, gave_up) {
                     return (d.category, RuleOrigin::Default(i));
                 }
             }
@@ -543,9 +550,9 @@ impl Classifier {
             },
             RuleOrigin::Default(i) => match DEFAULT_RULES.get(i) {
                 Some(d) => {
-                    let when = match (d.when.commands, d.when.expired) {
-                        (0, false) => String::new(),
-                        _ => format!(" [when {}]", d.when),
+                    let when = match d.when == When::default() {
+                        true => String::new(),
+                        false => format!(" [when {}]", d.when),
                     };
                     format!(
                         "built-in rules.tsv line {}: /{}/{when} (source: {})",
@@ -743,7 +750,7 @@ mod tests {
             let want = seq
                 .iter()
                 .zip(DEFAULT_RULES.iter())
-                .position(|(p, d)| d.when.holds(0, false) && p.is_match(&got.matched_text))
+                .position(|(p, d)| d.when.holds(0, false, false) && p.is_match(&got.matched_text))
                 .map_or(RuleOrigin::Fallback, RuleOrigin::Default);
             assert_eq!(got.origin, want, "{text}");
         }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::classify::Classifier;
-use super::parse::parse;
+use super::classify::{Classifier, Failure, RuleOrigin};
+use super::parse::{parse, FailedRecipient};
 
 /// One output row: a recipient found in a file (or an error row for a file that failed).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -25,10 +25,42 @@ pub struct ReportRow {
     /// Why the file gave no recipient, or the read/parse error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `--explain`: the rule that decided the category (see [`Classifier::describe`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// How `mta bounce classify` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// JSON instead of tab-separated text.
+    pub json: bool,
+    /// Say, per classification, which rule decided it.
+    pub explain: bool,
+}
+
+/// The rule behind a recipient's category: the same classification the parser made, from the
+/// recipient's status, diagnostic, command and action.
+fn explain_recipient(fr: &FailedRecipient, classifier: &Classifier) -> String {
+    let c = classifier.classify_failure(&Failure {
+        status: &fr.status,
+        diagnostic: &fr.diagnostic,
+        command: fr.command.as_deref(),
+        gave_up: fr.action.starts_with("failed"),
+    });
+    if c.category == fr.category {
+        classifier.describe(c.origin)
+    } else {
+        format!("category {} set by the bounce parser", fr.category)
+    }
 }
 
 /// Collects the rows for `paths`; the bool is false if any file could not be read or parsed.
-pub fn classify_files_rows(paths: &[PathBuf], classifier: &Classifier) -> (Vec<ReportRow>, bool) {
+pub fn classify_files_rows(
+    paths: &[PathBuf],
+    classifier: &Classifier,
+    explain: bool,
+) -> (Vec<ReportRow>, bool) {
     let mut rows = Vec::new();
     let mut all_ok = true;
     for p in paths {
@@ -41,6 +73,7 @@ pub fn classify_files_rows(paths: &[PathBuf], classifier: &Classifier) -> (Vec<R
             diagnostic: String::new(),
             category: String::new(),
             note: Some(note),
+            rule: None,
         };
         let raw = match std::fs::read(p) {
             Ok(r) => r,
@@ -63,6 +96,7 @@ pub fn classify_files_rows(paths: &[PathBuf], classifier: &Classifier) -> (Vec<R
                     rows.push(r);
                 }
                 for fr in rep.recipients {
+                    let rule = explain.then(|| explain_recipient(&fr, classifier));
                     rows.push(ReportRow {
                         file: file.clone(),
                         format: format.clone(),
@@ -71,6 +105,7 @@ pub fn classify_files_rows(paths: &[PathBuf], classifier: &Classifier) -> (Vec<R
                         diagnostic: fr.diagnostic,
                         category: fr.category.as_str().to_string(),
                         note: None,
+                        rule,
                     });
                 }
             }
@@ -80,25 +115,40 @@ pub fn classify_files_rows(paths: &[PathBuf], classifier: &Classifier) -> (Vec<R
 }
 
 /// The `mta bounce classify FILE...` output: one line per recipient, tab-separated
-/// `file, recipient, status, diagnostic, category` (or a JSON array of objects). The bool says
-/// whether every file could be read and parsed.
+/// `file, format, recipient, status, diagnostic, category` (or a JSON array of objects). The bool
+/// says whether every file could be read and parsed.
 pub fn classify_files_report(
     paths: &[PathBuf],
     classifier: &Classifier,
     json: bool,
 ) -> (String, bool) {
-    let (rows, ok) = classify_files_rows(paths, classifier);
-    if json {
+    let opts = ReportOptions {
+        json,
+        explain: false,
+    };
+    classify_files_report_with(paths, classifier, opts)
+}
+
+/// [`classify_files_report`] with options; `explain` adds the deciding rule as a last column
+/// (text) or a `rule` field (JSON). A file with no recipient gets one line with the reason.
+pub fn classify_files_report_with(
+    paths: &[PathBuf],
+    classifier: &Classifier,
+    opts: ReportOptions,
+) -> (String, bool) {
+    let (rows, ok) = classify_files_rows(paths, classifier, opts.explain);
+    if opts.json {
         let s = serde_json::to_string_pretty(&rows).unwrap_or_else(|e| format!("[] // {e}"));
         return (s + "\n", ok);
     }
     let mut out = String::new();
     for r in rows {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        let format = if r.format.is_empty() { "-" } else { &r.format };
         match &r.note {
-            Some(n) => out.push_str(&format!("{}\t-\t-\t{}\t-\n", r.file, clean(n))),
+            Some(n) => out.push_str(&format!("{}\t{format}\t-\t-\t{}\t-", r.file, clean(n))),
             None => out.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\n",
+                "{}\t{format}\t{}\t{}\t{}\t{}",
                 r.file,
                 r.recipient,
                 r.status,
@@ -106,6 +156,11 @@ pub fn classify_files_report(
                 r.category
             )),
         }
+        if opts.explain {
+            let rule = r.rule.as_deref().unwrap_or("no classification");
+            out.push_str(&format!("\t{}", clean(rule)));
+        }
+        out.push('\n');
     }
     (out, ok)
 }
@@ -115,25 +170,44 @@ struct ReplyRow<'a> {
     reply: &'a str,
     status: &'a str,
     category: &'a str,
-    rule: super::classify::RuleOrigin,
+    rule: RuleOrigin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<String>,
 }
 
 /// The `mta bounce classify --reply TEXT` output: `status<TAB>category<TAB>rule` (or a JSON object).
 pub fn classify_reply_report(reply: &str, classifier: &Classifier, json: bool) -> String {
+    let opts = ReportOptions {
+        json,
+        explain: false,
+    };
+    classify_reply_report_with(reply, classifier, opts)
+}
+
+/// [`classify_reply_report`] with options; `explain` names the deciding rule: its origin (config
+/// file:line or built-in rules table line), regex and source, or "no rule matched".
+pub fn classify_reply_report_with(
+    reply: &str,
+    classifier: &Classifier,
+    opts: ReportOptions,
+) -> String {
     let c = classifier.classify_reply(reply);
-    if json {
+    let explain = opts.explain.then(|| classifier.describe(c.origin));
+    if opts.json {
         let row = ReplyRow {
             reply,
             status: &c.status,
             category: c.category.as_str(),
             rule: c.origin,
+            explain,
         };
         return serde_json::to_string_pretty(&row).unwrap_or_default() + "\n";
     }
-    let rule = match c.origin {
-        super::classify::RuleOrigin::Config(i) => format!("config rule {}", i + 1),
-        super::classify::RuleOrigin::Default(i) => format!("default rule {}", i + 1),
-        super::classify::RuleOrigin::Fallback => "no rule matched".to_string(),
+    let rule = match (explain, c.origin) {
+        (Some(e), _) => e,
+        (None, RuleOrigin::Config(i)) => format!("config rule {}", i + 1),
+        (None, RuleOrigin::Default(i)) => format!("default rule {}", i + 1),
+        (None, RuleOrigin::Fallback) => "no rule matched".to_string(),
     };
     format!("{}\t{}\t{}\n", c.status, c.category, rule)
 }

@@ -57,12 +57,16 @@ pub struct When {
     pub commands: u8,
     /// Only for a recipient the reporter gave up on while the status was still transient (4.x.x).
     pub expired: bool,
+    /// Only for a recipient the reporter gave up on (a bounce, not a reply or a delay notice).
+    pub gave_up: bool,
 }
 
 impl When {
-    /// Whether a failure with command bit `command` (0 if unknown) and expiry flag applies.
-    pub fn holds(&self, command: u8, expired: bool) -> bool {
-        (self.commands == 0 || self.commands & command != 0) && (!self.expired || expired)
+    /// Whether a failure with command bit `command` (0 if unknown), expiry and give-up flags applies.
+    pub fn holds(&self, command: u8, expired: bool, gave_up: bool) -> bool {
+        (self.commands == 0 || self.commands & command != 0)
+            && (!self.expired || expired)
+            && (!self.gave_up || gave_up)
     }
 
     fn parse(s: &str) -> Result<When, String> {
@@ -73,6 +77,8 @@ impl When {
         for token in s.split(',').map(str::trim) {
             if token == "expired" {
                 w.expired = true;
+            } else if token == "gave-up" {
+                w.gave_up = true;
             } else if let Some(list) = token.strip_prefix("cmd=") {
                 for name in list.split('|') {
                     let c = Command::parse(name).ok_or(format!("unknown command `{name}`"))?;
@@ -107,6 +113,9 @@ impl std::fmt::Display for When {
         }
         if self.expired {
             parts.push("expired".to_string());
+        }
+        if self.gave_up {
+            parts.push("gave-up".to_string());
         }
         match parts.is_empty() {
             true => f.write_str("-"),
@@ -266,11 +275,12 @@ mod tests {
             r[0].when,
             When {
                 commands: Command::Rcpt.bit() | Command::Helo.bit(),
-                expired: true
+                expired: true,
+                gave_up: false,
             }
         );
-        assert!(r[0].when.holds(Command::Rcpt.bit(), true));
-        assert!(!r[0].when.holds(Command::Rcpt.bit(), false));
-        assert!(!r[0].when.holds(0, true));
+        assert!(r[0].when.holds(Command::Rcpt.bit(), true, true));
+        assert!(!r[0].when.holds(Command::Rcpt.bit(), false, true));
+        assert!(!r[0].when.holds(0, true, true));
     }
 }
