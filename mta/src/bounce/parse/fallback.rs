@@ -221,7 +221,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let mut out: Vec<Hit> = Vec::new();
     let mut lead_pending = false;
     for (i, line) in lines.iter().enumerate() {
-        if is_quoted_header(line) && out.len() > 0 {
+        if is_quoted_header(line) && !out.is_empty() {
             break;
         }
         let found = candidate(line).or_else(|| {
