@@ -386,7 +386,12 @@ fn detect_and_parse(
         .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
         .collect::<Vec<_>>();
     if !failed.is_empty() && !fallback::is_auto_reply(msg, input) {
-        let hits = fallback::with_recipients(input, &failed);
+        let mut hits = fallback::with_recipients(input, &failed);
+        if recognised == Some(BounceFormat::GoogleGroups) {
+            for h in &mut hits {
+                h.diag = services::GOOGLE_GROUPS_DIAG.to_string();
+            }
+        }
         return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
     }
     if fallback::looks_like_bounce(input) && !fallback::is_auto_reply(msg, input) {
