@@ -18,6 +18,7 @@ const LEADS: &[&str] = &[
     "failed to deliver to",
     "delivery to the following recipient",
     "returned permanent errors:",
+    "rejected recipient",
     "recipient:",
     "address:",
     "unknown user:",
@@ -265,7 +266,11 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         }
         if diag.is_empty() {
             // "------- Failure Reasons --------" / "User not listed ..." / "addr".
-            let prev = lines[..i].iter().rev().map(|l| l.trim()).find(|l| !l.is_empty());
+            let prev = lines[..i]
+                .iter()
+                .rev()
+                .map(|l| l.trim())
+                .find(|l| !l.is_empty());
             if let Some(p) = prev.filter(|p| !p.starts_with("--") && !p.ends_with(':')) {
                 diag = p.to_string();
             }

@@ -368,6 +368,10 @@ fn detect_and_parse(
     if let Some(hits) = services::amazon_ses(&input.text) {
         return Some((BounceFormat::AmazonSes, hits));
     }
+    let hits = dsn::embedded(&input.text);
+    if !hits.is_empty() {
+        return Some((BounceFormat::DsnText, hits));
+    }
     let mut recognised = None;
     if let Some(f) = mta_text::detect(input) {
         let hits = mta_text::parse_format(f, input);
@@ -375,10 +379,6 @@ fn detect_and_parse(
             return Some((f, hits));
         }
         recognised = Some(f);
-    }
-    let hits = dsn::embedded(&input.text);
-    if !hits.is_empty() {
-        return Some((BounceFormat::DsnText, hits));
     }
     let failed = msg
         .header_values("X-Failed-Recipients")

@@ -210,9 +210,15 @@ pub(super) fn amazon_ses(text: &str) -> Option<Vec<Hit>> {
     }
     let end = text.rfind('}')?;
     let json = text.get(start..=end)?;
-    let mut v: serde_json::Value = serde_json::from_str(json).ok()?;
+    // Notifications sent as mail are often wrapped at 76 columns, inside strings too.
+    let parse = |j: &str| {
+        serde_json::from_str::<serde_json::Value>(j)
+            .ok()
+            .or_else(|| serde_json::from_str(&j.replace('\n', "")).ok())
+    };
+    let mut v = parse(json)?;
     if let Some(inner) = v.get("Message").and_then(|m| m.as_str()) {
-        v = serde_json::from_str(inner).ok()?;
+        v = parse(inner)?;
     }
     let kind = v
         .get("notificationType")
