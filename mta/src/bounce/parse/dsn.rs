@@ -174,21 +174,15 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             }
         }
     }
-    let human_lower = input.human.to_ascii_lowercase();
     for h in &mut hits {
         if h.command.is_some() && !h.diag.is_empty() {
             continue;
         }
-        let Some(p) = human_lower.find(&h.rcpt.to_ascii_lowercase()) else {
+        let Some(para) = recipient_paragraph(input.human, &h.rcpt) else {
             continue;
         };
-        let para_end = input.human[p..]
-            .find("\n\n")
-            .map(|e| p + e)
-            .unwrap_or(input.human.len());
-        let para = &input.human[p..para_end];
         if h.command.is_none() {
-            h.command = command_in(para).map(str::to_string);
+            h.command = command_in(&para).map(str::to_string);
         }
         if h.diag.is_empty() {
             let rest = para.split_once(':').map(|(_, r)| r).unwrap_or("");
@@ -196,4 +190,24 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
         }
     }
     hits
+}
+
+/// The human part's paragraph about `rcpt`: the line that starts with it (`<rcpt>: …`,
+/// `rcpt: …`) and the indented lines after it.
+fn recipient_paragraph(human: &str, rcpt: &str) -> Option<String> {
+    let mut lines = human.lines();
+    let lower = rcpt.to_ascii_lowercase();
+    let first = lines.by_ref().find(|l| {
+        let t = l.trim_start_matches(['<', '"']).to_ascii_lowercase();
+        t.starts_with(&lower)
+    })?;
+    let mut out = first.trim().to_string();
+    for l in lines {
+        if !l.starts_with([' ', '\t']) || l.trim().is_empty() {
+            break;
+        }
+        out.push(' ');
+        out.push_str(l.trim());
+    }
+    Some(out)
 }

@@ -18,6 +18,7 @@ const LEADS: &[&str] = &[
     "failed to deliver to",
     "delivery to the following recipient",
     "returned permanent errors:",
+    "rejected recipient",
     "recipient:",
     "address:",
     "unknown user:",
@@ -135,7 +136,8 @@ pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
 /// The first non-empty lines of the human part (the bounce's own explanation), at most 300 chars.
 fn first_sentence(human: &str) -> String {
     let mut out = String::new();
-    for l in human.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    let readable = |l: &&str| !l.is_empty() && !l.contains('\u{fffd}');
+    for l in human.lines().map(str::trim).filter(readable) {
         if out.len() > 200 || l.starts_with("---") {
             break;
         }
@@ -221,7 +223,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let mut out: Vec<Hit> = Vec::new();
     let mut lead_pending = false;
     for (i, line) in lines.iter().enumerate() {
-        if is_quoted_header(line) && out.len() > 0 {
+        if is_quoted_header(line) && !out.is_empty() {
             break;
         }
         let found = candidate(line).or_else(|| {
@@ -242,7 +244,12 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         if input.exclude.contains(&a) || out.iter().any(|h| h.rcpt.eq_ignore_ascii_case(&a)) {
             continue;
         }
-        let mut diag = rest;
+        let whole = line.trim();
+        let mut diag = if rest.starts_with('(') && !whole.starts_with('<') {
+            whole.to_string()
+        } else {
+            rest
+        };
         for next in lines.iter().skip(i + 1) {
             let t = next.trim();
             if t.is_empty()
@@ -256,6 +263,17 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
                 diag.push(' ');
             }
             diag.push_str(t);
+        }
+        if diag.is_empty() {
+            // "------- Failure Reasons --------" / "User not listed ..." / "addr".
+            let prev = lines[..i]
+                .iter()
+                .rev()
+                .map(|l| l.trim())
+                .find(|l| !l.is_empty());
+            if let Some(p) = prev.filter(|p| !p.starts_with("--") && !p.ends_with(':')) {
+                diag = p.to_string();
+            }
         }
         out.push(Hit::new(addr, diag));
     }

@@ -10,13 +10,18 @@ use thiserror::Error;
 
 use crate::acct::{Record, RecordType};
 
-use super::classify::{
-    find_enhanced_status, strip_diag_type, Category, Classifier, Failure, SmtpReply,
-};
+use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifier, Failure};
 
 mod dsn;
 mod fallback;
 mod mta_text;
+mod original;
+mod reply;
+
+pub(crate) use original::is_original_marker;
+use original::{human_end, original_from_headers, original_from_text};
+
+pub(crate) use reply::{after_said, command_in, reply_start, status_from_diag};
 mod services;
 
 /// Which bounce shape a message was recognised as.
@@ -363,6 +368,10 @@ fn detect_and_parse(
     if let Some(hits) = services::amazon_ses(&input.text) {
         return Some((BounceFormat::AmazonSes, hits));
     }
+    let hits = dsn::embedded(&input.text);
+    if !hits.is_empty() {
+        return Some((BounceFormat::DsnText, hits));
+    }
     let mut recognised = None;
     if let Some(f) = mta_text::detect(input) {
         let hits = mta_text::parse_format(f, input);
@@ -371,17 +380,18 @@ fn detect_and_parse(
         }
         recognised = Some(f);
     }
-    let hits = dsn::embedded(&input.text);
-    if !hits.is_empty() {
-        return Some((BounceFormat::DsnText, hits));
-    }
     let failed = msg
         .header_values("X-Failed-Recipients")
         .filter_map(|v| v.as_text())
         .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
         .collect::<Vec<_>>();
     if !failed.is_empty() && !fallback::is_auto_reply(msg, input) {
-        let hits = fallback::with_recipients(input, &failed);
+        let mut hits = fallback::with_recipients(input, &failed);
+        if recognised == Some(BounceFormat::GoogleGroups) {
+            for h in &mut hits {
+                h.diag = services::GOOGLE_GROUPS_DIAG.to_string();
+            }
+        }
         return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
     }
     if fallback::looks_like_bounce(input) && !fallback::is_auto_reply(msg, input) {
@@ -453,67 +463,6 @@ fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
 /// Diagnostics are cut to this many characters.
 const MAX_DIAG: usize = 1000;
 
-/// The SMTP command a reply answered, from the words a bounce uses around it: Postfix's
-/// "(in reply to RCPT TO command)", Exim's "after RCPT TO:", DragonFly's "did not like our RCPT TO",
-/// a Sendmail transcript's ">>> RCPT To:", "SMTP:RCPT host".
-pub(crate) fn command_in(text: &str) -> Option<&'static str> {
-    const PREFIXES: &[&str] = &[
-        "in reply to ",
-        "after ",
-        "our final ",
-        "our ",
-        ">>> ",
-        "smtp:",
-        "response to ",
-    ];
-    const COMMANDS: &[(&str, &str)] = &[
-        ("rcpt", "RCPT"),
-        ("mail from", "MAIL"),
-        ("end of data", "DATA"),
-        ("data", "DATA"),
-        ("ehlo", "EHLO"),
-        ("helo", "HELO"),
-        ("initial connection", "CONN"),
-        ("connect", "CONN"),
-    ];
-    let lower = text.to_ascii_lowercase();
-    for p in PREFIXES {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(p) {
-            let at = from + i + p.len();
-            let rest = &lower[at..];
-            for (word, cmd) in COMMANDS {
-                if rest.starts_with(word) {
-                    let after = rest[word.len()..].chars().next();
-                    if after.is_none_or(|c| !c.is_ascii_alphabetic()) {
-                        return Some(cmd);
-                    }
-                }
-            }
-            from = at;
-        }
-    }
-    None
-}
-
-/// The enhanced status in a diagnostic, else one derived from an SMTP code in it, else `default`.
-fn status_from_diag(diag: &str, default: &str) -> String {
-    let body = strip_diag_type(diag);
-    if let Some(s) = find_enhanced_status(body) {
-        return s.to_string();
-    }
-    // A basic code somewhere (e.g. "Remote host said: 554 delivery error").
-    for (i, w) in body.split_whitespace().enumerate() {
-        let r = SmtpReply::parse(w);
-        if let Some(c) = r.code {
-            if (400..600).contains(&c) && (i == 0 || w.len() == 3) {
-                return r.status();
-            }
-        }
-    }
-    default.to_string()
-}
-
 /// Splits header-like text into unfolded `(lowercase name, value)` fields.
 pub fn header_fields(block: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -552,137 +501,6 @@ pub(crate) fn typed_value(v: &str) -> String {
         .trim_end_matches('>')
         .trim()
         .to_string()
-}
-
-fn original_from_headers(raw: &[u8], report: &mut BounceReport) {
-    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
-    let head = text.split("\n\n").next().unwrap_or("");
-    collect_original(&header_fields(head), report);
-}
-
-fn collect_original(fields: &[(String, String)], report: &mut BounceReport) {
-    for (name, value) in fields {
-        if name == "message-id" && report.original_message_id.is_none() {
-            report.original_message_id = Some(value.trim().to_string());
-        } else if TRACKING_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            report
-                .original_headers
-                .entry(name.clone())
-                .or_insert_with(|| value.trim().to_string());
-        }
-    }
-}
-
-/// Markers after which non-DSN bounces quote the original message.
-const ORIGINAL_MARKERS: &[&str] = &[
-    "------ This is a copy of the message",
-    "------ This is a copy of your message",
-    "----- Original message -----",
-    "--- Below this line is a copy of the message.",
-    "--- Original message follows.",
-    "----- Original message headers -----",
-    "Original message headers:",
-    "----- Message header follows -----",
-    "----- Original Message -----",
-    "----- Unsent message follows -----",
-    "Original message follows.",
-    "Message headers follow.",
-    "Included is a copy of the message header",
-    "-------original message",
-    "-------original mail info",
-    "------- Returned Message --------",
-    "Original Message:",
-];
-
-/// True if `line` starts the quoted original message.
-pub(crate) fn is_original_marker(line: &str) -> bool {
-    ORIGINAL_MARKERS.iter().any(|m| line.contains(m))
-}
-
-/// Where the human-readable part of a text bounce ends: at an original-message marker, or at a
-/// `Received:`/`Return-Path:` header line in column 0.
-fn human_end(text: &str) -> usize {
-    let mut pos = 0;
-    for line in text.split_inclusive('\n') {
-        if is_original_marker(line)
-            || line.starts_with("Received: ")
-            || line.starts_with("Return-Path: ")
-        {
-            return pos;
-        }
-        pos += line.len();
-    }
-    text.len()
-}
-
-/// The remote reply in a diagnostic that quotes it after "said:" / "failed with:" /
-/// "did not like our …:" / "responded with failure:".
-pub(crate) fn after_said(diag: &str) -> &str {
-    for m in [
-        " said:",
-        "failed with:",
-        "responded with failure:",
-        "did not like our",
-    ] {
-        if let Some(p) = diag.find(m) {
-            let rest = &diag[p + m.len()..];
-            let rest = if m == "did not like our" {
-                rest.split_once(':').map(|(_, r)| r).unwrap_or(rest)
-            } else {
-                rest
-            };
-            return rest.trim();
-        }
-    }
-    diag
-}
-
-/// Byte offset in `line` where a 4xx/5xx SMTP reply starts: at the start, or after `<<< `,
-/// `: `, `] ` (e.g. `host x[1.2.3.4]: 550 ...`).
-pub(crate) fn reply_start(line: &str) -> Option<usize> {
-    let b = line.as_bytes();
-    let mut i = 0;
-    while i + 3 <= b.len() {
-        let at_boundary = i == 0 || matches!(b[i - 1], b' ' | b'<' | b'(');
-        let prefix_ok = i == 0 || {
-            let before = line[..i].trim_end();
-            before.ends_with(':')
-                || before.ends_with("<<<")
-                || before.ends_with(']')
-                || before.ends_with("reply")
-        };
-        if at_boundary
-            && prefix_ok
-            && matches!(b[i], b'4' | b'5')
-            && b[i + 1].is_ascii_digit()
-            && b[i + 2].is_ascii_digit()
-            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'))
-        {
-            return Some(i);
-        }
-        i += 1;
-        while i < b.len() && !line.is_char_boundary(i) {
-            i += 1;
-        }
-    }
-    None
-}
-
-fn original_from_text(text: &str, report: &mut BounceReport) {
-    let Some(pos) = ORIGINAL_MARKERS.iter().filter_map(|m| text.find(m)).min() else {
-        return;
-    };
-    let after = &text[pos..];
-    let rest = after.split_once('\n').map(|(_, r)| r).unwrap_or("");
-    let rest = rest.trim_start_matches('\n');
-    let head = rest.split("\n\n").next().unwrap_or("");
-    // Quoted headers may be indented (Exim, Exchange): undo a common indent.
-    let dedented: String = head
-        .lines()
-        .map(|l| l.strip_prefix("  ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
-    collect_original(&header_fields(&dedented), report);
 }
 
 /// An e-mail address in `s`: the first `local@domain` token, brackets and punctuation removed.
@@ -749,13 +567,5 @@ mod tests {
         );
         assert_eq!(find_address("  x (x@ex.org)").as_deref(), Some("x@ex.org"));
         assert_eq!(find_address("no address here"), None);
-    }
-
-    #[test]
-    fn status_from_text() {
-        assert_eq!(status_from_diag("smtp; 550 5.2.2 full", "5.0.0"), "5.2.2");
-        assert_eq!(status_from_diag("554 delivery error", "5.0.0"), "5.0.0");
-        assert_eq!(status_from_diag("451 try later", "5.0.0"), "4.0.0");
-        assert_eq!(status_from_diag("no code", "5.0.0"), "5.0.0");
     }
 }

@@ -3,7 +3,7 @@
 //! Lhost::Exim, Lhost::Sendmail, Lhost::V5sendmail and Lhost::qmail.
 
 use super::{command_in, find_address, is_original_marker, services, BounceFormat, Hit, Input};
-use crate::bounce::classify::SmtpReply;
+use crate::bounce::classify::{find_enhanced_status, SmtpReply};
 
 /// The format a text bounce's markers name, if any.
 pub(super) fn detect(input: &Input<'_>) -> Option<BounceFormat> {
@@ -55,6 +55,7 @@ pub(super) fn parse_format(f: BounceFormat, input: &Input<'_>) -> Vec<Hit> {
         BounceFormat::Sendmail => sendmail(text),
         BounceFormat::Exchange => services::exchange(&input.text),
         BounceFormat::Gmail => services::gmail(&input.text),
+        BounceFormat::Dragonfly => dragonfly(text),
         _ => Vec::new(),
     }
 }
@@ -135,6 +136,7 @@ fn exim(text: &str) -> Vec<Hit> {
     let mut out: Vec<Hit> = Vec::new();
     let mut in_list = false;
     let mut delayed = false;
+    let mut gap = false;
     for line in text.lines() {
         if is_original_marker(line) || line.starts_with("Included is a copy") {
             break;
@@ -148,10 +150,20 @@ fn exim(text: &str) -> Vec<Hit> {
             delayed |= line.contains("not yet been delivered");
             continue;
         }
-        if !in_list || line.trim().is_empty() {
+        if line.trim().is_empty() {
+            gap = true;
+            continue;
+        }
+        if !in_list {
             continue;
         }
         let indent = line.len() - line.trim_start().len();
+        if indent == 0 && gap && !line.contains('@') {
+            // A paragraph after the list ("No action is required on your part.").
+            in_list = false;
+            continue;
+        }
+        gap = false;
         let t = line.trim();
         if indent <= 2 {
             let first = t.split_whitespace().next().unwrap_or("");
@@ -171,8 +183,8 @@ fn exim(text: &str) -> Vec<Hit> {
                 continue;
             }
         }
-        if indent > 2 {
-            if let Some(last) = out.last_mut() {
+        if let Some(last) = out.last_mut() {
+            {
                 if !last.diag.is_empty() {
                     last.diag.push(' ');
                 }
@@ -185,12 +197,18 @@ fn exim(text: &str) -> Vec<Hit> {
     }
     for r in &mut out {
         r.command = command_in(&r.diag).map(str::to_string);
+        if r.diag.starts_with("(ultimately generated from") {
+            if let Some((_, rest)) = r.diag.split_once(')') {
+                r.diag = rest.trim().to_string();
+            }
+        }
         // Keep the remote reply: "SMTP error from remote mail server after RCPT TO:<x>: 550 …".
-        if let Some(p) = r.diag.find("SMTP error from remote mail server") {
+        if let Some(p) = r.diag.find("SMTP error from remote") {
             let rest = &r.diag[p..];
-            if let Some(q) = rest.find(">:") {
-                r.diag = rest[q + 2..].trim().to_string();
-            } else if let Some(q) = rest.find(": ") {
+            let status_at = find_enhanced_status(rest).and_then(|s| rest.find(s));
+            if let Some(q) = super::reply_start(rest).or(status_at) {
+                r.diag = rest[q..].trim().to_string();
+            } else if let Some(q) = rest.find(">:") {
                 r.diag = rest[q + 2..].trim().to_string();
             }
             r.diag = super::after_said(&r.diag).to_string();
@@ -218,6 +236,10 @@ fn sendmail(text: &str) -> Vec<Hit> {
             section = 2;
             continue;
         }
+        if t.contains("Non-delivered information") {
+            section = 3;
+            continue;
+        }
         if is_original_marker(t) || t.starts_with("-----") {
             section = 0;
             continue;
@@ -229,6 +251,7 @@ fn sendmail(text: &str) -> Vec<Hit> {
                         last.diag = reason.trim_end_matches(')').trim().to_string();
                     }
                 } else if let Some(a) = find_address(t) {
+                    let t = t.trim_start_matches('>').trim();
                     let rest = t.split_once(['>', ' ']).map(|(_, r)| r).unwrap_or("");
                     let rest = rest.trim().trim_start_matches("...").trim();
                     out.push(Hit::new(a, rest.trim_matches(['[', ']']).to_string()));
@@ -269,10 +292,12 @@ fn sendmail(text: &str) -> Vec<Hit> {
                             remote: remote.clone(),
                             ..Hit::new(a, t.to_string())
                         }),
-                        None => replies.push((t.to_string(), None)),
+                        None => {}
                     }
+                    replies.push((t.to_string(), None));
                 }
             }
+            3 if !t.is_empty() => replies.push((t.to_string(), None)),
             _ => {}
         }
     }
@@ -293,6 +318,40 @@ fn sendmail(text: &str) -> Vec<Hit> {
             }
         }
         r.remote = remote.clone();
+    }
+    out
+}
+
+/// DragonFly Mail Agent: "There was an error delivering your mail to <addr>." then either
+/// "HOST [IP] did not like our RCPT TO:" and the reply, or the agent's own reason ("DNS lookup
+/// failure: …", "Could not deliver for the last N seconds. Giving up."). After sisimai's
+/// Lhost::DragonFly.
+fn dragonfly(text: &str) -> Vec<Hit> {
+    let mut out: Vec<Hit> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(p) = t.find("delivering your mail to ") {
+            if let Some(a) = find_address(&t[p..]) {
+                out.push(Hit::new(a, String::new()));
+            }
+            continue;
+        }
+        let Some(h) = out.last_mut() else { continue };
+        if t.is_empty() {
+            if !h.diag.is_empty() {
+                break;
+            }
+            continue;
+        }
+        if let Some(p) = t.find(" did not like our ") {
+            h.command = command_in(&t[p..]).map(str::to_string);
+            h.remote = t[..p].split_whitespace().next().map(str::to_string);
+            continue;
+        }
+        if !h.diag.is_empty() {
+            h.diag.push(' ');
+        }
+        h.diag.push_str(t);
     }
     out
 }

@@ -145,11 +145,17 @@ fn gmail_tuples(text: &str) -> Vec<(String, String, Option<String>)> {
     }
     let mut diag = String::new();
     let mut remote = None;
-    if let Some(i) = lines.iter().position(|l| {
-        l.contains("The response from the remote server was:")
-            || l.contains("The response was:")
-            || l.contains("Technical details of permanent failure:")
-    }) {
+    let markers = [
+        "The error that the other server returned was:",
+        "The response from the remote server was:",
+        "The response was:",
+        "Technical details of permanent failure:",
+        "Technical details of temporary failure:",
+    ];
+    let start = markers
+        .iter()
+        .find_map(|m| lines.iter().position(|l| l.contains(m)));
+    if let Some(i) = start {
         for l in &lines[i + 1..] {
             let t = l.trim();
             if t.is_empty() {
@@ -179,10 +185,20 @@ fn gmail_tuples(text: &str) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-/// Gmail's "Delivery Status Notification (Failure)" text.
+/// Gmail's "Delivery Status Notification (Failure)" text ("(Delay)": delayed).
 pub(super) fn gmail(text: &str) -> Vec<Hit> {
-    to_hits(gmail_tuples(text))
+    let delayed = text.contains("has been delayed") || text.contains("THIS IS A WARNING MESSAGE");
+    let mut hits = to_hits(gmail_tuples(text));
+    for h in &mut hits {
+        h.delayed = delayed;
+    }
+    hits
 }
+
+/// Google Groups' notice that a post was refused (the group may not exist, or the sender may not
+/// post to it), in any language; the group is named in `X-Failed-Recipients`. The diagnostic is
+/// the notice's meaning in English.
+pub(super) const GOOGLE_GROUPS_DIAG: &str = "Google Groups: the group you tried to contact may not exist, or you may not have permission to post messages to the group";
 
 /// An Amazon SES notification in JSON (directly, or as the `Message` string of an SNS
 /// notification): the `bounce.bouncedRecipients` of a Bounce; `None` if the text is not one.
@@ -194,9 +210,15 @@ pub(super) fn amazon_ses(text: &str) -> Option<Vec<Hit>> {
     }
     let end = text.rfind('}')?;
     let json = text.get(start..=end)?;
-    let mut v: serde_json::Value = serde_json::from_str(json).ok()?;
+    // Notifications sent as mail are often wrapped at 76 columns, inside strings too.
+    let parse = |j: &str| {
+        serde_json::from_str::<serde_json::Value>(j)
+            .ok()
+            .or_else(|| serde_json::from_str(&j.replace('\n', "")).ok())
+    };
+    let mut v = parse(json)?;
     if let Some(inner) = v.get("Message").and_then(|m| m.as_str()) {
-        v = serde_json::from_str(inner).ok()?;
+        v = parse(inner)?;
     }
     let kind = v
         .get("notificationType")

@@ -1,0 +1,131 @@
+//! Reading SMTP replies inside bounce text: where a reply starts, the command it answered, the
+//! status it carries.
+
+use crate::bounce::classify::{find_enhanced_status, strip_diag_type, SmtpReply};
+
+/// The SMTP command a reply answered, from the words a bounce uses around it: Postfix's
+/// "(in reply to RCPT TO command)", Exim's "after RCPT TO:", DragonFly's "did not like our RCPT TO",
+/// a Sendmail transcript's ">>> RCPT To:", "SMTP:RCPT host".
+pub(crate) fn command_in(text: &str) -> Option<&'static str> {
+    const PREFIXES: &[&str] = &[
+        "in reply to ",
+        "after ",
+        "our final ",
+        "our ",
+        ">>> ",
+        "smtp:",
+        "response to ",
+    ];
+    const COMMANDS: &[(&str, &str)] = &[
+        ("rcpt", "RCPT"),
+        ("mail from", "MAIL"),
+        ("end of data", "DATA"),
+        ("data", "DATA"),
+        ("ehlo", "EHLO"),
+        ("helo", "HELO"),
+        ("initial connection", "CONN"),
+        ("connect", "CONN"),
+    ];
+    let lower = text.to_ascii_lowercase();
+    for p in PREFIXES {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(p) {
+            let at = from + i + p.len();
+            let rest = &lower[at..];
+            for (word, cmd) in COMMANDS {
+                if let Some(tail) = rest.strip_prefix(word) {
+                    let after = tail.chars().next();
+                    if after.is_none_or(|c| !c.is_ascii_alphabetic()) {
+                        return Some(cmd);
+                    }
+                }
+            }
+            from = at;
+        }
+    }
+    None
+}
+
+/// The enhanced status in a diagnostic, else one derived from an SMTP code in it, else `default`.
+pub(crate) fn status_from_diag(diag: &str, default: &str) -> String {
+    let body = strip_diag_type(diag);
+    if let Some(s) = find_enhanced_status(body) {
+        return s.to_string();
+    }
+    // A basic code somewhere (e.g. "Remote host said: 554 delivery error").
+    for (i, w) in body.split_whitespace().enumerate() {
+        let r = SmtpReply::parse(w);
+        if let Some(c) = r.code {
+            if (400..600).contains(&c) && (i == 0 || w.len() == 3) {
+                return r.status();
+            }
+        }
+    }
+    default.to_string()
+}
+
+/// The remote reply in a diagnostic that quotes it after "said:" / "failed with:" /
+/// "did not like our …:" / "responded with failure:".
+pub(crate) fn after_said(diag: &str) -> &str {
+    for m in [
+        " said:",
+        "failed with:",
+        "responded with failure:",
+        "did not like our",
+    ] {
+        if let Some(p) = diag.find(m) {
+            let rest = &diag[p + m.len()..];
+            let rest = if m == "did not like our" {
+                rest.split_once(':').map(|(_, r)| r).unwrap_or(rest)
+            } else {
+                rest
+            };
+            return rest.trim();
+        }
+    }
+    diag
+}
+
+/// Byte offset in `line` where a 4xx/5xx SMTP reply starts: at the start, or after `<<< `,
+/// `: `, `] ` (e.g. `host x[1.2.3.4]: 550 ...`).
+pub(crate) fn reply_start(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        let at_boundary = i == 0 || matches!(b[i - 1], b' ' | b'<' | b'(');
+        let prefix_ok = i == 0 || {
+            let before = line[..i].trim_end();
+            before.ends_with(':')
+                || before.ends_with("<<<")
+                || before.ends_with(']')
+                || before.ends_with("reply")
+        };
+        if at_boundary
+            && prefix_ok
+            && matches!(b[i], b'4' | b'5')
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'))
+        {
+            return Some(i);
+        }
+        i += 1;
+        while i < b.len() && !line.is_char_boundary(i) {
+            i += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_from_text() {
+        assert_eq!(status_from_diag("smtp; 550 5.2.2 full", "5.0.0"), "5.2.2");
+        assert_eq!(status_from_diag("554 delivery error", "5.0.0"), "5.0.0");
+        assert_eq!(status_from_diag("451 try later", "5.0.0"), "4.0.0");
+        assert_eq!(status_from_diag("no code", "5.0.0"), "5.0.0");
+    }
+}
