@@ -32,7 +32,10 @@ fn reply_explain_names_the_table_line_and_source() {
     let cols: Vec<&str> = out.trim_end().split('\t').collect();
     assert_eq!(cols[..2], ["5.1.1", "bad-mailbox"], "{out}");
     assert!(cols[2].starts_with("built-in rules.tsv line "), "{out}");
-    assert!(cols[2].contains("user unknown") && cols[2].contains("(source: "), "{out}");
+    assert!(
+        cols[2].contains("user unknown") && cols[2].contains("(source: "),
+        "{out}"
+    );
 
     let (out, ok) = mta(&["bounce", "classify", "--explain", "--reply", "zzz"]);
     assert!(ok);
@@ -64,7 +67,14 @@ fn explain_names_a_config_rule_by_file_and_line() {
     )
     .expect("write config");
     let conf = conf.display().to_string();
-    let args = ["bounce", "classify", "--config", &conf, "--explain", "--reply"];
+    let args = [
+        "bounce",
+        "classify",
+        "--config",
+        &conf,
+        "--explain",
+        "--reply",
+    ];
     let (out, ok) = mta(&[&args[..], &["550 frobnicated"]].concat());
     assert!(ok, "{out}");
     assert!(out.starts_with("5.0.0\tspam-related\tconfig "), "{out}");
@@ -79,7 +89,10 @@ fn files_report_the_format_and_the_rule() {
     assert!(ok);
     let cols: Vec<&str> = out.trim_end().split('\t').collect();
     assert_eq!(cols.len(), 6, "{out}");
-    assert_eq!((cols[1], cols[2], cols[5]), ("dsn", "ann@example.org", "quota-issues"));
+    assert_eq!(
+        (cols[1], cols[2], cols[5]),
+        ("dsn", "ann@example.org", "quota-issues")
+    );
 
     let (out, ok) = mta(&["bounce", "classify", "--explain", &dsn]);
     assert!(ok);

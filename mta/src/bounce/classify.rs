@@ -420,6 +420,7 @@ impl Classifier {
         // A set too large to build: every rule is tried alone, as each one compiled alone.
         let config_set = match regex::RegexSetBuilder::new(&set)
             .size_limit(64 << 20)
+            .dfa_size_limit(SET_DFA_LIMIT)
             .build()
         {
             Ok(s) => s,
@@ -576,11 +577,17 @@ impl Classifier {
     }
 }
 
+/// The lazy DFA cache a rule set may grow to. A set of many rules, searched for every match, needs
+/// far more states than the regex crate's 2 MB default; past the limit it falls back to a matcher
+/// some thirty times slower.
+const SET_DFA_LIMIT: usize = 16 << 20;
+
 /// Compiles [`DEFAULT_RULES`] into one set, case-insensitive like PowerMTA's patterns.
 fn default_set() -> Result<regex::RegexSet, ClassifyError> {
     regex::RegexSetBuilder::new(DEFAULT_RULES.iter().map(|d| d.regex))
         .case_insensitive(true)
         .size_limit(64 << 20)
+        .dfa_size_limit(SET_DFA_LIMIT)
         .build()
         .map_err(|e| ClassifyError::BadRegex(e.to_string()))
 }
