@@ -235,6 +235,8 @@ pub(crate) struct Input<'a> {
     pub from: String,
     /// Addresses that are not failed recipients: the bounce's From/To, the original's From.
     pub exclude: Vec<String>,
+    /// The `To` addresses of the quoted original message.
+    pub original_to: Vec<String>,
 }
 
 /// Parses a bounce message and classifies each failed recipient.
@@ -265,6 +267,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let mut texts: Vec<String> = Vec::new();
     let mut dsn_body = String::new();
     let mut text_len = 0usize;
+    let mut original_to = Vec::new();
     for part in msg.parts.iter().take(MAX_PARTS) {
         let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
         if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
@@ -273,6 +276,9 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         } else if is_ct("text", "rfc822-headers") || matches!(part.body, PartType::Message(_)) {
             if report.original_message_id.is_none() && report.original_headers.is_empty() {
                 original_from_headers(part.contents(), &mut report);
+            }
+            if original_to.is_empty() {
+                original_to = original::original_to(&String::from_utf8_lossy(part.contents()));
             }
         } else if text_len < MAX_TEXT {
             let t = match &part.body {
@@ -299,7 +305,11 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let mut exclude = vec![from.clone(), addr_of(msg.to())];
     exclude.retain(|a| !a.is_empty());
     let human_end = human_end(&text);
+    if original_to.is_empty() {
+        original_to = original::original_to(&text[human_end..]);
+    }
     let input = Input {
+        original_to,
         human: &text[..human_end],
         text: text.clone(),
         subject,
@@ -397,6 +407,17 @@ fn detect_and_parse(
     if fallback::looks_like_bounce(input) && !fallback::is_auto_reply(msg, input) {
         let hits = fallback::scan(input);
         if !hits.is_empty() {
+            return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
+        }
+        // Last resort: a bounce that names no recipient failed for the original's recipients.
+        let to: Vec<String> = input
+            .original_to
+            .iter()
+            .filter(|a| !input.exclude.contains(&a.to_ascii_lowercase()))
+            .cloned()
+            .collect();
+        if !to.is_empty() {
+            let hits = fallback::with_recipients(input, &to);
             return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
         }
     }
