@@ -287,12 +287,12 @@ fn sendmail(text: &str) -> Vec<Hit> {
                 } else if SmtpReply::parse(t).code.is_some_and(|c| c >= 400) {
                     // "554 <addr>... reason" names the recipient.
                     let body = t.get(4..).unwrap_or("");
-                    match body.starts_with('<').then(|| find_address(body)).flatten() {
-                        Some(a) => transcript.push(Hit {
+                    if let Some(a) = body.starts_with('<').then(|| find_address(body)).flatten() {
+                        transcript.push(Hit {
                             remote: remote.clone(),
                             ..Hit::new(a, t.to_string())
-                        }),
-                        None => {}
+                        });
+                    }
                     }
                     replies.push((t.to_string(), None));
                 }
