@@ -293,7 +293,6 @@ fn sendmail(text: &str) -> Vec<Hit> {
                             ..Hit::new(a, t.to_string())
                         });
                     }
-                    }
                     replies.push((t.to_string(), None));
                 }
             }
