@@ -189,6 +189,22 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             h.diag = rest.split_whitespace().collect::<Vec<_>>().join(" ");
         }
     }
+    // Still no diagnostic: the human part's reply line naming the recipient, or its only reply.
+    let single = hits.len() == 1;
+    for h in hits.iter_mut().filter(|h| h.diag.is_empty()) {
+        let lower = h.rcpt.to_ascii_lowercase();
+        let named = input.human.lines().find(|l| {
+            super::reply_start(l.trim()) == Some(0) && l.to_ascii_lowercase().contains(&lower)
+        });
+        if let Some(l) = named {
+            h.diag = l.trim().to_string();
+        } else if single {
+            h.diag = super::fallback::reply_in(input.human).unwrap_or_default();
+        }
+        if h.command.is_none() {
+            h.command = command_in(input.human).map(str::to_string);
+        }
+    }
     hits
 }
 

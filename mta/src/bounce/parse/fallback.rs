@@ -134,9 +134,9 @@ pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
 }
 
 /// The first non-empty lines of the human part (the bounce's own explanation), at most 300 chars.
-fn first_sentence(human: &str) -> String {
+pub(super) fn first_sentence(human: &str) -> String {
     let mut out = String::new();
-    let readable = |l: &&str| !l.is_empty() && !l.contains('\u{fffd}');
+    let readable = |l: &&str| l.chars().any(char::is_alphanumeric) && !l.contains('\u{fffd}');
     for l in human.lines().map(str::trim).filter(readable) {
         if out.len() > 200 || l.starts_with("---") {
             break;
@@ -151,7 +151,7 @@ fn first_sentence(human: &str) -> String {
 
 /// A remote reply in `text`: the first line that starts a 4xx/5xx reply (after a prefix such as
 /// `<<< ` or `... said: `), with its continuation lines.
-fn reply_in(text: &str) -> Option<String> {
+pub(super) fn reply_in(text: &str) -> Option<String> {
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim();

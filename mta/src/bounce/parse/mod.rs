@@ -293,7 +293,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             texts.push(t);
         }
     }
-    let text = texts.join("\n").replace("\r\n", "\n");
+    let text = unquote(texts.join("\n").replace("\r\n", "\n"));
     let subject = msg.subject().unwrap_or("");
     let addr_of = |a: Option<&mail_parser::Address>| {
         a.and_then(|a| a.first())
@@ -331,6 +331,10 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             format = format.or(Some(f));
         }
     }
+    if format != Some(BounceFormat::Dsn) && input.human.contains("THIS IS A WARNING MESSAGE ONLY") {
+        // Sendmail/Zoho/Gmail delay warnings: the MTA keeps trying.
+        hits.iter_mut().for_each(|h| h.delayed = true);
+    }
     let mut hits = dsn::fill_from_text(hits, &input);
     hits.retain(|h| !h.rcpt.is_empty());
     let mut seen = std::collections::HashSet::new();
@@ -349,6 +353,26 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         report.reason = Some(no_recipient_reason(format, &input, &msg));
     }
     Ok(report)
+}
+
+/// A bounce forwarded with `> ` quoting (most lines quoted): one level of quoting removed.
+fn unquote(text: String) -> String {
+    let (mut quoted, mut total) = (0usize, 0usize);
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        total += 1;
+        quoted += usize::from(l.starts_with('>'));
+    }
+    if total < 4 || quoted * 2 < total {
+        return text;
+    }
+    text.lines()
+        .map(|l| {
+            l.strip_prefix("> ")
+                .or_else(|| l.strip_prefix('>'))
+                .unwrap_or(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// At most this many MIME parts are read.

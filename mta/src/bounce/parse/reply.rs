@@ -13,8 +13,10 @@ pub(crate) fn command_in(text: &str) -> Option<&'static str> {
         "our final ",
         "our ",
         ">>> ",
+        "<<< ",
         "smtp:",
         "response to ",
+        "following ",
     ];
     const COMMANDS: &[(&str, &str)] = &[
         ("rcpt", "RCPT"),
