@@ -280,6 +280,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let reply = reply_in(input.human);
     let command = command_in(input.human).or_else(|| smtp_command_section(input.human));
     let explanation = first_sentence(input.human);
+    let single = out.len() == 1;
     for h in &mut out {
         let said = after_said(&h.diag);
         h.diag = match reply_start(said) {
@@ -287,7 +288,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             None => said.trim_start_matches("because:").trim().to_string(),
         };
         let has_code = reply_start(&h.diag).is_some();
-        if !has_code {
+        if !has_code && (single || h.diag.is_empty()) {
             if let Some(r) = &reply {
                 h.diag = r.clone();
             } else if h.diag.is_empty() {

@@ -304,7 +304,10 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let from = addr_of(msg.from());
     let mut exclude = vec![from.clone(), addr_of(msg.to())];
     exclude.retain(|a| !a.is_empty());
-    let human_end = human_end(&text);
+    let mut human_end = human_end(&text).min(MAX_HUMAN);
+    while !text.is_char_boundary(human_end) {
+        human_end -= 1;
+    }
     if original_to.is_empty() {
         original_to = original::original_to(&text[human_end..]);
     }
@@ -335,6 +338,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         // Sendmail/Zoho/Gmail delay warnings: the MTA keeps trying.
         hits.iter_mut().for_each(|h| h.delayed = true);
     }
+    hits.truncate(MAX_RECIPIENTS);
     let mut hits = dsn::fill_from_text(hits, &input);
     hits.retain(|h| !h.rcpt.is_empty());
     let mut seen = std::collections::HashSet::new();
@@ -350,7 +354,10 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         original_from_text(&input.text, &mut report);
     }
     if report.recipients.is_empty() {
-        report.reason = Some(no_recipient_reason(format, &input, &msg));
+        if fallback::is_auto_reply(&msg, &input) {
+            report.format = Some(BounceFormat::AutoReply);
+        }
+        report.reason = Some(no_recipient_reason(report.format, &input));
     }
     Ok(report)
 }
@@ -374,6 +381,11 @@ fn unquote(text: String) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The human part read for recipient lines is cut to this many bytes.
+const MAX_HUMAN: usize = 256 * 1024;
+/// At most this many failed recipients are reported per bounce.
+const MAX_RECIPIENTS: usize = 1000;
 
 /// At most this many MIME parts are read.
 const MAX_PARTS: usize = 64;
@@ -448,15 +460,14 @@ fn detect_and_parse(
     None
 }
 
-fn no_recipient_reason(
-    format: Option<BounceFormat>,
-    input: &Input<'_>,
-    msg: &mail_parser::Message<'_>,
-) -> String {
-    if fallback::is_auto_reply(msg, input) {
-        return "an auto-reply (vacation / out-of-office), not a bounce".into();
-    }
+fn no_recipient_reason(format: Option<BounceFormat>, input: &Input<'_>) -> String {
     match format {
+        Some(BounceFormat::AutoReply) => {
+            "an auto-reply (vacation / out-of-office), not a bounce".into()
+        }
+        Some(BounceFormat::AmazonSes) => {
+            "an Amazon SES notification that reports no bounced recipient (delivery or other notification type)".into()
+        }
         Some(BounceFormat::Dsn) => {
             "delivery-status part lists no failed or delayed recipient with an address".into()
         }
@@ -586,6 +597,9 @@ fn strip_html(h: &str) -> String {
         .replace("&amp;", "&")
         .replace("&#39;", "'")
 }
+
+#[cfg(test)]
+mod format_tests;
 
 #[cfg(test)]
 mod tests {
