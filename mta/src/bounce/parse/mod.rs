@@ -1,6 +1,10 @@
-//! Bounce message parsing: RFC 3464 DSNs and the common non-standard formats (Postfix transcript,
-//! Exim, Sendmail, qmail, Exchange/Office 365 NDRs, Gmail, Yahoo). Each failed recipient comes out
-//! with its status, diagnostic text and bounce category.
+//! Bounce message parsing. Each failed recipient comes out with its status, the remote reply (or
+//! the bounce's own reason), the SMTP command it answered and its bounce category.
+//!
+//! Formats, one module per family: [`dsn`] (RFC 3464, also broken and in text parts),
+//! [`mta_text`] (Postfix, Exim, Sendmail, qmail, DragonFly, Yahoo), [`services`] (Exchange, Gmail,
+//! Google Groups, Amazon SES JSON), [`fallback`] (recipient lines of any other bounce,
+//! `X-Failed-Recipients`, the quoted original's `To`; auto-replies). ARF reports are told apart.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +18,12 @@ use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifie
 
 mod dsn;
 mod fallback;
+mod fields;
 mod mta_text;
 mod original;
+
+pub(crate) use fields::{field, strip_html, typed_value};
+pub use fields::{find_address, header_fields};
 mod reply;
 
 pub(crate) use original::is_original_marker;
@@ -519,112 +527,5 @@ fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
 /// Diagnostics are cut to this many characters.
 const MAX_DIAG: usize = 1000;
 
-/// Splits header-like text into unfolded `(lowercase name, value)` fields.
-pub fn header_fields(block: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in block.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if !name.is_empty() && !name.contains(' ') {
-                out.push((name.to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
-pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-/// Drops an RFC 3464 type prefix (`rfc822;`, `dns;`) and angle brackets.
-pub(crate) fn typed_value(v: &str) -> String {
-    strip_diag_type(v)
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .to_string()
-}
-
-/// An e-mail address in `s`: the first `local@domain` token, brackets and punctuation removed.
-pub fn find_address(s: &str) -> Option<String> {
-    for token in s.split(|c: char| {
-        c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '\'' | '"' | ',' | '[' | ']')
-    }) {
-        let t = token.trim_matches(|c: char| matches!(c, '.' | ':' | ';'));
-        if let Some((local, domain)) = t.split_once('@') {
-            if !local.is_empty()
-                && domain.contains('.')
-                && !domain.contains('@')
-                && domain
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
-            {
-                return Some(t.to_string());
-            }
-        }
-    }
-    None
-}
-
-fn strip_html(h: &str) -> String {
-    let mut out = String::with_capacity(h.len());
-    let mut in_tag = false;
-    for c in h.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-        .replace("&#39;", "'")
-}
-
 #[cfg(test)]
 mod format_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unfolds_fields() {
-        let f = header_fields("Diagnostic-Code: smtp; 550 5.1.1\n  user unknown\nStatus: 5.1.1");
-        assert_eq!(
-            f[0],
-            (
-                "diagnostic-code".into(),
-                "smtp; 550 5.1.1 user unknown".into()
-            )
-        );
-        assert_eq!(f[1], ("status".into(), "5.1.1".into()));
-    }
-
-    #[test]
-    fn finds_addresses() {
-        assert_eq!(
-            find_address("<bob@example.com>:").as_deref(),
-            Some("bob@example.com")
-        );
-        assert_eq!(find_address("  x (x@ex.org)").as_deref(), Some("x@ex.org"));
-        assert_eq!(find_address("no address here"), None);
-    }
-}
