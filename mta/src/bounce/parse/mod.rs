@@ -1,9 +1,9 @@
 //! Bounce message parsing. Each failed recipient comes out with its status, the remote reply (or
 //! the bounce's own reason), the SMTP command it answered and its bounce category.
 //!
-//! Formats, one module per family: [`dsn`] (RFC 3464, also broken and in text parts),
-//! [`mta_text`] (Postfix, Exim, Sendmail, qmail, DragonFly, Yahoo), [`services`] (Exchange, Gmail,
-//! Google Groups, Amazon SES JSON), [`fallback`] (recipient lines of any other bounce,
+//! Formats, one module per family: `dsn` (RFC 3464, also broken and in text parts),
+//! `mta_text` (Postfix, Exim, Sendmail, qmail, DragonFly, Yahoo), `services` (Exchange, Gmail,
+//! Google Groups, Amazon SES JSON), `fallback` (recipient lines of any other bounce,
 //! `X-Failed-Recipients`, the quoted original's `To`; auto-replies). ARF reports are told apart.
 
 use std::collections::BTreeMap;
