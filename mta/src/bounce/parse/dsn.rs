@@ -162,7 +162,10 @@ pub(super) fn embedded(text: &str) -> Vec<Hit> {
 /// paragraph of the text that names the recipient (Postfix's "(in reply to RCPT TO command)").
 pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> {
     if hits.iter().any(|h| h.rcpt.is_empty()) {
-        let text_hits = super::fallback::scan(input);
+        let mut text_hits = super::fallback::scan(input);
+        if text_hits.is_empty() {
+            text_hits = super::fallback::with_recipients(input, &input.failed_header);
+        }
         for (i, h) in hits.iter_mut().enumerate() {
             if h.rcpt.is_empty() {
                 if let Some(t) = text_hits.get(i) {

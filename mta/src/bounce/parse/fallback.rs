@@ -85,6 +85,38 @@ pub(super) fn looks_like_bounce(input: &Input<'_>) -> bool {
     words.iter().any(|w| subject.contains(w)) || words.iter().take(9).any(|w| human.contains(w))
 }
 
+/// True if the sender is a mail system or the subject says delivery failed (stricter than
+/// [`looks_like_bounce`]).
+pub(super) fn surely_bounce(input: &Input<'_>) -> bool {
+    let from = input.from.as_str();
+    let daemon = [
+        "mailer-daemon",
+        "mailer_daemon",
+        "postmaster",
+        "post_master",
+        "mail-daemon",
+    ]
+    .iter()
+    .any(|m| from.starts_with(m));
+    let subject = input.subject.to_lowercase();
+    daemon
+        || [
+            "undeliver",
+            "returned mail",
+            "delivery fail",
+            "failure notice",
+            "delivery status",
+            "mail delivery",
+            "delivery failure",
+            "not delivered",
+            "could not be delivered",
+            "mail system error",
+            "returned to sender",
+        ]
+        .iter()
+        .any(|w| subject.contains(w))
+}
+
 /// True for vacation / out-of-office replies (RFC 3834 `Auto-Submitted: auto-replied` with an
 /// away subject, `X-Autoreply`, `X-Autorespond`, `Precedence: auto_reply`).
 pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -> bool {

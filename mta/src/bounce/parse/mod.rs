@@ -245,6 +245,8 @@ pub(crate) struct Input<'a> {
     pub exclude: Vec<String>,
     /// The `To` addresses of the quoted original message.
     pub original_to: Vec<String>,
+    /// The addresses of the bounce's `X-Failed-Recipients` header (Exim, Gmail, Google Groups).
+    pub failed_header: Vec<String>,
 }
 
 /// Parses a bounce message and classifies each failed recipient.
@@ -319,8 +321,15 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     if original_to.is_empty() {
         original_to = original::original_to(&text[human_end..]);
     }
+    let failed_header = msg
+        .header_values("X-Failed-Recipients")
+        .filter_map(|v| v.as_text())
+        .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
+        .take(MAX_RECIPIENTS)
+        .collect::<Vec<_>>();
     let input = Input {
         original_to,
+        failed_header,
         human: &text[..human_end],
         text: text.clone(),
         subject,
@@ -434,13 +443,8 @@ fn detect_and_parse(
         }
         recognised = Some(f);
     }
-    let failed = msg
-        .header_values("X-Failed-Recipients")
-        .filter_map(|v| v.as_text())
-        .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
-        .collect::<Vec<_>>();
-    if !failed.is_empty() && !fallback::is_auto_reply(msg, input) {
-        let mut hits = fallback::with_recipients(input, &failed);
+    if !input.failed_header.is_empty() && !fallback::is_auto_reply(msg, input) {
+        let mut hits = fallback::with_recipients(input, &input.failed_header);
         if recognised == Some(BounceFormat::GoogleGroups) {
             for h in &mut hits {
                 h.diag = services::GOOGLE_GROUPS_DIAG.to_string();
@@ -460,7 +464,7 @@ fn detect_and_parse(
             .filter(|a| !input.exclude.contains(&a.to_ascii_lowercase()))
             .cloned()
             .collect();
-        if !to.is_empty() {
+        if !to.is_empty() && fallback::surely_bounce(input) {
             let hits = fallback::with_recipients(input, &to);
             return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
         }
