@@ -2,8 +2,9 @@
 //!
 //! - [`classify`]: the 17 PowerMTA categories, a [`Classifier`] of config rules in front of the
 //!   documented built-in rules, matched against `"{status}; {diagnostic}"`.
-//! - [`parse`](mod@parse): failed recipients of RFC 3464 DSNs and of Postfix, Exim, Sendmail, qmail,
-//!   Exchange, Gmail and Yahoo bounces.
+//! - [`parse`](mod@parse): failed recipients of RFC 3464 DSNs (and their broken variants), the
+//!   text bounces of the common MTAs, provider notifications (Amazon SES JSON, Gmail, Google
+//!   Groups, Exchange), a general fallback; auto-replies and ARF reports told apart.
 //! - [`dsn`]: the RFC 3464 DSN the MTA sends back to the envelope sender.
 //! - [`report`]: the text/JSON output of `mta bounce classify`.
 

@@ -162,7 +162,10 @@ pub(super) fn embedded(text: &str) -> Vec<Hit> {
 /// paragraph of the text that names the recipient (Postfix's "(in reply to RCPT TO command)").
 pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> {
     if hits.iter().any(|h| h.rcpt.is_empty()) {
-        let text_hits = super::fallback::scan(input);
+        let mut text_hits = super::fallback::scan(input);
+        if text_hits.is_empty() {
+            text_hits = super::fallback::with_recipients(input, &input.failed_header);
+        }
         for (i, h) in hits.iter_mut().enumerate() {
             if h.rcpt.is_empty() {
                 if let Some(t) = text_hits.get(i) {
@@ -174,19 +177,42 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             }
         }
     }
+    let single = hits.len() == 1;
     for h in &mut hits {
         if h.command.is_some() && !h.diag.is_empty() {
             continue;
         }
         let Some(para) = recipient_paragraph(input.human, &h.rcpt) else {
+            if h.command.is_none() {
+                h.command = transcript_command(input.human, &h.rcpt, single)
+                    .or_else(|| command_in(input.human).filter(|_| single))
+                    .map(str::to_string);
+            }
             continue;
         };
         if h.command.is_none() {
-            h.command = command_in(&para).map(str::to_string);
+            h.command = command_in(&para)
+                .or_else(|| transcript_command(input.human, &h.rcpt, single))
+                .map(str::to_string);
         }
         if h.diag.is_empty() {
             let rest = para.split_once(':').map(|(_, r)| r).unwrap_or("");
             h.diag = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        }
+    }
+    // Still no diagnostic: the human part's reply line naming the recipient, or its only reply.
+    for h in hits.iter_mut().filter(|h| h.diag.is_empty()) {
+        let lower = h.rcpt.to_ascii_lowercase();
+        let named = input.human.lines().find(|l| {
+            super::reply_start(l.trim()) == Some(0) && l.to_ascii_lowercase().contains(&lower)
+        });
+        if let Some(l) = named {
+            h.diag = l.trim().to_string();
+        } else if single {
+            h.diag = super::fallback::reply_in(input.human).unwrap_or_default();
+        }
+        if h.command.is_none() {
+            h.command = command_in(input.human).map(str::to_string);
         }
     }
     hits
@@ -198,7 +224,10 @@ fn recipient_paragraph(human: &str, rcpt: &str) -> Option<String> {
     let mut lines = human.lines();
     let lower = rcpt.to_ascii_lowercase();
     let first = lines.by_ref().find(|l| {
-        let t = l.trim_start_matches(['<', '"']).to_ascii_lowercase();
+        let t = l
+            .trim_start()
+            .trim_start_matches(['<', '"'])
+            .to_ascii_lowercase();
         t.starts_with(&lower)
     })?;
     let mut out = first.trim().to_string();
@@ -210,4 +239,25 @@ fn recipient_paragraph(human: &str, rcpt: &str) -> Option<String> {
         out.push_str(l.trim());
     }
     Some(out)
+}
+
+/// In a Sendmail-style transcript, the `>>> COMMAND` sent before the first `<<<` reply that
+/// names `rcpt` (or, for a bounce about one recipient, before its first 4xx/5xx reply).
+fn transcript_command(human: &str, rcpt: &str, single: bool) -> Option<&'static str> {
+    let lower = rcpt.to_ascii_lowercase();
+    let mut last = None;
+    let mut first_failure = None;
+    for l in human.lines().map(str::trim) {
+        if l.starts_with(">>>") {
+            last = command_in(l);
+        } else if let Some(r) = l.strip_prefix("<<<") {
+            if r.to_ascii_lowercase().contains(&lower) {
+                return last;
+            }
+            if first_failure.is_none() && matches!(r.trim_start().chars().next(), Some('4' | '5')) {
+                first_failure = Some(last);
+            }
+        }
+    }
+    first_failure.flatten().filter(|_| single)
 }

@@ -85,6 +85,38 @@ pub(super) fn looks_like_bounce(input: &Input<'_>) -> bool {
     words.iter().any(|w| subject.contains(w)) || words.iter().take(9).any(|w| human.contains(w))
 }
 
+/// True if the sender is a mail system or the subject says delivery failed (stricter than
+/// [`looks_like_bounce`]).
+pub(super) fn surely_bounce(input: &Input<'_>) -> bool {
+    let from = input.from.as_str();
+    let daemon = [
+        "mailer-daemon",
+        "mailer_daemon",
+        "postmaster",
+        "post_master",
+        "mail-daemon",
+    ]
+    .iter()
+    .any(|m| from.starts_with(m));
+    let subject = input.subject.to_lowercase();
+    daemon
+        || [
+            "undeliver",
+            "returned mail",
+            "delivery fail",
+            "failure notice",
+            "delivery status",
+            "mail delivery",
+            "delivery failure",
+            "not delivered",
+            "could not be delivered",
+            "mail system error",
+            "returned to sender",
+        ]
+        .iter()
+        .any(|w| subject.contains(w))
+}
+
 /// True for vacation / out-of-office replies (RFC 3834 `Auto-Submitted: auto-replied` with an
 /// away subject, `X-Autoreply`, `X-Autorespond`, `Precedence: auto_reply`).
 pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -> bool {
@@ -134,9 +166,9 @@ pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
 }
 
 /// The first non-empty lines of the human part (the bounce's own explanation), at most 300 chars.
-fn first_sentence(human: &str) -> String {
+pub(super) fn first_sentence(human: &str) -> String {
     let mut out = String::new();
-    let readable = |l: &&str| !l.is_empty() && !l.contains('\u{fffd}');
+    let readable = |l: &&str| l.chars().any(char::is_alphanumeric) && !l.contains('\u{fffd}');
     for l in human.lines().map(str::trim).filter(readable) {
         if out.len() > 200 || l.starts_with("---") {
             break;
@@ -151,7 +183,7 @@ fn first_sentence(human: &str) -> String {
 
 /// A remote reply in `text`: the first line that starts a 4xx/5xx reply (after a prefix such as
 /// `<<< ` or `... said: `), with its continuation lines.
-fn reply_in(text: &str) -> Option<String> {
+pub(super) fn reply_in(text: &str) -> Option<String> {
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim();
@@ -280,6 +312,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let reply = reply_in(input.human);
     let command = command_in(input.human).or_else(|| smtp_command_section(input.human));
     let explanation = first_sentence(input.human);
+    let single = out.len() == 1;
     for h in &mut out {
         let said = after_said(&h.diag);
         h.diag = match reply_start(said) {
@@ -287,7 +320,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             None => said.trim_start_matches("because:").trim().to_string(),
         };
         let has_code = reply_start(&h.diag).is_some();
-        if !has_code {
+        if !has_code && (single || h.diag.is_empty()) {
             if let Some(r) = &reply {
                 h.diag = r.clone();
             } else if h.diag.is_empty() {

@@ -1,6 +1,10 @@
-//! Bounce message parsing: RFC 3464 DSNs and the common non-standard formats (Postfix transcript,
-//! Exim, Sendmail, qmail, Exchange/Office 365 NDRs, Gmail, Yahoo). Each failed recipient comes out
-//! with its status, diagnostic text and bounce category.
+//! Bounce message parsing. Each failed recipient comes out with its status, the remote reply (or
+//! the bounce's own reason), the SMTP command it answered and its bounce category.
+//!
+//! Formats, one module per family: `dsn` (RFC 3464, also broken and in text parts),
+//! `mta_text` (Postfix, Exim, Sendmail, qmail, DragonFly, Yahoo), `services` (Exchange, Gmail,
+//! Google Groups, Amazon SES JSON), `fallback` (recipient lines of any other bounce,
+//! `X-Failed-Recipients`, the quoted original's `To`; auto-replies). ARF reports are told apart.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +18,12 @@ use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifie
 
 mod dsn;
 mod fallback;
+mod fields;
 mod mta_text;
 mod original;
+
+pub(crate) use fields::{field, strip_html, typed_value};
+pub use fields::{find_address, header_fields};
 mod reply;
 
 pub(crate) use original::is_original_marker;
@@ -235,6 +243,10 @@ pub(crate) struct Input<'a> {
     pub from: String,
     /// Addresses that are not failed recipients: the bounce's From/To, the original's From.
     pub exclude: Vec<String>,
+    /// The `To` addresses of the quoted original message.
+    pub original_to: Vec<String>,
+    /// The addresses of the bounce's `X-Failed-Recipients` header (Exim, Gmail, Google Groups).
+    pub failed_header: Vec<String>,
 }
 
 /// Parses a bounce message and classifies each failed recipient.
@@ -265,6 +277,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let mut texts: Vec<String> = Vec::new();
     let mut dsn_body = String::new();
     let mut text_len = 0usize;
+    let mut original_to = Vec::new();
     for part in msg.parts.iter().take(MAX_PARTS) {
         let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
         if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
@@ -273,6 +286,9 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         } else if is_ct("text", "rfc822-headers") || matches!(part.body, PartType::Message(_)) {
             if report.original_message_id.is_none() && report.original_headers.is_empty() {
                 original_from_headers(part.contents(), &mut report);
+            }
+            if original_to.is_empty() {
+                original_to = original::original_to(&String::from_utf8_lossy(part.contents()));
             }
         } else if text_len < MAX_TEXT {
             let t = match &part.body {
@@ -287,7 +303,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             texts.push(t);
         }
     }
-    let text = texts.join("\n").replace("\r\n", "\n");
+    let text = unquote(texts.join("\n").replace("\r\n", "\n"));
     let subject = msg.subject().unwrap_or("");
     let addr_of = |a: Option<&mail_parser::Address>| {
         a.and_then(|a| a.first())
@@ -298,8 +314,22 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let from = addr_of(msg.from());
     let mut exclude = vec![from.clone(), addr_of(msg.to())];
     exclude.retain(|a| !a.is_empty());
-    let human_end = human_end(&text);
+    let mut human_end = human_end(&text).min(MAX_HUMAN);
+    while !text.is_char_boundary(human_end) {
+        human_end -= 1;
+    }
+    if original_to.is_empty() {
+        original_to = original::original_to(&text[human_end..]);
+    }
+    let failed_header = msg
+        .header_values("X-Failed-Recipients")
+        .filter_map(|v| v.as_text())
+        .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
+        .take(MAX_RECIPIENTS)
+        .collect::<Vec<_>>();
     let input = Input {
+        original_to,
+        failed_header,
         human: &text[..human_end],
         text: text.clone(),
         subject,
@@ -321,6 +351,11 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             format = format.or(Some(f));
         }
     }
+    if format != Some(BounceFormat::Dsn) && input.human.contains("THIS IS A WARNING MESSAGE ONLY") {
+        // Sendmail/Zoho/Gmail delay warnings: the MTA keeps trying.
+        hits.iter_mut().for_each(|h| h.delayed = true);
+    }
+    hits.truncate(MAX_RECIPIENTS);
     let mut hits = dsn::fill_from_text(hits, &input);
     hits.retain(|h| !h.rcpt.is_empty());
     let mut seen = std::collections::HashSet::new();
@@ -336,10 +371,38 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         original_from_text(&input.text, &mut report);
     }
     if report.recipients.is_empty() {
-        report.reason = Some(no_recipient_reason(format, &input, &msg));
+        if fallback::is_auto_reply(&msg, &input) {
+            report.format = Some(BounceFormat::AutoReply);
+        }
+        report.reason = Some(no_recipient_reason(report.format, &input));
     }
     Ok(report)
 }
+
+/// A bounce forwarded with `> ` quoting (most lines quoted): one level of quoting removed.
+fn unquote(text: String) -> String {
+    let (mut quoted, mut total) = (0usize, 0usize);
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        total += 1;
+        quoted += usize::from(l.starts_with('>'));
+    }
+    if total < 4 || quoted * 2 < total {
+        return text;
+    }
+    text.lines()
+        .map(|l| {
+            l.strip_prefix("> ")
+                .or_else(|| l.strip_prefix('>'))
+                .unwrap_or(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The human part read for recipient lines is cut to this many bytes.
+const MAX_HUMAN: usize = 256 * 1024;
+/// At most this many failed recipients are reported per bounce.
+const MAX_RECIPIENTS: usize = 1000;
 
 /// At most this many MIME parts are read.
 const MAX_PARTS: usize = 64;
@@ -380,13 +443,8 @@ fn detect_and_parse(
         }
         recognised = Some(f);
     }
-    let failed = msg
-        .header_values("X-Failed-Recipients")
-        .filter_map(|v| v.as_text())
-        .flat_map(|v| v.split(',').filter_map(find_address).collect::<Vec<_>>())
-        .collect::<Vec<_>>();
-    if !failed.is_empty() && !fallback::is_auto_reply(msg, input) {
-        let mut hits = fallback::with_recipients(input, &failed);
+    if !input.failed_header.is_empty() && !fallback::is_auto_reply(msg, input) {
+        let mut hits = fallback::with_recipients(input, &input.failed_header);
         if recognised == Some(BounceFormat::GoogleGroups) {
             for h in &mut hits {
                 h.diag = services::GOOGLE_GROUPS_DIAG.to_string();
@@ -399,19 +457,29 @@ fn detect_and_parse(
         if !hits.is_empty() {
             return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
         }
+        // Last resort: a bounce that names no recipient failed for the original's recipients.
+        let to: Vec<String> = input
+            .original_to
+            .iter()
+            .filter(|a| !input.exclude.contains(&a.to_ascii_lowercase()))
+            .cloned()
+            .collect();
+        if !to.is_empty() && fallback::surely_bounce(input) {
+            let hits = fallback::with_recipients(input, &to);
+            return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
+        }
     }
     None
 }
 
-fn no_recipient_reason(
-    format: Option<BounceFormat>,
-    input: &Input<'_>,
-    msg: &mail_parser::Message<'_>,
-) -> String {
-    if fallback::is_auto_reply(msg, input) {
-        return "an auto-reply (vacation / out-of-office), not a bounce".into();
-    }
+fn no_recipient_reason(format: Option<BounceFormat>, input: &Input<'_>) -> String {
     match format {
+        Some(BounceFormat::AutoReply) => {
+            "an auto-reply (vacation / out-of-office), not a bounce".into()
+        }
+        Some(BounceFormat::AmazonSes) => {
+            "an Amazon SES notification that reports no bounced recipient (delivery or other notification type)".into()
+        }
         Some(BounceFormat::Dsn) => {
             "delivery-status part lists no failed or delayed recipient with an address".into()
         }
@@ -463,109 +531,5 @@ fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
 /// Diagnostics are cut to this many characters.
 const MAX_DIAG: usize = 1000;
 
-/// Splits header-like text into unfolded `(lowercase name, value)` fields.
-pub fn header_fields(block: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in block.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if !name.is_empty() && !name.contains(' ') {
-                out.push((name.to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
-pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-/// Drops an RFC 3464 type prefix (`rfc822;`, `dns;`) and angle brackets.
-pub(crate) fn typed_value(v: &str) -> String {
-    strip_diag_type(v)
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .to_string()
-}
-
-/// An e-mail address in `s`: the first `local@domain` token, brackets and punctuation removed.
-pub fn find_address(s: &str) -> Option<String> {
-    for token in s.split(|c: char| {
-        c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '\'' | '"' | ',' | '[' | ']')
-    }) {
-        let t = token.trim_matches(|c: char| matches!(c, '.' | ':' | ';'));
-        if let Some((local, domain)) = t.split_once('@') {
-            if !local.is_empty()
-                && domain.contains('.')
-                && !domain.contains('@')
-                && domain
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
-            {
-                return Some(t.to_string());
-            }
-        }
-    }
-    None
-}
-
-fn strip_html(h: &str) -> String {
-    let mut out = String::with_capacity(h.len());
-    let mut in_tag = false;
-    for c in h.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-        .replace("&#39;", "'")
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unfolds_fields() {
-        let f = header_fields("Diagnostic-Code: smtp; 550 5.1.1\n  user unknown\nStatus: 5.1.1");
-        assert_eq!(
-            f[0],
-            (
-                "diagnostic-code".into(),
-                "smtp; 550 5.1.1 user unknown".into()
-            )
-        );
-        assert_eq!(f[1], ("status".into(), "5.1.1".into()));
-    }
-
-    #[test]
-    fn finds_addresses() {
-        assert_eq!(
-            find_address("<bob@example.com>:").as_deref(),
-            Some("bob@example.com")
-        );
-        assert_eq!(find_address("  x (x@ex.org)").as_deref(), Some("x@ex.org"));
-        assert_eq!(find_address("no address here"), None);
-    }
-}
+mod format_tests;

@@ -226,6 +226,7 @@ fn sendmail(text: &str) -> Vec<Hit> {
     let mut replies: Vec<(String, Option<String>)> = Vec::new();
     let mut transcript: Vec<Hit> = Vec::new();
     let mut last_cmd: Option<String> = None;
+    let mut pending: Option<(String, Option<String>)> = None;
     for line in text.lines() {
         let t = line.trim();
         if t.contains("The following addresses had") || t.contains("had permanent fatal errors") {
@@ -264,6 +265,7 @@ fn sendmail(text: &str) -> Vec<Hit> {
             2 => {
                 if let Some(p) = t.to_ascii_lowercase().find("while talking to ") {
                     remote = Some(t[p + 17..].trim_end_matches([':', '.']).to_string());
+                    pending = None;
                 } else if let Some(c) = t.strip_prefix(">>>") {
                     last_cmd = command_in(&format!(">>> {}", c.trim())).map(str::to_string);
                     if let Some(a) = c
@@ -279,20 +281,21 @@ fn sendmail(text: &str) -> Vec<Hit> {
                     }
                 } else if let Some(r) = t.strip_prefix("<<<") {
                     replies.push((r.trim().to_string(), last_cmd.clone()));
-                    if let Some(h) = transcript.last_mut() {
-                        if h.diag.is_empty() {
-                            h.diag = r.trim().to_string();
-                        }
+                    match transcript.last_mut() {
+                        Some(h) if h.diag.is_empty() => h.diag = r.trim().to_string(),
+                        _ => pending = Some((r.trim().to_string(), last_cmd.clone())),
                     }
                 } else if SmtpReply::parse(t).code.is_some_and(|c| c >= 400) {
                     // "554 <addr>... reason" names the recipient.
                     let body = t.get(4..).unwrap_or("");
-                    match body.starts_with('<').then(|| find_address(body)).flatten() {
-                        Some(a) => transcript.push(Hit {
+                    if let Some(a) = body.starts_with('<').then(|| find_address(body)).flatten() {
+                        // The remote reply just before it is the cause ("<<< 550 …").
+                        let (diag, command) = pending.take().unwrap_or((t.to_string(), None));
+                        transcript.push(Hit {
                             remote: remote.clone(),
-                            ..Hit::new(a, t.to_string())
-                        }),
-                        None => {}
+                            command,
+                            ..Hit::new(a, diag)
+                        });
                     }
                     replies.push((t.to_string(), None));
                 }

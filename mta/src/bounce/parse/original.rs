@@ -80,3 +80,33 @@ pub(super) fn original_from_text(text: &str, report: &mut BounceReport) {
         .join("\n");
     collect_original(&header_fields(&dedented), report);
 }
+
+/// The `To` addresses of a quoted original message's header block (`head` starts at the
+/// headers, or at an original-message marker line followed by them).
+pub(super) fn original_to(head: &str) -> Vec<String> {
+    let head = head.replace("\r\n", "\n");
+    let mut rest = head.as_str();
+    if rest.lines().next().is_some_and(is_original_marker) {
+        rest = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
+    }
+    let block = rest
+        .trim_start_matches('\n')
+        .split("\n\n")
+        .next()
+        .unwrap_or("");
+    let dedented: String = block
+        .lines()
+        .map(|l| l.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n");
+    header_fields(&dedented)
+        .iter()
+        .filter(|(n, _)| n == "to")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .filter_map(super::find_address)
+                .collect::<Vec<_>>()
+        })
+        .take(10)
+        .collect()
+}

@@ -13,8 +13,10 @@ pub(crate) fn command_in(text: &str) -> Option<&'static str> {
         "our final ",
         "our ",
         ">>> ",
+        "<<< ",
         "smtp:",
         "response to ",
+        "following ",
     ];
     const COMMANDS: &[(&str, &str)] = &[
         ("rcpt", "RCPT"),
@@ -90,28 +92,32 @@ pub(crate) fn after_said(diag: &str) -> &str {
 /// `: `, `] ` (e.g. `host x[1.2.3.4]: 550 ...`).
 pub(crate) fn reply_start(line: &str) -> Option<usize> {
     let b = line.as_bytes();
-    let mut i = 0;
-    while i + 3 <= b.len() {
-        let at_boundary = i == 0 || matches!(b[i - 1], b' ' | b'<' | b'(');
-        let prefix_ok = i == 0 || {
-            let before = line[..i].trim_end();
-            before.ends_with(':')
-                || before.ends_with("<<<")
-                || before.ends_with(']')
-                || before.ends_with("reply")
-        };
-        if at_boundary
-            && prefix_ok
-            && matches!(b[i], b'4' | b'5')
+    for i in 0..b.len().saturating_sub(2) {
+        let code = matches!(b[i], b'4' | b'5')
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
-            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'))
+            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'));
+        if !code {
+            continue;
+        }
+        if i == 0 {
+            return Some(0);
+        }
+        if !matches!(b[i - 1], b' ' | b'<' | b'(') {
+            continue;
+        }
+        // Bounded look-back (linear time): the text just before the code, spaces dropped.
+        let mut j = i;
+        while j > 0 && b[j - 1] == b' ' && i - j < 8 {
+            j -= 1;
+        }
+        let before = &b[j.saturating_sub(5)..j];
+        if before.ends_with(b":")
+            || before.ends_with(b"<<<")
+            || before.ends_with(b"]")
+            || before.ends_with(b"reply")
         {
             return Some(i);
-        }
-        i += 1;
-        while i < b.len() && !line.is_char_boundary(i) {
-            i += 1;
         }
     }
     None

@@ -1,0 +1,230 @@
+//! Small hand-written bounces, one per format family the parser reads (after each product's
+//! documented or commonly seen layout; no corpus message is copied here).
+
+use super::*;
+
+fn run(raw: &str) -> BounceReport {
+    parse(raw.as_bytes(), &Classifier::default()).expect("parses")
+}
+
+fn one(r: &BounceReport) -> &FailedRecipient {
+    assert_eq!(r.recipients.len(), 1, "{r:#?}");
+    &r.recipients[0]
+}
+
+const HEAD: &str = "From: MAILER-DAEMON@mta.example\nTo: sender@origin.example\n";
+
+#[test]
+fn dragonfly_reply_and_command() {
+    let r = run(&format!(
+        "{HEAD}Subject: Mail delivery failed\n\nThis is the DragonFly Mail Agent v0.13 at mta.example.\n\n\
+         There was an error delivering your mail to <bob@dest.example>.\n\n\
+         mx.dest.example [192.0.2.9] did not like our RCPT TO:\n\
+         550 5.1.1 <bob@dest.example>: Recipient address rejected: User unknown\n\n\
+         Original message follows.\n\nTo: <bob@dest.example>\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Dragonfly));
+    let f = one(&r);
+    assert_eq!(f.recipient, "bob@dest.example");
+    assert_eq!(f.status, "5.1.1");
+    assert_eq!(f.command.as_deref(), Some("RCPT"));
+    assert!(f.diagnostic.starts_with("550 5.1.1"), "{}", f.diagnostic);
+    assert_eq!(f.remote_mta.as_deref(), Some("mx.dest.example"));
+}
+
+#[test]
+fn dragonfly_own_reason() {
+    let r = run(&format!(
+        "{HEAD}Subject: Mail delivery failed\n\nThis is the DragonFly Mail Agent v0.13 at mta.example.\n\n\
+         There was an error delivering your mail to <amy@gone.example>.\n\n\
+         DNS lookup failure: host gone.example not found\n\nMessage headers follow.\n"
+    ));
+    let f = one(&r);
+    assert_eq!(
+        f.diagnostic,
+        "DNS lookup failure: host gone.example not found"
+    );
+}
+
+#[test]
+fn amazon_ses_bounce_through_sns() {
+    let inner = r#"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bouncedRecipients\":[{\"emailAddress\":\"carl@dest.example\",\"action\":\"failed\",\"status\":\"5.1.1\",\"diagnosticCode\":\"smtp; 550 5.1.1 user unknown\"}],\"reportingMTA\":\"dsn; a1.ses.example\"}}"#;
+    let r = run(&format!(
+        "From: no-reply@sns.example\nTo: ops@origin.example\nSubject: AWS Notification Message\n\n\
+         {{\n  \"Type\" : \"Notification\",\n  \"Message\" : \"{inner}\"\n}}\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::AmazonSes));
+    let f = one(&r);
+    assert_eq!(f.recipient, "carl@dest.example");
+    assert_eq!(f.status, "5.1.1");
+    assert_eq!(f.remote_mta.as_deref(), Some("a1.ses.example"));
+}
+
+#[test]
+fn amazon_ses_delivery_is_not_a_bounce() {
+    let r = run(
+        "From: no-reply@sns.example\nSubject: AWS Notification Message\n\n\
+         {\"notificationType\":\"Delivery\",\"delivery\":{\"recipients\":[\"d@dest.example\"]}}\n",
+    );
+    assert_eq!(r.format, Some(BounceFormat::AmazonSes));
+    assert!(r.recipients.is_empty());
+    assert!(r
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("no bounced recipient"));
+}
+
+#[test]
+fn dsn_fields_in_a_text_part() {
+    let r = run(&format!(
+        "{HEAD}Subject: Delivery Status Notification (Failure)\n\n\
+         An error occurred while trying to deliver the mail to the following recipients:\ndee@dest.example\n\n\
+         Reporting-MTA: dns; out.mta.example\n\nAction: failed\nFinal-Recipient: rfc822; dee@dest.example\n\
+         Diagnostic-Code: smtp; 550 5.2.2 mailbox full\nStatus: 5.2.2\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::DsnText));
+    let f = one(&r);
+    assert_eq!(
+        (f.recipient.as_str(), f.status.as_str()),
+        ("dee@dest.example", "5.2.2")
+    );
+}
+
+#[test]
+fn dsn_without_blank_lines_bad_final_recipient_and_expired() {
+    let r = run(&format!(
+        "{HEAD}Subject: failure\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+         --b\nContent-Type: text/plain\n\nSee below.\n\
+         --b\nContent-Type: message/delivery-status\n\n\
+         Reporting-MTA: dns; mta.example\n\n\
+         Final-Recipient: rfc822; @relay.example:eve@server\nOriginal-Recipient: rfc822; eve@dest.example\n\
+         Action: failed\nStatus: 5.1.1\n\
+         Final-Recipient: rfc822; \"fay\"@dest.example\nAction: expired\nStatus: 4.4.7\n\
+         Diagnostic-Code: smtp; 421 timed out\n--b--\n"
+    ));
+    let got: Vec<&str> = r.recipients.iter().map(|f| f.recipient.as_str()).collect();
+    assert_eq!(got, ["eve@dest.example", "fay@dest.example"]);
+    assert_eq!(r.recipients[1].status, "4.4.7");
+}
+
+#[test]
+fn exim_delay_warning() {
+    let r = run(&format!(
+        "{HEAD}Subject: Warning: message 1abc delayed 24 hours\n\n\
+         This message was created automatically by mail delivery software.\n\
+         A message that you sent has not yet been delivered to one or more of its\n\
+         recipients after more than 24 hours on the queue on mta.example.\n\n\
+         The address to which the message has not yet been delivered is:\n\n  gil@dest.example\n\
+         \x20   host mx.dest.example [192.0.2.3]\n\
+         \x20   Delay reason: SMTP error from remote mail server after MAIL FROM:<sender@origin.example>:\n\
+         \x20   450 4.7.1 try again later\n\n\
+         No action is required on your part.\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.action, "delayed");
+    assert_eq!(f.command.as_deref(), Some("MAIL"));
+    assert_eq!(f.diagnostic, "450 4.7.1 try again later");
+}
+
+#[test]
+fn sendmail_v5_transcript() {
+    let r = run(&format!(
+        "{HEAD}Subject: Returned mail: User unknown\n\n   ----- Transcript of session follows -----\n\
+         While talking to mx.dest.example:\n>>> RCPT To:<hal@dest.example>\n<<< 550 No such user here\n\
+         550 <hal@dest.example>... User unknown\n\n   ----- Unsent message follows -----\nTo: hal@dest.example\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "hal@dest.example");
+    assert_eq!(f.command.as_deref(), Some("RCPT"));
+    assert_eq!(f.diagnostic, "550 No such user here");
+}
+
+#[test]
+fn generic_recipient_lines() {
+    // "addr: reason" lines (OpenSMTPD-like) and "reason: addr" lines (IMail-like).
+    let r = run(&format!(
+        "{HEAD}Subject: Delivery status notification: error\n\n\
+         Hi!\n\nThis is the MAILER-DAEMON.\n\n\
+         ivy@dest.example: 550 5.2.2 <ivy@dest.example>... Mailbox Full\n\
+         jon@dest.example: Domain does not exist\n\n    Below is a copy of the original message:\n"
+    ));
+    let got: Vec<(&str, &str)> = r
+        .recipients
+        .iter()
+        .map(|f| (f.recipient.as_str(), f.status.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("ivy@dest.example", "5.2.2"), ("jon@dest.example", "5.0.0")]
+    );
+    let r = run(
+        "From: postmaster@dest.example\nTo: sender@origin.example\nSubject: Undeliverable Mail\n\n\
+         Unknown user: kim@dest.example\n\nOriginal message follows.\n\nTo: kim@dest.example\n",
+    );
+    assert_eq!(one(&r).recipient, "kim@dest.example");
+    assert_eq!(r.format, Some(BounceFormat::Generic));
+}
+
+#[test]
+fn x_failed_recipients_header() {
+    let r = run("From: mailer-daemon@groups.example\nTo: sender@origin.example\n\
+         X-Failed-Recipients: list@groups.example\nSubject: Delivery Status Notification (Failure)\n\n\
+         Hello sender@origin.example,\nThe group you tried to contact may not exist.\n");
+    let f = one(&r);
+    assert_eq!(f.recipient, "list@groups.example");
+}
+
+#[test]
+fn auto_reply_and_arf_are_not_bounces() {
+    let r = run(
+        "From: boss@dest.example\nTo: sender@origin.example\nAuto-Submitted: auto-replied\n\
+         Subject: Out of Office: your message\n\nI am away until Monday.\n",
+    );
+    assert_eq!(r.format, Some(BounceFormat::AutoReply));
+    assert!(r.recipients.is_empty());
+    assert!(r.reason.as_deref().unwrap_or("").contains("auto-reply"));
+    let r = run("From: fbl@isp.example\nSubject: FW: report\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n\
+         --b\nContent-Type: text/plain\n\nAn abuse report.\n--b\n\
+         Content-Type: message/feedback-report\n\nFeedback-Type: abuse\n--b--\n");
+    assert_eq!(r.format, Some(BounceFormat::Feedback));
+    assert!(r.recipients.is_empty());
+}
+
+#[test]
+fn forwarded_quoted_bounce() {
+    let r = run("From: sender@origin.example\nTo: admin@origin.example\nSubject: Fwd: Returned mail\n\n\
+         Begin forwarded message:\n\n> From: Mail Delivery Subsystem <MAILER-DAEMON@mta.example>\n\
+         > Subject: Returned mail: see transcript for details\n>\n\
+         >    ----- The following addresses had permanent fatal errors -----\n> <lee@dest.example>\n\
+         >     (reason: 550 5.1.1 User unknown)\n>\n>    ----- Transcript of session follows -----\n\
+         > ... while talking to mx.dest.example.:\n>>>> RCPT To:<lee@dest.example>\n\
+         > <<< 550 5.1.1 <lee@dest.example>... User unknown\n");
+    let f = one(&r);
+    assert_eq!(f.recipient, "lee@dest.example");
+    assert_eq!(f.status, "5.1.1");
+}
+
+#[test]
+fn commands_and_replies_in_text() {
+    assert_eq!(
+        command_in("(in reply to end of DATA command)"),
+        Some("DATA")
+    );
+    assert_eq!(
+        command_in("SMTP error from remote mail server after RCPT TO:<a@b.c>:"),
+        Some("RCPT")
+    );
+    assert_eq!(
+        command_in("mx [1.2.3.4] did not like our final DATA:"),
+        Some("DATA")
+    );
+    assert_eq!(command_in(">>> MAIL From:<a@b.c>"), Some("MAIL"));
+    assert_eq!(command_in("(Error following RCPT command)"), Some("RCPT"));
+    assert_eq!(command_in("no command named here"), None);
+    assert_eq!(reply_start("550 5.1.1 no"), Some(0));
+    assert_eq!(reply_start("host x[1.2.3.4] said: 550 no"), Some(22));
+    assert_eq!(reply_start("<<< 421 busy"), Some(4));
+    assert_eq!(reply_start("order 550 units"), None);
+}
