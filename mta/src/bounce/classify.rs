@@ -304,7 +304,7 @@ pub fn find_enhanced_status(text: &str) -> Option<&str> {
 }
 
 use super::rules::infer_command;
-pub use super::rules::{Command, DefaultRule, When, DEFAULT_RULES};
+pub use super::rules::{Command, DefaultRule, Situation, When, DEFAULT_RULES};
 
 #[derive(Debug, Clone)]
 struct Rule {
@@ -337,6 +337,8 @@ pub struct Classifier {
 struct Context {
     command: u8,
     gave_up: bool,
+    /// A recipient of a delay notice: [`Classifier::classify_failure`] without `gave_up`.
+    delayed: bool,
 }
 
 /// The most verdicts a classifier remembers; past it, it starts over.
@@ -347,7 +349,8 @@ const MAX_VERDICTS: usize = 4096;
 #[derive(Default)]
 struct Verdicts(std::sync::Mutex<std::collections::HashMap<VerdictKey, (Category, RuleOrigin)>>);
 
-/// A verdict's key: the context bits (command, 0x80 expired, 0x40 gave up) and the matched text.
+/// A verdict's key: the context bits (command, 0x80 expired, 0x40 gave up, 0x20 delayed) and the
+/// matched text.
 type VerdictKey = (u8, String);
 
 impl Clone for Verdicts {
@@ -462,6 +465,7 @@ impl Classifier {
         let ctx = Context {
             command: command.map_or(0, Command::bit),
             gave_up: f.gave_up,
+            delayed: !f.gave_up,
         };
         self.classify_in(f.status, f.diagnostic, ctx)
     }
@@ -489,13 +493,20 @@ impl Classifier {
             };
         }
         let matched_text = format!("{status}; {diag}");
-        let expired = ctx.gave_up && status.starts_with('4');
-        let flags = if expired { 0x80 } else { 0 } | if ctx.gave_up { 0x40 } else { 0 };
+        let situation = Situation {
+            command: ctx.command,
+            expired: ctx.gave_up && status.starts_with('4'),
+            gave_up: ctx.gave_up,
+            delayed: ctx.delayed,
+        };
+        let flags = u8::from(situation.expired) << 7
+            | u8::from(ctx.gave_up) << 6
+            | u8::from(ctx.delayed) << 5;
         let key = (ctx.command | flags, matched_text);
         let (category, origin) = match self.verdicts.get(&key) {
             Some(v) => v,
             None => {
-                let v = self.decide(&key.1, ctx.command, expired, ctx.gave_up);
+                let v = self.decide(&key.1, situation);
                 self.verdicts.put(&key, v);
                 v
             }
@@ -511,13 +522,7 @@ impl Classifier {
 
     /// The rule that decides `matched_text`: the config's rules in order, then the defaults, then
     /// the config's catch-all, else `other`.
-    fn decide(
-        &self,
-        matched_text: &str,
-        command: u8,
-        expired: bool,
-        gave_up: bool,
-    ) -> (Category, RuleOrigin) {
+    fn decide(&self, matched_text: &str, situation: Situation) -> (Category, RuleOrigin) {
         let catch_all = self.rules.iter().find(|r| r.pattern.source.is_empty());
         let in_set = (!self.config_set.is_empty()).then(|| self.config_set.matches(matched_text));
         for rule in self.rules.iter().filter(|r| !r.pattern.source.is_empty()) {
@@ -531,7 +536,7 @@ impl Classifier {
         }
         for i in self.defaults.matches(matched_text).iter() {
             if let Some(d) = DEFAULT_RULES.get(i) {
-                if d.when.holds(command, expired, gave_up) {
+                if d.when.holds(situation) {
                     return (d.category, RuleOrigin::Default(i));
                 }
             }
@@ -757,7 +762,9 @@ mod tests {
             let want = seq
                 .iter()
                 .zip(DEFAULT_RULES.iter())
-                .position(|(p, d)| d.when.holds(0, false, false) && p.is_match(&got.matched_text))
+                .position(|(p, d)| {
+                    d.when.holds(Situation::default()) && p.is_match(&got.matched_text)
+                })
                 .map_or(RuleOrigin::Fallback, RuleOrigin::Default);
             assert_eq!(got.origin, want, "{text}");
         }
@@ -793,10 +800,13 @@ mod tests {
             f("4.0.0", "451 temporary failure", None, true),
             Category::MessageExpired
         );
+        // A delay notice naming no cause: the message waits to expire (sisimai); a reply: other.
         assert_eq!(
             f("4.0.0", "451 temporary failure", None, false),
-            Category::Other
+            Category::MessageExpired
         );
+        let reply = c.classify_status("4.0.0", "451 temporary failure");
+        assert_eq!(reply.category, Category::Other);
         let timeout = "connect to x[192.0.2.1]:25: Connection timed out";
         assert_eq!(f("4.4.1", timeout, None, true), Category::MessageExpired);
         assert_eq!(f("4.4.1", timeout, None, false), Category::NoAnswerFromHost);

@@ -59,14 +59,30 @@ pub struct When {
     pub expired: bool,
     /// Only for a recipient the reporter gave up on (a bounce, not a reply or a delay notice).
     pub gave_up: bool,
+    /// Only for a recipient of a delay notice (the reporter still retries).
+    pub delayed: bool,
+}
+
+/// What a failure adds to its text, for [`When::holds`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Situation {
+    /// The command answered, a [`Command::bit`]; 0 if unknown.
+    pub command: u8,
+    /// The reporter gave up while the status was transient (4.x.x).
+    pub expired: bool,
+    /// The reporter gave up (a failed recipient of a bounce).
+    pub gave_up: bool,
+    /// A recipient of a delay notice.
+    pub delayed: bool,
 }
 
 impl When {
-    /// Whether a failure with command bit `command` (0 if unknown), expiry and give-up flags applies.
-    pub fn holds(&self, command: u8, expired: bool, gave_up: bool) -> bool {
-        (self.commands == 0 || self.commands & command != 0)
-            && (!self.expired || expired)
-            && (!self.gave_up || gave_up)
+    /// Whether the rule applies to a failure in situation `s`.
+    pub fn holds(&self, s: Situation) -> bool {
+        (self.commands == 0 || self.commands & s.command != 0)
+            && (!self.expired || s.expired)
+            && (!self.gave_up || s.gave_up)
+            && (!self.delayed || s.delayed)
     }
 
     fn parse(s: &str) -> Result<When, String> {
@@ -79,6 +95,8 @@ impl When {
                 w.expired = true;
             } else if token == "gave-up" {
                 w.gave_up = true;
+            } else if token == "delayed" {
+                w.delayed = true;
             } else if let Some(list) = token.strip_prefix("cmd=") {
                 for name in list.split('|') {
                     let c = Command::parse(name).ok_or(format!("unknown command `{name}`"))?;
@@ -116,6 +134,9 @@ impl std::fmt::Display for When {
         }
         if self.gave_up {
             parts.push("gave-up".to_string());
+        }
+        if self.delayed {
+            parts.push("delayed".to_string());
         }
         match parts.is_empty() {
             true => f.write_str("-"),
@@ -277,10 +298,20 @@ mod tests {
                 commands: Command::Rcpt.bit() | Command::Helo.bit(),
                 expired: true,
                 gave_up: false,
+                delayed: false,
             }
         );
-        assert!(r[0].when.holds(Command::Rcpt.bit(), true, true));
-        assert!(!r[0].when.holds(Command::Rcpt.bit(), false, true));
-        assert!(!r[0].when.holds(0, true, true));
+        let rcpt = |expired| Situation {
+            command: Command::Rcpt.bit(),
+            expired,
+            gave_up: true,
+            delayed: false,
+        };
+        assert!(r[0].when.holds(rcpt(true)));
+        assert!(!r[0].when.holds(rcpt(false)));
+        assert!(!r[0].when.holds(Situation {
+            command: 0,
+            ..rcpt(true)
+        }));
     }
 }
