@@ -215,6 +215,20 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             h.command = command_in(input.human).map(str::to_string);
         }
     }
+    // Still none: the human part's own explanation of that recipient.
+    if hits.iter().any(|h| h.diag.is_empty()) {
+        let scanned = super::fallback::scan(input);
+        for h in hits.iter_mut().filter(|h| h.diag.is_empty()) {
+            let mine = scanned
+                .iter()
+                .find(|t| t.rcpt.eq_ignore_ascii_case(&h.rcpt));
+            h.diag = match mine {
+                Some(t) => t.diag.clone(),
+                None if single => super::fallback::first_sentence(input.human),
+                None => String::new(),
+            };
+        }
+    }
     hits
 }
 

@@ -13,6 +13,7 @@ const LEADS: &[&str] = &[
     "deliver your message to",
     "delivered to:",
     "not delivered to",
+    "wasn't delivered to",
     "could not be delivered to",
     "undeliverable to",
     "failed to deliver to",
@@ -228,6 +229,10 @@ fn candidate(line: &str) -> Option<(String, String)> {
         if let Some(p) = lower.find(lead) {
             let after = t.get(p + lead.len()..).unwrap_or("");
             if let Some(a) = find_address(after) {
+                if !lead.ends_with(':') {
+                    // "Your message wasn't delivered to X because …": the whole sentence.
+                    return Some((a, t.to_string()));
+                }
                 let q = after.find(&a).map(|q| q + a.len()).unwrap_or(0);
                 let rest = after[q..]
                     .trim()
@@ -273,7 +278,14 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         });
         let Some((addr, rest)) = found else { continue };
         let a = addr.to_ascii_lowercase();
-        if input.exclude.contains(&a) || out.iter().any(|h| h.rcpt.eq_ignore_ascii_case(&a)) {
+        if input.exclude.contains(&a) {
+            continue;
+        }
+        if let Some(h) = out.iter_mut().find(|h| h.rcpt.eq_ignore_ascii_case(&a)) {
+            // Named again further on ("<addr>... Deferred: …" in a transcript): keep its reason.
+            if h.diag.is_empty() {
+                h.diag = rest;
+            }
             continue;
         }
         let whole = line.trim();

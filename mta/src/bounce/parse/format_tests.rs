@@ -228,3 +228,23 @@ fn commands_and_replies_in_text() {
     assert_eq!(reply_start("<<< 421 busy"), Some(4));
     assert_eq!(reply_start("order 550 units"), None);
 }
+
+#[test]
+fn bounce_forwarded_as_attachment() {
+    let r = run(
+        "From: MAILER-DAEMON@gw.example\nTo: ops@gw.example\nSubject: Returned mail\n\
+         Content-Type: multipart/mixed; boundary=\"o\"\n\n--o\nContent-Type: text/plain\n\n\
+         The original message was received at noon\n--o\nContent-Type: message/rfc822\n\n\
+         From: Mail Delivery Subsystem <MAILER-DAEMON@inner.example>\nTo: sender@origin.example\n\
+         Subject: Returned mail: User unknown\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"i\"\n\n\
+         --i\nContent-Type: text/plain\n\n<max@dest.example>... User unknown\n\
+         --i\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; inner.example\n\n\
+         Final-Recipient: RFC822; max@dest.example\nAction: failed\nStatus: 5.1.1\n--i--\n--o--\n",
+    );
+    let f = one(&r);
+    assert_eq!(
+        (f.recipient.as_str(), f.status.as_str()),
+        ("max@dest.example", "5.1.1")
+    );
+}

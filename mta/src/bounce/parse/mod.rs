@@ -247,10 +247,29 @@ pub(crate) struct Input<'a> {
     pub original_to: Vec<String>,
     /// The addresses of the bounce's `X-Failed-Recipients` header (Exim, Gmail, Google Groups).
     pub failed_header: Vec<String>,
+    /// True if the quoted message is itself a bounce (then its `To` is not a failed recipient).
+    pub nested_bounce: bool,
 }
 
 /// Parses a bounce message and classifies each failed recipient.
 pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseError> {
+    parse_at(raw, classifier, 0)
+}
+
+/// True if a quoted message's head says it is itself a bounce (a bounce forwarded as an
+/// attachment).
+fn is_bounce_head(raw: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).to_ascii_lowercase();
+    let head = head.split("\n\n").next().unwrap_or("");
+    head.contains("report-type=delivery-status")
+        || head.contains("from: mail delivery")
+        || head
+            .lines()
+            .any(|l| l.starts_with("from:") && l.contains("mailer-daemon"))
+}
+
+/// [`parse`] of a message found `depth` levels deep in another (forwarded bounces).
+fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceReport, ParseError> {
     if raw.len() > MAX_BOUNCE_SIZE {
         return Err(ParseError::TooLarge(raw.len()));
     }
@@ -278,6 +297,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
     let mut dsn_body = String::new();
     let mut text_len = 0usize;
     let mut original_to = Vec::new();
+    let mut nested: Option<&[u8]> = None;
     for part in msg.parts.iter().take(MAX_PARTS) {
         let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
         if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
@@ -289,6 +309,9 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             }
             if original_to.is_empty() {
                 original_to = original::original_to(&String::from_utf8_lossy(part.contents()));
+            }
+            if nested.is_none() && is_bounce_head(part.contents()) {
+                nested = Some(part.contents());
             }
         } else if text_len < MAX_TEXT {
             let t = match &part.body {
@@ -328,6 +351,7 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
         .take(MAX_RECIPIENTS)
         .collect::<Vec<_>>();
     let input = Input {
+        nested_bounce: nested.is_some(),
         original_to,
         failed_header,
         human: &text[..human_end],
@@ -349,6 +373,14 @@ pub fn parse(raw: &[u8], classifier: &Classifier) -> Result<BounceReport, ParseE
             hits = h;
         } else if let Some(f) = mta_text::detect(&input) {
             format = format.or(Some(f));
+        }
+    }
+    if let (true, Some(inner), true) = (hits.is_empty(), nested, depth < 2) {
+        // A bounce forwarded as an attachment: read the attached bounce.
+        if let Ok(r) = parse_at(inner, classifier, depth + 1) {
+            if !r.recipients.is_empty() {
+                return Ok(r);
+            }
         }
     }
     if format != Some(BounceFormat::Dsn) && input.human.contains("THIS IS A WARNING MESSAGE ONLY") {
@@ -464,7 +496,7 @@ fn detect_and_parse(
             .filter(|a| !input.exclude.contains(&a.to_ascii_lowercase()))
             .cloned()
             .collect();
-        if !to.is_empty() && fallback::surely_bounce(input) {
+        if !to.is_empty() && !input.nested_bounce && fallback::surely_bounce(input) {
             let hits = fallback::with_recipients(input, &to);
             return Some((recognised.unwrap_or(BounceFormat::Generic), hits));
         }
