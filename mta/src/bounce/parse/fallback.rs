@@ -144,8 +144,8 @@ pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -
     ]
     .iter()
     .any(|w| subject.contains(w));
-    let auto = header("Auto-Submitted").is_some_and(|v| v.starts_with("auto-replied"));
-    away && (auto || !looks_like_bounce(input))
+    let auto = header("Auto-Submitted").is_some_and(|v| !v.starts_with("no"));
+    away && (auto || !surely_bounce(input))
 }
 
 /// Hits for recipients the bounce names in a header (`X-Failed-Recipients`), with the diagnostic
