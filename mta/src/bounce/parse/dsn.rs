@@ -116,7 +116,11 @@ fn group_hit(fields: &[(String, String)]) -> Option<Hit> {
         .or_else(|| original.clone())
         .or_else(|| field(fields, "x-actual-recipient").and_then(dsn_address))
         .unwrap_or_default();
-    let diag = field(fields, "diagnostic-code").unwrap_or("").to_string();
+    // A bare type ("Diagnostic-Code: SMTP;") says nothing: leave it to the text.
+    let diag = field(fields, "diagnostic-code")
+        .filter(|d| !super::strip_diag_type(d).trim().is_empty())
+        .unwrap_or("")
+        .to_string();
     let status = field(fields, "status").and_then(|s| {
         find_enhanced_status(s)
             .map(str::to_string)
@@ -197,7 +201,9 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
         }
         if h.diag.is_empty() {
             let rest = para.split_once(':').map(|(_, r)| r).unwrap_or("");
-            h.diag = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+            if rest.chars().filter(|c| c.is_alphanumeric()).count() > 2 {
+                h.diag = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+            }
         }
     }
     // Still no diagnostic: the human part's reply line naming the recipient, or its only reply.

@@ -14,6 +14,8 @@ const LEADS: &[&str] = &[
     "delivered to:",
     "not delivered to",
     "wasn't delivered to",
+    "your message to ",
+    "following message to ",
     "could not be delivered to",
     "undeliverable to",
     "failed to deliver to",
@@ -142,8 +144,8 @@ pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -
     ]
     .iter()
     .any(|w| subject.contains(w));
-    let auto = header("Auto-Submitted").is_some_and(|v| v.starts_with("auto-replied"));
-    away && (auto || !looks_like_bounce(input))
+    let auto = header("Auto-Submitted").is_some_and(|v| !v.starts_with("no"));
+    away && (auto || !surely_bounce(input))
 }
 
 /// Hits for recipients the bounce names in a header (`X-Failed-Recipients`), with the diagnostic
@@ -258,6 +260,7 @@ fn candidate(line: &str) -> Option<(String, String)> {
 pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let lines: Vec<&str> = input.human.lines().collect();
     let mut out: Vec<Hit> = Vec::new();
+    let mut prevs: Vec<Option<&str>> = Vec::new();
     let mut lead_pending = false;
     for (i, line) in lines.iter().enumerate() {
         if is_quoted_header(line) && !out.is_empty() {
@@ -296,11 +299,8 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         };
         for next in lines.iter().skip(i + 1) {
             let t = next.trim();
-            if t.is_empty()
-                || candidate(next).is_some()
-                || is_quoted_header(next)
-                || t.starts_with("---")
-            {
+            let other = candidate(next).is_some_and(|(b, _)| !b.eq_ignore_ascii_case(&addr));
+            if t.is_empty() || other || is_quoted_header(next) || t.starts_with("---") {
                 break;
             }
             if !diag.is_empty() {
@@ -308,18 +308,20 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             }
             diag.push_str(t);
         }
-        if diag.is_empty() {
-            // "------- Failure Reasons --------" / "User not listed ..." / "addr".
-            let prev = lines[..i]
-                .iter()
-                .rev()
-                .map(|l| l.trim())
-                .find(|l| !l.is_empty());
-            if let Some(p) = prev.filter(|p| !p.starts_with("--") && !p.ends_with(':')) {
-                diag = p.to_string();
-            }
-        }
+        // "------- Failure Reasons --------" / "User not listed ..." / "addr": the line before.
+        let prev = lines[..i]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty())
+            .filter(|p| !p.starts_with("--") && !p.ends_with(':'));
+        prevs.push(prev);
         out.push(Hit::new(addr, diag));
+    }
+    for (h, prev) in out.iter_mut().zip(prevs) {
+        if let (true, Some(p)) = (h.diag.is_empty(), prev) {
+            h.diag = p.to_string();
+        }
     }
     let reply = reply_in(input.human);
     let command = command_in(input.human).or_else(|| smtp_command_section(input.human));
