@@ -168,7 +168,12 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
     if hits.iter().any(|h| h.rcpt.is_empty()) {
         let mut text_hits = super::fallback::scan(input);
         if text_hits.is_empty() {
-            text_hits = super::fallback::with_recipients(input, &input.failed_header);
+            // Addresses only: the diagnostic is looked up below.
+            text_hits = input
+                .failed_header
+                .iter()
+                .map(|a| Hit::new(a.clone(), String::new()))
+                .collect();
         }
         for (i, h) in hits.iter_mut().enumerate() {
             if h.rcpt.is_empty() {
@@ -221,9 +226,14 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             h.command = command_in(input.human).map(str::to_string);
         }
     }
-    // Still none: the human part's own explanation of that recipient.
+    // Still none: the text format's own line for that recipient, or the human part's
+    // explanation of it.
     if hits.iter().any(|h| h.diag.is_empty()) {
-        let scanned = super::fallback::scan(input);
+        let mut scanned = super::mta_text::detect(input)
+            .map(|f| super::mta_text::parse_format(f, input))
+            .unwrap_or_default();
+        scanned.retain(|t| !t.diag.is_empty());
+        scanned.extend(super::fallback::scan(input));
         for h in hits.iter_mut().filter(|h| h.diag.is_empty()) {
             let mine = scanned
                 .iter()

@@ -218,7 +218,13 @@ fn candidate(line: &str) -> Option<(String, String)> {
     };
     let first = body.split_whitespace().next().unwrap_or("");
     if first.contains('@') && (body.starts_with('<') || !first.contains('<')) {
-        if let Some(a) = find_address(first) {
+        // "name <addr>: reason": the angle-bracketed address is the recipient.
+        let head = body.split(": ").next().unwrap_or("");
+        let angled = head
+            .rfind('<')
+            .filter(|p| *p > 0)
+            .and_then(|p| find_address(&head[p..]));
+        if let Some(a) = angled.or_else(|| find_address(first)) {
             let rest = body[first.len()..]
                 .trim()
                 .trim_start_matches(['.', ':'])

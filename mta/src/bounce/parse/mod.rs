@@ -292,40 +292,12 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
         }
     }
 
-    // The original message (message/rfc822 or text/rfc822-headers part), whatever the format.
-    let mut texts: Vec<String> = Vec::new();
-    let mut dsn_body = String::new();
-    let mut text_len = 0usize;
-    let mut original_to = Vec::new();
-    let mut nested: Option<&[u8]> = None;
-    for part in msg.parts.iter().take(MAX_PARTS) {
-        let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
-        if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
-            dsn_body.push_str(&String::from_utf8_lossy(part.contents()));
-            dsn_body.push_str("\n\n");
-        } else if is_ct("text", "rfc822-headers") || matches!(part.body, PartType::Message(_)) {
-            if report.original_message_id.is_none() && report.original_headers.is_empty() {
-                original_from_headers(part.contents(), &mut report);
-            }
-            if original_to.is_empty() {
-                original_to = original::original_to(&String::from_utf8_lossy(part.contents()));
-            }
-            if nested.is_none() && is_bounce_head(part.contents()) {
-                nested = Some(part.contents());
-            }
-        } else if text_len < MAX_TEXT {
-            let t = match &part.body {
-                PartType::Text(t) if !is_ct("text", "html") => t.to_string(),
-                PartType::Html(h) | PartType::Text(h) => strip_html(h),
-                PartType::Binary(b) | PartType::InlineBinary(b) if texty(part) => {
-                    String::from_utf8_lossy(b).into_owned()
-                }
-                _ => continue,
-            };
-            text_len += t.len();
-            texts.push(t);
-        }
-    }
+    let Parts {
+        texts,
+        dsn_body,
+        mut original_to,
+        nested,
+    } = collect_parts(&msg, &mut report);
     let text = unquote(texts.join("\n").replace("\r\n", "\n"));
     let subject = msg.subject().unwrap_or("");
     let addr_of = |a: Option<&mail_parser::Address>| {
@@ -409,6 +381,62 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
         report.reason = Some(no_recipient_reason(report.format, &input));
     }
     Ok(report)
+}
+
+/// What the MIME parts of a bounce hold.
+struct Parts<'m> {
+    /// Text of the text parts (HTML stripped), in order.
+    texts: Vec<String>,
+    /// The delivery-status parts, joined.
+    dsn_body: String,
+    /// The `To` of the attached original message.
+    original_to: Vec<String>,
+    /// An attached message that is itself a bounce.
+    nested: Option<&'m [u8]>,
+}
+
+/// Sorts the parts: delivery-status, the original message (its Message-ID and tracking headers go
+/// into `report`), text.
+fn collect_parts<'m>(msg: &'m mail_parser::Message<'m>, report: &mut BounceReport) -> Parts<'m> {
+    let mut texts: Vec<String> = Vec::new();
+    let mut dsn_body = String::new();
+    let mut text_len = 0usize;
+    let mut original_to = Vec::new();
+    let mut nested: Option<&[u8]> = None;
+    for part in msg.parts.iter().take(MAX_PARTS) {
+        let is_ct = |t: &str, s: &str| part.is_content_type(t, s);
+        if is_ct("message", "delivery-status") || is_ct("message", "global-delivery-status") {
+            dsn_body.push_str(&String::from_utf8_lossy(part.contents()));
+            dsn_body.push_str("\n\n");
+        } else if is_ct("text", "rfc822-headers") || matches!(part.body, PartType::Message(_)) {
+            if report.original_message_id.is_none() && report.original_headers.is_empty() {
+                original_from_headers(part.contents(), report);
+            }
+            if original_to.is_empty() {
+                original_to = original::original_to(&String::from_utf8_lossy(part.contents()));
+            }
+            if nested.is_none() && is_bounce_head(part.contents()) {
+                nested = Some(part.contents());
+            }
+        } else if text_len < MAX_TEXT {
+            let t = match &part.body {
+                PartType::Text(t) if !is_ct("text", "html") => t.to_string(),
+                PartType::Html(h) | PartType::Text(h) => strip_html(h),
+                PartType::Binary(b) | PartType::InlineBinary(b) if texty(part) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                _ => continue,
+            };
+            text_len += t.len();
+            texts.push(t);
+        }
+    }
+    Parts {
+        texts,
+        dsn_body,
+        original_to,
+        nested,
+    }
 }
 
 /// A bounce forwarded with `> ` quoting (most lines quoted): one level of quoting removed.

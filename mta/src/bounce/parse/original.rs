@@ -41,6 +41,7 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "-------original mail info",
     "------- Returned Message --------",
     "Original Message:",
+    "The header of the original message is following.",
 ];
 
 /// True if `line` starts the quoted original message.

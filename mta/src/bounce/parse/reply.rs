@@ -17,10 +17,12 @@ pub(crate) fn command_in(text: &str) -> Option<&'static str> {
         "smtp:",
         "response to ",
         "following ",
+        "[",
     ];
     const COMMANDS: &[(&str, &str)] = &[
         ("rcpt", "RCPT"),
         ("mail from", "MAIL"),
+        ("mail_from", "MAIL"),
         ("end of data", "DATA"),
         ("data", "DATA"),
         ("ehlo", "EHLO"),

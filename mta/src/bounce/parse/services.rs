@@ -154,10 +154,19 @@ fn gmail_tuples(text: &str) -> Vec<(String, String, Option<String>)> {
     ];
     let start = markers
         .iter()
-        .find_map(|m| lines.iter().position(|l| l.contains(m)));
-    if let Some(i) = start {
+        .find_map(|m| lines.iter().position(|l| l.contains(m)).map(|i| (i, *m)));
+    if let Some((i, marker)) = start {
+        // The reply may follow the marker on the same line.
+        let tail = lines[i]
+            .split_once(marker)
+            .map(|(_, r)| r.trim())
+            .unwrap_or("");
+        diag.push_str(tail);
         for l in &lines[i + 1..] {
             let t = l.trim();
+            if super::is_original_marker(t) {
+                break;
+            }
             if t.is_empty() {
                 if diag.is_empty() {
                     continue;
@@ -191,8 +200,23 @@ pub(super) fn gmail(text: &str) -> Vec<Hit> {
     let mut hits = to_hits(gmail_tuples(text));
     for h in &mut hits {
         h.delayed = delayed;
+        h.command = gmail_state_command(&h.diag).map(str::to_string);
     }
     hits
+}
+
+/// The SMTP command behind Gmail's "(state N)" suffix (older Gmail bounces); the table after
+/// sisimai's Lhost::Gmail (states 8, 9 and 12 are AUTH, not reported).
+fn gmail_state_command(diag: &str) -> Option<&'static str> {
+    let p = diag.rfind("(state ")?;
+    let n = diag[p + 7..].split(')').next()?.trim();
+    match n {
+        "6" => Some("MAIL"),
+        "13" => Some("EHLO"),
+        "14" => Some("RCPT"),
+        "15" | "17" | "18" => Some("DATA"),
+        _ => None,
+    }
 }
 
 /// Google Groups' notice that a post was refused (the group may not exist, or the sender may not
