@@ -154,6 +154,10 @@ fn command_and_expiry_conditions() {
     // A bare 550: unknown user to RCPT, the sender to MAIL, a block at connect.
     assert_eq!(f("", "550 no", Some("RCPT"), true), Category::BadMailbox);
     assert_eq!(f("", "550 no", Some("MAIL"), true), Category::InvalidSender);
+    // "Does not exist" is about the sender when MAIL FROM drew it, the recipient after RCPT TO.
+    let gone = "553 5.1.0 a.example does not exist";
+    assert_eq!(f("", gone, Some("MAIL"), true), Category::InvalidSender);
+    assert_eq!(f("", gone, Some("RCPT"), true), Category::BadMailbox);
     assert_eq!(f("", "554 go", Some("CONN"), true), Category::PolicyRelated);
     assert_eq!(f("", "550 no", None, true), Category::Other);
     // The command read from Postfix's words when the bounce gives no field.
