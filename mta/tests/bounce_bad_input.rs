@@ -610,6 +610,23 @@ fn cli_junk_empty_and_directory() {
     let (code, _, _) = run_cli(&[empty.as_os_str()]);
     assert_eq!(code, Some(1));
 
+    // One byte over MAX_BOUNCE_SIZE: refused with a note saying so.
+    let big = dir.path().join("big.eml");
+    let mut b = standard_dsn();
+    b.resize(MAX_BOUNCE_SIZE + 1, b'a');
+    std::fs::write(&big, b).expect("write big");
+    let (code, stdout, _) = run_cli(&[big.as_os_str()]);
+    assert_eq!(code, Some(1));
+    let big_rows = rows(&stdout);
+    assert_noted_rows(&big_rows, &[&big]);
+    assert!(
+        big_rows[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("too large")),
+        "{big_rows:?}"
+    );
+    std::fs::remove_file(&big).expect("remove big");
+
     // All together, with a good one: every file gets its rows, the good one its recipient.
     let good = dir.path().join("good.eml");
     std::fs::write(&good, standard_dsn()).expect("write good");
