@@ -328,7 +328,8 @@ pub struct Classifier {
     rules: Vec<Rule>,
     /// The config rules `regex` takes, in order (see [`Rule::in_set`]).
     config_set: regex::RegexSet,
-    defaults: regex::RegexSet,
+    /// Shared by every classifier of the process (and its match caches with it).
+    defaults: std::sync::Arc<regex::RegexSet>,
     verdicts: Verdicts,
 }
 
@@ -344,6 +345,8 @@ struct Context {
 
 /// The most verdicts a classifier remembers; past it, it starts over.
 const MAX_VERDICTS: usize = 4096;
+/// The longest text whose verdict is remembered (bytes).
+const MAX_VERDICT_TEXT: usize = 2048;
 
 /// Verdicts already reached, by the text the rules ran against: replies repeat (a deferral storm
 /// sends one text thousands of times), and the rules are regexes. A clone starts empty.
@@ -372,6 +375,10 @@ impl Verdicts {
     }
 
     fn put(&self, key: &VerdictKey, verdict: (Category, RuleOrigin)) {
+        // Long texts are not kept: they rarely repeat, and 4,096 of them could fill the memory.
+        if key.1.len() > MAX_VERDICT_TEXT {
+            return;
+        }
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= MAX_VERDICTS {
                 m.clear();
@@ -387,7 +394,8 @@ impl Default for Classifier {
         Classifier {
             rules: Vec::new(),
             config_set: regex::RegexSet::empty(),
-            defaults: default_set().unwrap_or_else(|_| regex::RegexSet::empty()),
+            defaults: default_set()
+                .unwrap_or_else(|_| std::sync::Arc::new(regex::RegexSet::empty())),
             verdicts: Verdicts::default(),
         }
     }
@@ -588,14 +596,21 @@ impl Classifier {
 /// some thirty times slower.
 const SET_DFA_LIMIT: usize = 16 << 20;
 
-/// Compiles [`DEFAULT_RULES`] into one set, case-insensitive like PowerMTA's patterns.
-fn default_set() -> Result<regex::RegexSet, ClassifyError> {
-    regex::RegexSetBuilder::new(DEFAULT_RULES.iter().map(|d| d.regex))
-        .case_insensitive(true)
-        .size_limit(64 << 20)
-        .dfa_size_limit(SET_DFA_LIMIT)
-        .build()
-        .map_err(|e| ClassifyError::BadRegex(e.to_string()))
+/// [`DEFAULT_RULES`] as one set, case-insensitive like PowerMTA's patterns: compiled once per
+/// process and shared, so a new or cloned classifier starts with warm match caches.
+fn default_set() -> Result<std::sync::Arc<regex::RegexSet>, ClassifyError> {
+    static SET: std::sync::OnceLock<Result<std::sync::Arc<regex::RegexSet>, ClassifyError>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        regex::RegexSetBuilder::new(DEFAULT_RULES.iter().map(|d| d.regex))
+            .case_insensitive(true)
+            .size_limit(64 << 20)
+            .dfa_size_limit(SET_DFA_LIMIT)
+            .build()
+            .map(std::sync::Arc::new)
+            .map_err(|e| ClassifyError::BadRegex(e.to_string()))
+    })
+    .clone()
 }
 
 /// Whether `text` is ASCII with its words separated by single spaces (no other white space, none

@@ -326,9 +326,16 @@ impl Engine {
         &self.cursors
     }
 
-    fn category(&self, reply: &Reply) -> &'static str {
+    /// The category of a synchronous reply to `command` (`CONN` for a connection-level failure):
+    /// the same classifier, and the same path, as the bounce processor's.
+    fn category(&self, reply: &Reply, command: &str) -> &'static str {
         self.classifier()
-            .classify_status(&reply.status(), &reply.to_string())
+            .classify_failure(&crate::bounce::Failure {
+                status: &reply.status(),
+                diagnostic: &reply.to_string(),
+                command: Some(command),
+                gave_up: false,
+            })
             .category
             .as_str()
     }
@@ -1281,11 +1288,11 @@ impl Engine {
         });
         let conn = ConnText::new(&key.domain, dlv_ip, dest, String::new());
         let category = if permanent || acted.bounce_queue {
-            self.category(reply)
+            self.category(reply, "CONN")
         } else if reply.enhanced.as_deref() == Some("4.4.1") {
             "no-answer-from-host"
         } else {
-            self.category(reply)
+            self.category(reply, "CONN")
         };
         for w in groups {
             if permanent || acted.bounce_queue {
@@ -1555,7 +1562,7 @@ impl Engine {
                     continue;
                 }
                 let acted = self.apply_patterns(key, reply, dlv_ip);
-                let category = self.category(reply);
+                let category = self.category(reply, t.command(i));
                 if acted.bounce_queue {
                     bounce_queue = Some(reply.clone());
                 }

@@ -131,6 +131,21 @@ impl Transaction {
     }
 }
 
+impl Transaction {
+    /// The command whose reply [`Transaction::outcome`] gives for recipient `i`: `MAIL`, `RCPT`
+    /// or `DATA`.
+    pub fn command(&self, i: usize) -> &'static str {
+        if !self.mail.is_positive() {
+            return "MAIL";
+        }
+        match self.rcpts.get(i) {
+            Some(r) if !r.is_positive() => "RCPT",
+            _ if self.data.is_some() => "DATA",
+            _ => "MAIL",
+        }
+    }
+}
+
 /// An SMTP client session.
 pub struct Client {
     s: SmtpStream,
@@ -565,5 +580,36 @@ impl Body<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each recipient's outcome names the command it answered, for the classifier.
+    #[test]
+    fn outcome_command() {
+        let ok = Reply::new(250, "2.0.0", "ok");
+        let no = Reply::new(550, "5.1.1", "no such user");
+        let t = Transaction {
+            mail: ok.clone(),
+            rcpts: vec![ok.clone(), no.clone()],
+            data: Some(Reply::new(554, "5.7.1", "spam")),
+        };
+        assert_eq!((t.command(0), t.outcome(0).code), ("DATA", 554));
+        assert_eq!((t.command(1), t.outcome(1).code), ("RCPT", 550));
+        let t = Transaction {
+            mail: Reply::new(553, "5.1.8", "bad sender"),
+            rcpts: vec![],
+            data: None,
+        };
+        assert_eq!((t.command(0), t.outcome(0).code), ("MAIL", 553));
+        let t = Transaction {
+            mail: ok,
+            rcpts: vec![no],
+            data: None,
+        };
+        assert_eq!(t.command(0), "RCPT");
     }
 }
