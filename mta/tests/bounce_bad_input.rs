@@ -18,12 +18,13 @@ fn classifier() -> &'static Classifier {
     C.get_or_init(Classifier::default)
 }
 
-/// The time bound of a large case: `release` seconds, ten times that in a debug build.
+/// The time bound of a large case, a hang detector, not a speed test (the bench measures speed):
+/// `release` seconds times five, twelve times that in a debug build (CI shares two cores).
 fn bound(release_secs: u64) -> Duration {
     let secs = if cfg!(debug_assertions) {
-        release_secs * 10
+        release_secs * 60
     } else {
-        release_secs
+        release_secs * 5
     };
     Duration::from_secs(secs)
 }
