@@ -5,6 +5,8 @@
 
 use super::{after_said, command_in, find_address, reply_start, Hit, Input};
 
+mod context;
+
 /// Phrases after which a bounce names a failed recipient (on the same or the next line).
 const LEADS: &[&str] = &[
     "rcpt to:",
@@ -30,6 +32,7 @@ const LEADS: &[&str] = &[
     "following address",
     "following recipient",
     "following addresses",
+    "addressed to",
     "的メールアドレス",
 ];
 
@@ -267,6 +270,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let lines: Vec<&str> = input.human.lines().collect();
     let mut out: Vec<Hit> = Vec::new();
     let mut prevs: Vec<Option<&str>> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
     let mut lead_pending = false;
     for (i, line) in lines.iter().enumerate() {
         if is_quoted_header(line) && !out.is_empty() {
@@ -306,7 +310,12 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         for next in lines.iter().skip(i + 1) {
             let t = next.trim();
             let other = candidate(next).is_some_and(|(b, _)| !b.eq_ignore_ascii_case(&addr));
-            if t.is_empty() || other || is_quoted_header(next) || t.starts_with("---") {
+            if t.is_empty()
+                || other
+                || is_quoted_header(next)
+                || t.starts_with("---")
+                || is_heading(t)
+            {
                 break;
             }
             if !diag.is_empty() {
@@ -321,19 +330,28 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             .map(|l| l.trim())
             .find(|l| !l.is_empty())
             .filter(|p| !p.starts_with("--") && !p.ends_with(':'));
+        if says_nothing(&diag, &addr) {
+            // "<addr>" alone, "(Originally addressed to addr)": the sentence around it.
+            diag = context::around(&lines, i).unwrap_or_default();
+        }
         prevs.push(prev);
+        positions.push(i);
         out.push(Hit::new(addr, diag));
     }
     for (h, prev) in out.iter_mut().zip(prevs) {
         if let (true, Some(p)) = (h.diag.is_empty(), prev) {
             h.diag = p.to_string();
         }
+        if h.diag.is_empty() {
+            // The bounce's "… due to the following reason:" paragraph.
+            h.diag = context::reason_paragraph(&lines).unwrap_or_default();
+        }
     }
     let reply = reply_in(input.human);
     let command = command_in(input.human).or_else(|| smtp_command_section(input.human));
     let explanation = first_sentence(input.human);
     let single = out.len() == 1;
-    for h in &mut out {
+    for (h, i) in out.iter_mut().zip(&positions) {
         let said = after_said(&h.diag);
         h.diag = match reply_start(said) {
             Some(p) => said[p..].to_string(),
@@ -347,10 +365,47 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
                 h.diag = explanation.clone();
             }
         }
+        if h.diag.is_empty() {
+            // Nothing else: the heading over the recipient list.
+            h.diag = context::heading_before(&lines, *i).unwrap_or_default();
+        }
         h.command = command_in(&h.diag).or(command).map(str::to_string);
         h.remote = super::mta_text::remote_host(&h.diag);
     }
     out
+}
+
+/// True for a line that introduces a list ("The following recipients did not receive your
+/// message:"), not one that explains a failure.
+fn is_heading(t: &str) -> bool {
+    let lower = t.to_ascii_lowercase();
+    lower.ends_with(':')
+        && LEADS
+            .iter()
+            .any(|l| lower.contains(l.trim_end_matches(':')))
+}
+
+/// True if a recipient line's text says nothing but the address: `<addr>`, `"addr" <addr>`,
+/// `(Originally addressed to addr)`.
+fn says_nothing(diag: &str, addr: &str) -> bool {
+    let lower = diag
+        .to_ascii_lowercase()
+        .replace(&addr.to_ascii_lowercase(), " ");
+    lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .all(|w| {
+            [
+                "originally",
+                "was",
+                "addressed",
+                "to",
+                "recipient",
+                "smtp",
+                "rfc822",
+            ]
+            .contains(&w)
+        })
 }
 
 /// m-FILTER's "-------SMTP command" section: the command on the next line.

@@ -355,8 +355,8 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
             }
         }
     }
-    if format != Some(BounceFormat::Dsn) && input.human.contains("THIS IS A WARNING MESSAGE ONLY") {
-        // Sendmail/Zoho/Gmail delay warnings: the MTA keeps trying.
+    if format != Some(BounceFormat::Dsn) && says_still_trying(input.human) {
+        // Delay warnings (Sendmail, Zoho, Gmail, gateways): the MTA keeps trying.
         hits.iter_mut().for_each(|h| h.delayed = true);
     }
     hits.truncate(MAX_RECIPIENTS);
@@ -381,6 +381,33 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
         report.reason = Some(no_recipient_reason(report.format, &input));
     }
     Ok(report)
+}
+
+/// True if a text bounce says the reporting MTA keeps trying ("THIS IS A WARNING MESSAGE ONLY",
+/// "Delivery attempts will continue to be made for 5 day(s)", "We will continue to try to deliver
+/// your message"): a delay notice, not a final failure.
+fn says_still_trying(human: &str) -> bool {
+    if human.contains("THIS IS A WARNING MESSAGE ONLY") {
+        return true;
+    }
+    let lower = human
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        "delivery attempts will continue",
+        "will continue to attempt delivery",
+        "will continue to try to deliver",
+        "will continue trying to deliver",
+        "will keep trying to deliver",
+        "will retry delivery",
+        "you do not need to resend",
+        "you do not need to re-send",
+        "only a temporary failure",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
 }
 
 /// What the MIME parts of a bounce hold.
@@ -495,14 +522,14 @@ fn detect_and_parse(
     if !hits.is_empty() {
         return Some((BounceFormat::DsnText, hits));
     }
-    let mut recognised = None;
-    if let Some(f) = mta_text::detect(input) {
-        let hits = mta_text::parse_format(f, input);
+    let formats = mta_text::detect_all(input);
+    for f in &formats {
+        let hits = mta_text::parse_format(*f, input);
         if !hits.is_empty() {
-            return Some((f, hits));
+            return Some((*f, hits));
         }
-        recognised = Some(f);
     }
+    let recognised = formats.first().copied();
     if !input.failed_header.is_empty() && !fallback::is_auto_reply(msg, input) {
         let mut hits = fallback::with_recipients(input, &input.failed_header);
         if recognised == Some(BounceFormat::GoogleGroups) {
