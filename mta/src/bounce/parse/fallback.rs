@@ -151,6 +151,37 @@ pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -
     away && (auto || !surely_bounce(input))
 }
 
+/// True if a text bounce says the reporting MTA keeps trying ("THIS IS A WARNING MESSAGE ONLY",
+/// "Delivery attempts will continue to be made for 5 day(s)", "We will continue to try to deliver
+/// your message"): a delay notice, not a final failure.
+pub(super) fn says_still_trying(human: &str) -> bool {
+    if human.contains("THIS IS A WARNING MESSAGE ONLY") {
+        return true;
+    }
+    let lower = human
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        "delivery attempts will continue",
+        "will continue to attempt delivery",
+        "will continue to try to deliver",
+        "will continue trying to deliver",
+        "will keep trying to deliver",
+        "will retry delivery",
+        "you do not need to resend",
+        "you do not need to re-send",
+        "only a temporary failure",
+        "will be retried for",
+        "we'll retry",
+        "this is just a warning",
+        "this is only a warning",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
 /// Hits for recipients the bounce names in a header (`X-Failed-Recipients`), with the diagnostic
 /// the human part gives.
 pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
@@ -295,9 +326,14 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             continue;
         }
         if let Some(h) = out.iter_mut().find(|h| h.rcpt.eq_ignore_ascii_case(&a)) {
-            // Named again further on ("<addr>... Deferred: …" in a transcript): keep its reason.
+            // Named again further on ("<addr>... Deferred: …" in a transcript, an error-detail
+            // section "---- addr" over its reason lines): keep its reason.
             if h.diag.is_empty() {
-                h.diag = rest;
+                h.diag = if rest.is_empty() {
+                    context::lines_after(&lines, i)
+                } else {
+                    rest
+                };
             }
             continue;
         }

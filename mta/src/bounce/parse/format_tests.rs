@@ -374,3 +374,40 @@ fn an_address_alone_is_not_a_diagnostic() {
         "The email below could not be delivered to the following user:"
     );
 }
+
+#[test]
+fn exim_delay_warning_with_the_host_line_at_column_zero() {
+    let r = run(&format!(
+        "{HEAD}Subject: Warning: message delayed\n\n\
+         This message was created automatically by mail delivery software.\n\n\
+         A message that you sent has not yet been delivered to one or more of\nits recipients after 2 days.\n\n\
+         The message has not yet been delivered to the following addresses:\n\n  <hal@dest.example>\n\n\
+         host mx.dest.example[192.0.2.7]:\nconnection to mail exchanger failed\n\n\
+         No action is required on your part. Delivery attempts will continue for\nsome time.\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Exim));
+    let f = one(&r);
+    assert_eq!(f.recipient, "hal@dest.example");
+    assert_eq!(f.action, "delayed");
+    assert_eq!(
+        f.diagnostic,
+        "host mx.dest.example[192.0.2.7]: connection to mail exchanger failed"
+    );
+}
+
+#[test]
+fn an_error_detail_section_under_the_address_gives_its_reason() {
+    let r = run(&format!(
+        "{HEAD}Subject: Returned mail - nameserver error report\n\n\
+         \x20--------Message not delivered to the following addresses:\n\n\
+         \x20           ida@dest.example\n\n --------Error Detail:\n\n\
+         ---- ida@dest.example\n     Has no final delivery point,\n     please use another address.\n\n\
+         \x20--------Unsent Message below:\n\nhello\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "ida@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "Has no final delivery point, please use another address."
+    );
+}

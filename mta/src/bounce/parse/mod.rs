@@ -355,7 +355,7 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
             }
         }
     }
-    if format != Some(BounceFormat::Dsn) && says_still_trying(input.human) {
+    if format != Some(BounceFormat::Dsn) && fallback::says_still_trying(input.human) {
         // Delay warnings (Sendmail, Zoho, Gmail, gateways): the MTA keeps trying.
         hits.iter_mut().for_each(|h| h.delayed = true);
     }
@@ -381,33 +381,6 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
         report.reason = Some(no_recipient_reason(report.format, &input));
     }
     Ok(report)
-}
-
-/// True if a text bounce says the reporting MTA keeps trying ("THIS IS A WARNING MESSAGE ONLY",
-/// "Delivery attempts will continue to be made for 5 day(s)", "We will continue to try to deliver
-/// your message"): a delay notice, not a final failure.
-fn says_still_trying(human: &str) -> bool {
-    if human.contains("THIS IS A WARNING MESSAGE ONLY") {
-        return true;
-    }
-    let lower = human
-        .to_lowercase()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    [
-        "delivery attempts will continue",
-        "will continue to attempt delivery",
-        "will continue to try to deliver",
-        "will continue trying to deliver",
-        "will keep trying to deliver",
-        "will retry delivery",
-        "you do not need to resend",
-        "you do not need to re-send",
-        "only a temporary failure",
-    ]
-    .iter()
-    .any(|p| lower.contains(p))
 }
 
 /// What the MIME parts of a bounce hold.

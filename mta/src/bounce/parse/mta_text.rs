@@ -43,8 +43,7 @@ fn detect_among(input: &Input<'_>, allowed: &[BounceFormat]) -> Option<BounceFor
     let subject = input.subject;
     if ok(BounceFormat::Qmail)
         && (has("qmail-send program")
-            || (has("wasn't able to deliver your message to the following addresses")
-                && has("This is a permanent error")))
+            || has("wasn't able to deliver your message to the following addresses"))
     {
         Some(BounceFormat::Qmail)
     } else if ok(BounceFormat::Postfix)
@@ -207,6 +206,7 @@ fn exim(text: &str) -> Vec<Hit> {
         if line.contains("failed:")
             || line.contains("could not be delivered")
             || line.contains("not yet been delivered is:")
+            || line.contains("not yet been delivered to the following address")
             || line.contains("incorrectly constructed:")
         {
             in_list = true;
@@ -243,7 +243,9 @@ fn exim(text: &str) -> Vec<Hit> {
             reason_next = true;
             continue;
         }
-        if indent == 0 && gap && !line.contains('@') && !reason_next {
+        // "host mx.example[192.0.2.1]: reason" may follow the list at column 0 (delay warnings).
+        let host_line = t.starts_with("host ") && !out.is_empty();
+        if indent == 0 && gap && !line.contains('@') && !reason_next && !host_line {
             // A paragraph after the list ("No action is required on your part.").
             in_list = false;
             continue;

@@ -13,10 +13,16 @@ fn blank(l: &str) -> bool {
     l.trim().is_empty()
 }
 
-/// A line that closes the explanation: a heading, a separator, a quoted header.
+/// A line that closes the explanation: a heading, a separator (`----`, `****`), a quoted header,
+/// undecodable text.
 fn stops(l: &str) -> bool {
     let t = l.trim();
-    t.ends_with(':') || t.starts_with("--") || t.starts_with("==") || is_quoted_header(t)
+    t.ends_with(':')
+        || t.starts_with("--")
+        || t.starts_with("==")
+        || !t.chars().any(char::is_alphanumeric)
+        || t.contains('\u{fffd}')
+        || is_quoted_header(t)
 }
 
 /// A paragraph of closing boilerplate ("Please contact …", "If you …", "Thank you").
@@ -147,5 +153,16 @@ pub(super) fn heading_before(lines: &[&str], i: usize) -> Option<String> {
         .map(|l| l.trim())
         .find(|l| !l.is_empty() && find_address(l).is_none())
         .filter(|l| super::is_heading(l))
-        .map(str::to_string)
+        .map(|l| l.trim_start_matches(['-', '*', '=', ' ']).to_string())
+}
+
+/// The lines right under `lines[i]` (up to a blank line, a heading or a separator), joined.
+pub(super) fn lines_after(lines: &[&str], i: usize) -> String {
+    lines[i + 1..]
+        .iter()
+        .take_while(|l| !blank(l) && !stops(l))
+        .take(MAX_LINES)
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
