@@ -127,11 +127,15 @@ fn paragraph(lines: &[&str], i: usize) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
-/// The paragraph after a "This message was undeliverable due to the following reason:" line.
+/// The paragraph after a heading that announces the reason ("This message was undeliverable due
+/// to the following reason:").
 pub(super) fn reason_paragraph(lines: &[&str]) -> Option<String> {
     let p = lines.iter().position(|l| {
+        // "… due to the following reason:", "Reason for the failure:", "The reason it is …:".
         let t = l.trim().to_ascii_lowercase();
-        t.ends_with("reason:") || t.ends_with("reasons:") || t.ends_with("reason(s):")
+        t.ends_with(':')
+            && t.split(|c: char| !c.is_alphanumeric())
+                .any(|w| w.starts_with("reason"))
     })?;
     let text: Vec<&str> = lines[p + 1..]
         .iter()
