@@ -270,7 +270,7 @@ fn candidate(line: &str) -> Option<(String, String)> {
     for lead in LEADS {
         if let Some(p) = lower.find(lead) {
             let after = t.get(p + lead.len()..).unwrap_or("");
-            if let Some(a) = find_address(after) {
+            if let Some(a) = find_address(after).filter(|a| !names_sender(after, a)) {
                 if !lead.ends_with(':') {
                     // "Your message wasn't delivered to X because …": the whole sentence.
                     return Some((a, t.to_string()));
@@ -286,7 +286,14 @@ fn candidate(line: &str) -> Option<(String, String)> {
     }
     // "Unknown user: addr" and other "reason: addr" lines.
     if let Some((before, after)) = t.rsplit_once(": ") {
-        if let Some(a) = find_address(after).filter(|a| after.trim().trim_matches(['<', '>']) == a)
+        let contact = [
+            "contact", "support", "help", "admin", "reply", "sender", "from",
+        ]
+        .iter()
+        .any(|w| before.to_ascii_lowercase().contains(w));
+        if let Some(a) = find_address(after)
+            .filter(|a| after.trim().trim_matches(['<', '>']) == a)
+            .filter(|_| !contact)
         {
             return Some((a, before.trim().to_string()));
         }
@@ -409,6 +416,20 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         h.remote = super::mta_text::remote_host(&h.diag);
     }
     out
+}
+
+/// True if `addr` is named in `text` as a sender ("… not accepting mail from addr"), not as a
+/// recipient.
+fn names_sender(text: &str, addr: &str) -> bool {
+    let Some(p) = text.find(addr) else {
+        return false;
+    };
+    let before = text[..p]
+        .trim_end()
+        .trim_end_matches(['<', '"', '\''])
+        .trim_end()
+        .to_ascii_lowercase();
+    before.ends_with(" from") || before.ends_with("from:") || before.ends_with("sender")
 }
 
 /// True for a line that introduces a list ("The following recipients did not receive your

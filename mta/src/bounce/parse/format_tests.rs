@@ -411,3 +411,23 @@ fn an_error_detail_section_under_the_address_gives_its_reason() {
         "Has no final delivery point, please use another address."
     );
 }
+
+#[test]
+fn typed_recipient_contact_lines_and_senders_are_told_apart() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Message Delivery Failure\n\n\
+         Message could not be delivered to some recipients.\n\n\
+         \tRecipient: [SMTP:jo@dest.example]\n\tReason: 550 mailbox unavailable\n\n\
+         System Contact: help@mta.example\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "jo@dest.example");
+    assert_eq!(f.diagnostic, "550 mailbox unavailable");
+
+    let r = run(
+        "From: mailer-daemon@mta.example\nTo: list-bounces@origin.example\nSubject: Mail Delivery Problem\n\n\
+         Your mail to the following recipients could not be delivered because they are not \
+         accepting mail from list@origin.example:\n\tnickname\n",
+    );
+    assert!(r.recipients.is_empty(), "{r:#?}");
+}
