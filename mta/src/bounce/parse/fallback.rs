@@ -241,6 +241,9 @@ pub(super) fn reply_in(text: &str) -> Option<String> {
 /// The address a recipient line names, and the text after it on that line.
 fn candidate(line: &str) -> Option<(String, String)> {
     let t = line.trim().trim_start_matches(['*', '-', '•']).trim();
+    // "undeliverable  to addr": runs of blanks read as one.
+    let collapsed = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let t = collapsed.as_str();
     let lower = t.to_ascii_lowercase();
     if lower.starts_with("to:") || lower.starts_with("from:") || lower.starts_with("cc:") {
         return None;

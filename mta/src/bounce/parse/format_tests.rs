@@ -431,3 +431,39 @@ fn typed_recipient_contact_lines_and_senders_are_told_apart() {
     );
     assert!(r.recipients.is_empty(), "{r:#?}");
 }
+
+#[test]
+fn a_reason_field_paragraph_and_an_exim_undisclosed_address() {
+    let r = run(
+        "From: mailer-daemon@mta.example\nTo: sender@origin.example\nSubject: Undelivered Mail\n\n\
+         Undeliverable Address: kai@dest.example\n\n\
+         Reason: The email you sent to the address above was returned\n\
+         because the recipient is over disk quota.\n\nSystem Contact: staff@mta.example\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "kai@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "The email you sent to the address above was returned because the recipient is over disk quota."
+    );
+
+    let r = run(&format!(
+        "{HEAD}Subject: Mail delivery failed\n\n\
+         This message was created automatically by mail delivery software.\n\n\
+         A message that you sent could not be delivered to one or more of its\n\
+         recipients. This is a permanent error. The following address(es) failed:\n\n\
+         \x20 an undisclosed address\n    (generated from lee@dest.example)\n\n\
+         ------ This is a copy of the message, including all the headers. ------\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Exim));
+    assert_eq!(one(&r).recipient, "lee@dest.example");
+}
+
+#[test]
+fn multibyte_text_around_recipients_does_not_break_the_reading() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Delivery failure\n\n\
+         Reasón: é\nnäme\n(Originally addressed to mo@dest.example)\n\n配信できませんでした\n",
+    );
+    assert_eq!(one(&r).recipient, "mo@dest.example");
+}

@@ -122,7 +122,16 @@ fn paragraph(lines: &[&str], i: usize) -> Option<String> {
         && !boilerplate(next[0]);
     let mut parts = before;
     if next_ok {
-        parts.extend(next);
+        // "Reason: …": the label is not part of the reason.
+        parts.extend(next.iter().enumerate().map(|(k, l)| {
+            match k {
+                0 => l
+                    .get(..7)
+                    .filter(|h| h.eq_ignore_ascii_case("reason:"))
+                    .map_or(*l, |_| l[7..].trim_start()),
+                _ => l,
+            }
+        }));
     }
     (!parts.is_empty()).then(|| parts.join(" "))
 }
@@ -130,6 +139,9 @@ fn paragraph(lines: &[&str], i: usize) -> Option<String> {
 /// The paragraph after a heading that announces the reason ("This message was undeliverable due
 /// to the following reason:").
 pub(super) fn reason_paragraph(lines: &[&str]) -> Option<String> {
+    if let Some(out) = reason_field(lines) {
+        return Some(out);
+    }
     let p = lines.iter().position(|l| {
         // "… due to the following reason:", "Reason for the failure:", "The reason it is …:".
         let t = l.trim().to_ascii_lowercase();
@@ -169,4 +181,25 @@ pub(super) fn lines_after(lines: &[&str], i: usize) -> String {
         .map(|l| l.trim())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A "Reason: the email you sent … has been returned because …" paragraph: the text after the
+/// label and the lines that go on with it.
+fn reason_field(lines: &[&str]) -> Option<String> {
+    let p = lines.iter().position(|l| {
+        let t = l.trim();
+        t.len() > 8
+            && t.get(..7)
+                .is_some_and(|h| h.eq_ignore_ascii_case("reason:"))
+    })?;
+    let mut out = lines[p].trim().get(7..).unwrap_or("").trim().to_string();
+    for l in lines[p + 1..]
+        .iter()
+        .take_while(|l| !blank(l) && !stops(l))
+        .take(MAX_LINES)
+    {
+        out.push(' ');
+        out.push_str(l.trim());
+    }
+    Some(out.chars().take(300).collect())
 }
