@@ -375,7 +375,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             .rev()
             .map(|l| l.trim())
             .find(|l| !l.is_empty())
-            .filter(|p| !p.starts_with("--") && !p.ends_with(':'));
+            .filter(|p| !p.starts_with("--") && !p.ends_with(':') && !is_quoted_header(p));
         if says_nothing(&diag, &addr) {
             // "<addr>" alone, "(Originally addressed to addr)": the sentence around it.
             diag = context::around(&lines, i).unwrap_or_default();

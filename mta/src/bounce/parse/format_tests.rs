@@ -467,3 +467,23 @@ fn multibyte_text_around_recipients_does_not_break_the_reading() {
     );
     assert_eq!(one(&r).recipient, "mo@dest.example");
 }
+
+#[test]
+fn the_paragraph_after_a_bare_address_is_its_reason_unless_boilerplate() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Failed mail\n\n\
+         Your message was not delivered to\n \n    ned@dest.example\n \n\
+         This mail message has exceeded the maximum incoming message size.\n",
+    );
+    assert_eq!(
+        one(&r).diagnostic,
+        "This mail message has exceeded the maximum incoming message size."
+    );
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Undeliverable\n\n\
+         Your Message\nDate:    Mon, 1 Jan 2024 10:00:00 +0000\n\
+         Did not reach the following recipient: oz@dest.example\n\nPlease contact your administrator.\n",
+    );
+    let d = &one(&r).diagnostic;
+    assert!(!d.starts_with("Date:") && !d.starts_with("Please"), "{d}");
+}

@@ -42,12 +42,7 @@ fn boilerplate(l: &str) -> bool {
         "best",
         "regards",
         "sincerely",
-        "here",
         "note",
-        "this",
-        "a",
-        "the",
-        "your",
     ]
     .contains(&first.trim_matches(|c: char| !c.is_alphanumeric()))
 }
@@ -162,6 +157,14 @@ pub(super) fn reason_paragraph(lines: &[&str]) -> Option<String> {
 /// The heading over the recipient list `lines[i]` belongs to ("The following recipients did not
 /// receive your message:").
 pub(super) fn heading_before(lines: &[&str], i: usize) -> Option<String> {
+    // "Did not reach the following recipient: addr": the heading is on the recipient's line.
+    let own = find_address(lines[i])
+        .and_then(|a| lines[i].find(&a))
+        .map(|p| lines[i][..p].trim().trim_end_matches(['<', '"', '\'', ' ']))
+        .filter(|h| super::is_heading(h));
+    if let Some(h) = own {
+        return Some(h.trim_start_matches(['-', '*', '=', ' ']).to_string());
+    }
     lines[..i]
         .iter()
         .rev()
