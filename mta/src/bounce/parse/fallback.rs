@@ -5,6 +5,8 @@
 
 use super::{after_said, command_in, find_address, reply_start, Hit, Input};
 
+mod context;
+
 /// Phrases after which a bounce names a failed recipient (on the same or the next line).
 const LEADS: &[&str] = &[
     "rcpt to:",
@@ -30,6 +32,7 @@ const LEADS: &[&str] = &[
     "following address",
     "following recipient",
     "following addresses",
+    "addressed to",
     "的メールアドレス",
 ];
 
@@ -148,6 +151,37 @@ pub(super) fn is_auto_reply(msg: &mail_parser::Message<'_>, input: &Input<'_>) -
     away && (auto || !surely_bounce(input))
 }
 
+/// True if a text bounce says the reporting MTA keeps trying ("THIS IS A WARNING MESSAGE ONLY",
+/// "Delivery attempts will continue to be made for 5 day(s)", "We will continue to try to deliver
+/// your message"): a delay notice, not a final failure.
+pub(super) fn says_still_trying(human: &str) -> bool {
+    if human.contains("THIS IS A WARNING MESSAGE ONLY") {
+        return true;
+    }
+    let lower = human
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        "delivery attempts will continue",
+        "will continue to attempt delivery",
+        "will continue to try to deliver",
+        "will continue trying to deliver",
+        "will keep trying to deliver",
+        "will retry delivery",
+        "you do not need to resend",
+        "you do not need to re-send",
+        "only a temporary failure",
+        "will be retried for",
+        "we'll retry",
+        "this is just a warning",
+        "this is only a warning",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
 /// Hits for recipients the bounce names in a header (`X-Failed-Recipients`), with the diagnostic
 /// the human part gives.
 pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
@@ -207,6 +241,9 @@ pub(super) fn reply_in(text: &str) -> Option<String> {
 /// The address a recipient line names, and the text after it on that line.
 fn candidate(line: &str) -> Option<(String, String)> {
     let t = line.trim().trim_start_matches(['*', '-', '•']).trim();
+    // "undeliverable  to addr": runs of blanks read as one.
+    let collapsed = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let t = collapsed.as_str();
     let lower = t.to_ascii_lowercase();
     if lower.starts_with("to:") || lower.starts_with("from:") || lower.starts_with("cc:") {
         return None;
@@ -236,7 +273,7 @@ fn candidate(line: &str) -> Option<(String, String)> {
     for lead in LEADS {
         if let Some(p) = lower.find(lead) {
             let after = t.get(p + lead.len()..).unwrap_or("");
-            if let Some(a) = find_address(after) {
+            if let Some(a) = find_address(after).filter(|a| !names_sender(after, a)) {
                 if !lead.ends_with(':') {
                     // "Your message wasn't delivered to X because …": the whole sentence.
                     return Some((a, t.to_string()));
@@ -252,7 +289,14 @@ fn candidate(line: &str) -> Option<(String, String)> {
     }
     // "Unknown user: addr" and other "reason: addr" lines.
     if let Some((before, after)) = t.rsplit_once(": ") {
-        if let Some(a) = find_address(after).filter(|a| after.trim().trim_matches(['<', '>']) == a)
+        let contact = [
+            "contact", "support", "help", "admin", "reply", "sender", "from",
+        ]
+        .iter()
+        .any(|w| before.to_ascii_lowercase().contains(w));
+        if let Some(a) = find_address(after)
+            .filter(|a| after.trim().trim_matches(['<', '>']) == a)
+            .filter(|_| !contact)
         {
             return Some((a, before.trim().to_string()));
         }
@@ -267,6 +311,7 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
     let lines: Vec<&str> = input.human.lines().collect();
     let mut out: Vec<Hit> = Vec::new();
     let mut prevs: Vec<Option<&str>> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
     let mut lead_pending = false;
     for (i, line) in lines.iter().enumerate() {
         if is_quoted_header(line) && !out.is_empty() {
@@ -291,9 +336,14 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             continue;
         }
         if let Some(h) = out.iter_mut().find(|h| h.rcpt.eq_ignore_ascii_case(&a)) {
-            // Named again further on ("<addr>... Deferred: …" in a transcript): keep its reason.
+            // Named again further on ("<addr>... Deferred: …" in a transcript, an error-detail
+            // section "---- addr" over its reason lines): keep its reason.
             if h.diag.is_empty() {
-                h.diag = rest;
+                h.diag = if rest.is_empty() {
+                    context::lines_after(&lines, i)
+                } else {
+                    rest
+                };
             }
             continue;
         }
@@ -306,7 +356,12 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
         for next in lines.iter().skip(i + 1) {
             let t = next.trim();
             let other = candidate(next).is_some_and(|(b, _)| !b.eq_ignore_ascii_case(&addr));
-            if t.is_empty() || other || is_quoted_header(next) || t.starts_with("---") {
+            if t.is_empty()
+                || other
+                || is_quoted_header(next)
+                || t.starts_with("---")
+                || is_heading(t)
+            {
                 break;
             }
             if !diag.is_empty() {
@@ -320,20 +375,29 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
             .rev()
             .map(|l| l.trim())
             .find(|l| !l.is_empty())
-            .filter(|p| !p.starts_with("--") && !p.ends_with(':'));
+            .filter(|p| !p.starts_with("--") && !p.ends_with(':') && !is_quoted_header(p));
+        if says_nothing(&diag, &addr) {
+            // "<addr>" alone, "(Originally addressed to addr)": the sentence around it.
+            diag = context::around(&lines, i).unwrap_or_default();
+        }
         prevs.push(prev);
+        positions.push(i);
         out.push(Hit::new(addr, diag));
     }
     for (h, prev) in out.iter_mut().zip(prevs) {
         if let (true, Some(p)) = (h.diag.is_empty(), prev) {
             h.diag = p.to_string();
         }
+        if h.diag.is_empty() {
+            // The bounce's "… due to the following reason:" paragraph.
+            h.diag = context::reason_paragraph(&lines).unwrap_or_default();
+        }
     }
     let reply = reply_in(input.human);
     let command = command_in(input.human).or_else(|| smtp_command_section(input.human));
     let explanation = first_sentence(input.human);
     let single = out.len() == 1;
-    for h in &mut out {
+    for (h, i) in out.iter_mut().zip(&positions) {
         let said = after_said(&h.diag);
         h.diag = match reply_start(said) {
             Some(p) => said[p..].to_string(),
@@ -347,10 +411,61 @@ pub(super) fn scan(input: &Input<'_>) -> Vec<Hit> {
                 h.diag = explanation.clone();
             }
         }
+        if h.diag.is_empty() {
+            // Nothing else: the heading over the recipient list.
+            h.diag = context::heading_before(&lines, *i).unwrap_or_default();
+        }
         h.command = command_in(&h.diag).or(command).map(str::to_string);
         h.remote = super::mta_text::remote_host(&h.diag);
     }
     out
+}
+
+/// True if `addr` is named in `text` as a sender ("… not accepting mail from addr"), not as a
+/// recipient.
+fn names_sender(text: &str, addr: &str) -> bool {
+    let Some(p) = text.find(addr) else {
+        return false;
+    };
+    let before = text[..p]
+        .trim_end()
+        .trim_end_matches(['<', '"', '\''])
+        .trim_end()
+        .to_ascii_lowercase();
+    before.ends_with(" from") || before.ends_with("from:") || before.ends_with("sender")
+}
+
+/// True for a line that introduces a list ("The following recipients did not receive your
+/// message:"), not one that explains a failure.
+fn is_heading(t: &str) -> bool {
+    let lower = t.to_ascii_lowercase();
+    lower.ends_with(':')
+        && LEADS
+            .iter()
+            .any(|l| lower.contains(l.trim_end_matches(':')))
+}
+
+/// True if a recipient line's text says nothing but the address: `<addr>`, `"addr" <addr>`,
+/// `(Originally addressed to addr)`.
+fn says_nothing(diag: &str, addr: &str) -> bool {
+    let lower = diag
+        .to_ascii_lowercase()
+        .replace(&addr.to_ascii_lowercase(), " ");
+    lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .all(|w| {
+            [
+                "originally",
+                "was",
+                "addressed",
+                "to",
+                "recipient",
+                "smtp",
+                "rfc822",
+            ]
+            .contains(&w)
+        })
 }
 
 /// m-FILTER's "-------SMTP command" section: the command on the next line.

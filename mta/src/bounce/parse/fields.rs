@@ -48,6 +48,12 @@ pub fn find_address(s: &str) -> Option<String> {
         c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '\'' | '"' | ',' | '[' | ']')
     }) {
         let t = token.trim_matches(|c: char| matches!(c, '.' | ':' | ';'));
+        // A type prefix before the address ("SMTP:user@example.com"): ':' cannot stand in an
+        // unquoted local part.
+        let t = match t.split_once('@') {
+            Some((local, _)) if local.contains(':') => &t[local.rfind(':').map_or(0, |c| c + 1)..],
+            _ => t,
+        };
         if let Some((local, domain)) = t.split_once('@') {
             if !local.is_empty()
                 && domain.contains('.')

@@ -248,3 +248,242 @@ fn bounce_forwarded_as_attachment() {
         ("max@dest.example", "5.1.1")
     );
 }
+
+#[test]
+fn exchange_ims_x400_recipient_under_a_transcript_heading() {
+    let r = run(&format!(
+        "{HEAD}Subject: Undeliverable: hello\n\nYour message\n\n  To:      list@origin.example\n\
+         \x20 Subject: hello\n\ndid not reach the following recipient(s):\n\n\
+         c=US;a= ;p=Org;o=Site;dda:SMTP=ann@dest.example; on Mon, 1 Jan 2024\n\
+         10:00:00 +0000\n    The recipient name is not recognized\n\
+         \tThe MTS-ID of the original message is: c=us;a=\n;p=org;l=ID0001\n\
+         \x20   MSEXCH:IMS:Org:Site:HOST 0 (000C05A6) Unknown Recipient\n\n\
+         \x20  ----- Transcript of session follows -----\n\nbogus line\n\n   ann@dest.example\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Exchange));
+    let f = one(&r);
+    assert_eq!(f.recipient, "ann@dest.example");
+    assert!(
+        f.diagnostic
+            .starts_with("The recipient name is not recognized"),
+        "{}",
+        f.diagnostic
+    );
+    assert!(
+        f.diagnostic.ends_with("Unknown Recipient"),
+        "{}",
+        f.diagnostic
+    );
+}
+
+#[test]
+fn qmail_relative_in_html_with_a_bare_address() {
+    let r = run(&format!(
+        "{HEAD}Subject: failure notice\nContent-Type: text/html\n\n\
+         Hi. This is the deliver program at mta.example.<br>\n\
+         I'm afraid I wasn't able to deliver your message to the following addresses.<br>\n\
+         This is a permanent error; I've given up. Sorry it didn't work out.<br><br>\n\n\
+         bo@dest.example<br>\n\nMailbox does not exist<br>\n\n--- Attached is a copy.<br>\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Qmail));
+    let f = one(&r);
+    assert_eq!(f.recipient, "bo@dest.example");
+    assert_eq!(f.diagnostic, "Mailbox does not exist");
+}
+
+#[test]
+fn originally_addressed_to_takes_the_lines_around_it() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Delivery failure\n\n\
+         Your message could not be handed over\nto local user cy.\n\
+         (Originally addressed to cy@dest.example)\n\nNo such account\n\n\
+         Your message reads (in part):\n\nhello\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "cy@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "Your message could not be handed over to local user cy. No such account"
+    );
+}
+
+#[test]
+fn addressed_to_in_quotes_is_the_recipient_not_the_originals_to() {
+    let r = run(&format!(
+        "{HEAD}Subject: Mail delivery failure\n\n\
+         The following message, addressed to 'dee@dest.example',\n\
+         failed because the mailbox was not emptied for 60 days\n\n\
+         ---- START OF RETURNED MESSAGE ----\nFrom: sender@origin.example\n\
+         To: list@origin.example\nSubject: hi\n\nbody\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "dee@dest.example");
+    assert!(
+        f.diagnostic.ends_with("not emptied for 60 days"),
+        "{}",
+        f.diagnostic
+    );
+}
+
+#[test]
+fn recipients_under_headings_take_the_reason_paragraph() {
+    let r = run(&format!(
+        "{HEAD}Subject: Returned Mail\n\n\
+         This Message was undeliverable due to the following reason:\n\n\
+         The destination host was unreachable for 3 days.\n\n\
+         The following recipients did not receive your message:\n\n     <e1@dest.example>\n\
+         The following recipients did not receive your message:\n\n     <e2@dest.example>\n\n\
+         Please reply to postmaster@mta.example\nif you feel this message to be in error.\n"
+    ));
+    assert_eq!(r.recipients.len(), 2, "{r:#?}");
+    for f in &r.recipients {
+        assert_eq!(
+            f.diagnostic,
+            "The destination host was unreachable for 3 days."
+        );
+    }
+}
+
+#[test]
+fn a_sentence_broken_around_the_address_and_a_delay() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Mail Delivery Warning\n\n\
+         This is an advisory-only email.\n\t\nDelivery of email to this address\n\t\n\
+         \"fi@dest.example\"\n\t\nhas been postponed because the mailbox is full.\n\t\n\
+         We will continue to try to deliver your message over the next few days.\n",
+    );
+    let f = one(&r);
+    assert_eq!(
+        f.diagnostic,
+        "Delivery of email to this address \"fi@dest.example\" has been postponed because the mailbox is full."
+    );
+    assert_eq!(f.action, "delayed");
+}
+
+#[test]
+fn an_address_alone_is_not_a_diagnostic() {
+    let r = run(
+        "From: admin@mta.example\nTo: sender@origin.example\nSubject: Non-Delivery: hello\n\n\
+         --- Non-Delivery Report ---\nThe email below could not be delivered to the following user:\n\n\
+         \"gus@dest.example\" <gus@dest.example>\n\nOld message:\n\nhello\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "gus@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "The email below could not be delivered to the following user:"
+    );
+}
+
+#[test]
+fn exim_delay_warning_with_the_host_line_at_column_zero() {
+    let r = run(&format!(
+        "{HEAD}Subject: Warning: message delayed\n\n\
+         This message was created automatically by mail delivery software.\n\n\
+         A message that you sent has not yet been delivered to one or more of\nits recipients after 2 days.\n\n\
+         The message has not yet been delivered to the following addresses:\n\n  <hal@dest.example>\n\n\
+         host mx.dest.example[192.0.2.7]:\nconnection to mail exchanger failed\n\n\
+         No action is required on your part. Delivery attempts will continue for\nsome time.\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Exim));
+    let f = one(&r);
+    assert_eq!(f.recipient, "hal@dest.example");
+    assert_eq!(f.action, "delayed");
+    assert_eq!(
+        f.diagnostic,
+        "host mx.dest.example[192.0.2.7]: connection to mail exchanger failed"
+    );
+}
+
+#[test]
+fn an_error_detail_section_under_the_address_gives_its_reason() {
+    let r = run(&format!(
+        "{HEAD}Subject: Returned mail - nameserver error report\n\n\
+         \x20--------Message not delivered to the following addresses:\n\n\
+         \x20           ida@dest.example\n\n --------Error Detail:\n\n\
+         ---- ida@dest.example\n     Has no final delivery point,\n     please use another address.\n\n\
+         \x20--------Unsent Message below:\n\nhello\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "ida@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "Has no final delivery point, please use another address."
+    );
+}
+
+#[test]
+fn typed_recipient_contact_lines_and_senders_are_told_apart() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Message Delivery Failure\n\n\
+         Message could not be delivered to some recipients.\n\n\
+         \tRecipient: [SMTP:jo@dest.example]\n\tReason: 550 mailbox unavailable\n\n\
+         System Contact: help@mta.example\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "jo@dest.example");
+    assert_eq!(f.diagnostic, "550 mailbox unavailable");
+
+    let r = run(
+        "From: mailer-daemon@mta.example\nTo: list-bounces@origin.example\nSubject: Mail Delivery Problem\n\n\
+         Your mail to the following recipients could not be delivered because they are not \
+         accepting mail from list@origin.example:\n\tnickname\n",
+    );
+    assert!(r.recipients.is_empty(), "{r:#?}");
+}
+
+#[test]
+fn a_reason_field_paragraph_and_an_exim_undisclosed_address() {
+    let r = run(
+        "From: mailer-daemon@mta.example\nTo: sender@origin.example\nSubject: Undelivered Mail\n\n\
+         Undeliverable Address: kai@dest.example\n\n\
+         Reason: The email you sent to the address above was returned\n\
+         because the recipient is over disk quota.\n\nSystem Contact: staff@mta.example\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "kai@dest.example");
+    assert_eq!(
+        f.diagnostic,
+        "The email you sent to the address above was returned because the recipient is over disk quota."
+    );
+
+    let r = run(&format!(
+        "{HEAD}Subject: Mail delivery failed\n\n\
+         This message was created automatically by mail delivery software.\n\n\
+         A message that you sent could not be delivered to one or more of its\n\
+         recipients. This is a permanent error. The following address(es) failed:\n\n\
+         \x20 an undisclosed address\n    (generated from lee@dest.example)\n\n\
+         ------ This is a copy of the message, including all the headers. ------\n"
+    ));
+    assert_eq!(r.format, Some(BounceFormat::Exim));
+    assert_eq!(one(&r).recipient, "lee@dest.example");
+}
+
+#[test]
+fn multibyte_text_around_recipients_does_not_break_the_reading() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Delivery failure\n\n\
+         Reasón: é\nnäme\n(Originally addressed to mo@dest.example)\n\n配信できませんでした\n",
+    );
+    assert_eq!(one(&r).recipient, "mo@dest.example");
+}
+
+#[test]
+fn the_paragraph_after_a_bare_address_is_its_reason_unless_boilerplate() {
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Failed mail\n\n\
+         Your message was not delivered to\n \n    ned@dest.example\n \n\
+         This mail message has exceeded the maximum incoming message size.\n",
+    );
+    assert_eq!(
+        one(&r).diagnostic,
+        "This mail message has exceeded the maximum incoming message size."
+    );
+    let r = run(
+        "From: postmaster@mta.example\nTo: sender@origin.example\nSubject: Undeliverable\n\n\
+         Your Message\nDate:    Mon, 1 Jan 2024 10:00:00 +0000\n\
+         Did not reach the following recipient: oz@dest.example\n\nPlease contact your administrator.\n",
+    );
+    let d = &one(&r).diagnostic;
+    assert!(!d.starts_with("Date:") && !d.starts_with("Please"), "{d}");
+}

@@ -355,8 +355,8 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
             }
         }
     }
-    if format != Some(BounceFormat::Dsn) && input.human.contains("THIS IS A WARNING MESSAGE ONLY") {
-        // Sendmail/Zoho/Gmail delay warnings: the MTA keeps trying.
+    if format != Some(BounceFormat::Dsn) && fallback::says_still_trying(input.human) {
+        // Delay warnings (Sendmail, Zoho, Gmail, gateways): the MTA keeps trying.
         hits.iter_mut().for_each(|h| h.delayed = true);
     }
     hits.truncate(MAX_RECIPIENTS);
@@ -495,14 +495,14 @@ fn detect_and_parse(
     if !hits.is_empty() {
         return Some((BounceFormat::DsnText, hits));
     }
-    let mut recognised = None;
-    if let Some(f) = mta_text::detect(input) {
-        let hits = mta_text::parse_format(f, input);
+    let formats = mta_text::detect_all(input);
+    for f in &formats {
+        let hits = mta_text::parse_format(*f, input);
         if !hits.is_empty() {
-            return Some((f, hits));
+            return Some((*f, hits));
         }
-        recognised = Some(f);
     }
+    let recognised = formats.first().copied();
     if !input.failed_header.is_empty() && !fallback::is_auto_reply(msg, input) {
         let mut hits = fallback::with_recipients(input, &input.failed_header);
         if recognised == Some(BounceFormat::GoogleGroups) {

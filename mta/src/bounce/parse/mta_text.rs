@@ -5,40 +5,85 @@
 use super::{command_in, find_address, is_original_marker, services, BounceFormat, Hit, Input};
 use crate::bounce::classify::{find_enhanced_status, SmtpReply};
 
-/// The format a text bounce's markers name, if any.
+/// The format a text bounce's markers name, if any (the first of [`detect_all`]).
 pub(super) fn detect(input: &Input<'_>) -> Option<BounceFormat> {
+    detect_all(input).into_iter().next()
+}
+
+/// Every format whose markers a text bounce carries, strongest first (a bounce may quote another
+/// product's report: an Exchange NDR with a Sendmail transcript heading).
+pub(super) fn detect_all(input: &Input<'_>) -> Vec<BounceFormat> {
+    let mut out = Vec::new();
+    let mut rest = FORMATS.to_vec();
+    while let Some(f) = detect_among(input, &rest) {
+        out.push(f);
+        rest.retain(|x| *x != f);
+    }
+    out
+}
+
+/// The formats [`detect_all`] tells apart by markers.
+const FORMATS: &[BounceFormat] = &[
+    BounceFormat::Qmail,
+    BounceFormat::Postfix,
+    BounceFormat::Exim,
+    BounceFormat::Sendmail,
+    BounceFormat::Exchange,
+    BounceFormat::Yahoo,
+    BounceFormat::Dragonfly,
+    BounceFormat::GoogleGroups,
+    BounceFormat::Gmail,
+];
+
+/// The first format among `allowed` whose markers the bounce carries.
+fn detect_among(input: &Input<'_>, allowed: &[BounceFormat]) -> Option<BounceFormat> {
     let text = &input.text;
+    let ok = |f: BounceFormat| allowed.contains(&f);
     let has = |s: &str| text.contains(s);
     let subject = input.subject;
-    if has("qmail-send program") {
+    if ok(BounceFormat::Qmail)
+        && (has("qmail-send program")
+            || has("wasn't able to deliver your message to the following addresses"))
+    {
         Some(BounceFormat::Qmail)
-    } else if has("This is the mail system at host") || has("This is the Postfix program at host") {
+    } else if ok(BounceFormat::Postfix)
+        && (has("This is the mail system at host") || has("This is the Postfix program at host"))
+    {
         Some(BounceFormat::Postfix)
-    } else if has("created automatically by mail delivery software")
-        || has("The following address(es) failed:")
-        || has("not yet been delivered to one or more of its")
+    } else if ok(BounceFormat::Exim)
+        && (has("created automatically by mail delivery software")
+            || has("The following address(es) failed:")
+            || has("not yet been delivered to one or more of its"))
     {
         Some(BounceFormat::Exim)
-    } else if has("Transcript of session follows")
-        || has("The following addresses had")
-        || has("had permanent fatal errors")
+    } else if ok(BounceFormat::Sendmail)
+        && (has("Transcript of session follows")
+            || has("The following addresses had")
+            || has("had permanent fatal errors"))
     {
         Some(BounceFormat::Sendmail)
-    } else if has("Delivery has failed to these recipients or groups")
-        || has("Diagnostic information for administrators")
-        || has("did not reach the following recipient")
-        || has("could not be reached:")
+    } else if ok(BounceFormat::Exchange)
+        && (has("Delivery has failed to these recipients or groups")
+            || has("Diagnostic information for administrators")
+            || has("did not reach the following recipient")
+            || has("could not be reached:"))
     {
         Some(BounceFormat::Exchange)
-    } else if has("unable to deliver your message to the following address") {
+    } else if ok(BounceFormat::Yahoo)
+        && has("unable to deliver your message to the following address")
+    {
         Some(BounceFormat::Yahoo)
-    } else if has("This is the DragonFly Mail Agent") {
+    } else if ok(BounceFormat::Dragonfly) && has("This is the DragonFly Mail Agent") {
         Some(BounceFormat::Dragonfly)
-    } else if has("Google Groups") && input.from.contains("google") {
+    } else if ok(BounceFormat::GoogleGroups)
+        && has("Google Groups")
+        && input.from.contains("google")
+    {
         Some(BounceFormat::GoogleGroups)
-    } else if has("Address not found")
-        || has("Delivery to the following recipient failed")
-        || subject.starts_with("Delivery Status Notification")
+    } else if ok(BounceFormat::Gmail)
+        && (has("Address not found")
+            || has("Delivery to the following recipient failed")
+            || subject.starts_with("Delivery Status Notification"))
     {
         Some(BounceFormat::Gmail)
     } else {
@@ -84,16 +129,31 @@ fn angle_blocks(text: &str, format: BounceFormat) -> Vec<Hit> {
         }
         // Recipient lines start in column 0; indented `<addr>:` lines continue a diagnostic.
         let t = line;
-        if !t.starts_with('<') {
-            continue;
-        }
-        let Some(close) = t.find(">:") else { continue };
-        let Some(addr) = t.get(..close + 1).and_then(find_address) else {
-            continue;
+        // qmail relatives (and qmail in HTML) may write the address bare: "user@example.com".
+        let bare = (format == BounceFormat::Qmail)
+            .then(|| find_address(t).filter(|a| t.trim().trim_end_matches(':') == a))
+            .flatten();
+        let (addr, mut diag) = if let Some(a) = bare {
+            (a, String::new())
+        } else {
+            if !t.starts_with('<') {
+                continue;
+            }
+            let Some(close) = t.find(">:") else { continue };
+            let Some(addr) = t.get(..close + 1).and_then(find_address) else {
+                continue;
+            };
+            (addr, t[close + 2..].trim().to_string())
         };
-        let mut diag = t[close + 2..].trim().to_string();
         while let Some(next) = lines.peek() {
-            if next.trim().is_empty() || next.starts_with('<') || stop(next) {
+            if next.trim().is_empty() && diag.is_empty() && format == BounceFormat::Qmail {
+                // qmail relatives leave a blank line between the address and its reason.
+                lines.next();
+                continue;
+            }
+            let next_bare = format == BounceFormat::Qmail
+                && find_address(next).is_some_and(|a| next.trim().trim_end_matches(':') == a);
+            if next.trim().is_empty() || next.starts_with('<') || next_bare || stop(next) {
                 break;
             }
             if !diag.is_empty() {
@@ -146,6 +206,7 @@ fn exim(text: &str) -> Vec<Hit> {
         if line.contains("failed:")
             || line.contains("could not be delivered")
             || line.contains("not yet been delivered is:")
+            || line.contains("not yet been delivered to the following address")
             || line.contains("incorrectly constructed:")
         {
             in_list = true;
@@ -182,7 +243,9 @@ fn exim(text: &str) -> Vec<Hit> {
             reason_next = true;
             continue;
         }
-        if indent == 0 && gap && !line.contains('@') && !reason_next {
+        // "host mx.example[192.0.2.1]: reason" may follow the list at column 0 (delay warnings).
+        let host_line = t.starts_with("host ") && !out.is_empty();
+        if indent == 0 && gap && !line.contains('@') && !reason_next && !host_line {
             // A paragraph after the list ("No action is required on your part.").
             in_list = false;
             continue;
@@ -191,7 +254,10 @@ fn exim(text: &str) -> Vec<Hit> {
         reason_next = false;
         if indent <= 2 {
             let first = t.split_whitespace().next().unwrap_or("");
-            let local = t.starts_with("pipe to |") || t.starts_with("save to ");
+            // Deliveries named without an address; "(generated from addr)" follows.
+            let local = t.starts_with("pipe to |")
+                || t.starts_with("save to ")
+                || t == "an undisclosed address";
             let addr = if first.contains('@') {
                 find_address(first)
             } else if local {
@@ -209,6 +275,13 @@ fn exim(text: &str) -> Vec<Hit> {
             }
         }
         let Some(last) = out.last_mut() else { continue };
+        let generated_from = t
+            .strip_prefix("(generated from ")
+            .or_else(|| t.strip_prefix("(ultimately generated from "));
+        if let (Some(g), true) = (generated_from, last.rcpt.is_empty()) {
+            last.rcpt = find_address(g).unwrap_or_default();
+            continue;
+        }
         if let Some(g) = t.strip_prefix("generated by ") {
             // "save to /var/mail/x" / "generated by user@example.org": the address.
             if last.rcpt.is_empty() {

@@ -38,10 +38,15 @@ fn exchange2003(text: &str) -> Vec<Hit> {
         if !in_list || t.is_empty() {
             continue;
         }
-        if super::is_original_marker(t) {
+        if super::is_original_marker(t) || t.starts_with("---") {
+            // The original, or another report's section (a transcript heading).
             break;
         }
         let first = t.split_whitespace().next().unwrap_or("");
+        if let Some(a) = x400_smtp_address(t) {
+            out.push(Hit::new(a, String::new()));
+            continue;
+        }
         if first.contains('@') && t.contains(" on ") {
             if let Some(a) = find_address(first) {
                 out.push(Hit::new(a, String::new()));
@@ -49,7 +54,11 @@ fn exchange2003(text: &str) -> Vec<Hit> {
             }
         }
         if let Some(last) = out.last_mut() {
-            if t.starts_with("The MTS-ID") || t.starts_with(';') {
+            // The MTS-ID and its wrapped tail, the wrapped time of the "on <date>" line.
+            if t.starts_with("The MTS-ID")
+                || t.starts_with(';')
+                || !t.chars().any(char::is_alphabetic)
+            {
                 continue;
             }
             if !last.diag.is_empty() {
@@ -59,6 +68,20 @@ fn exchange2003(text: &str) -> Vec<Hit> {
         }
     }
     out
+}
+
+/// The Internet address in an X.400 O/R address line of Exchange's IMS
+/// (`c=US;a= ;p=Org;o=Site;dda:SMTP=user@example.com; on <date>`; also `RFC-822=`).
+fn x400_smtp_address(line: &str) -> Option<String> {
+    let lower = line.to_ascii_lowercase();
+    if !lower.starts_with("c=") {
+        return None;
+    }
+    ["smtp=", "rfc-822=", "rfc822="].iter().find_map(|k| {
+        let p = lower.find(k)? + k.len();
+        let value = line[p..].split([';', ' ']).next()?;
+        find_address(value)
+    })
 }
 
 fn exchange_modern(text: &str) -> Vec<(String, String, Option<String>)> {
