@@ -359,7 +359,15 @@ fn parse_at(raw: &[u8], classifier: &Classifier, depth: u8) -> Result<BounceRepo
         // Delay warnings (Sendmail, Zoho, Gmail, gateways): the MTA keeps trying.
         hits.iter_mut().for_each(|h| h.delayed = true);
     }
-    hits.truncate(MAX_RECIPIENTS);
+    if format != Some(BounceFormat::Dsn) && hits.len() > MAX_RECIPIENTS {
+        // Lines of free text read as recipients: past this many, the rest are noise, not a list.
+        tracing::warn!(
+            found = hits.len(),
+            kept = MAX_RECIPIENTS,
+            "bounce text names too many recipients; the rest are not read"
+        );
+        hits.truncate(MAX_RECIPIENTS);
+    }
     let mut hits = dsn::fill_from_text(hits, &input);
     hits.retain(|h| !h.rcpt.is_empty());
     let mut seen = std::collections::HashSet::new();
@@ -461,7 +469,8 @@ fn unquote(text: String) -> String {
 
 /// The human part read for recipient lines is cut to this many bytes.
 const MAX_HUMAN: usize = 256 * 1024;
-/// At most this many failed recipients are reported per bounce.
+/// At most this many failed recipients are read from a bounce's free text (a DSN's recipient
+/// blocks are all read).
 const MAX_RECIPIENTS: usize = 1000;
 
 /// At most this many MIME parts are read.
