@@ -170,8 +170,8 @@ pub struct Failure<'a> {
     pub diagnostic: &'a str,
     /// The SMTP command the reply answered (`CONN`, `EHLO`, `MAIL`, `RCPT`, `DATA`), when known.
     pub command: Option<&'a str>,
-    /// The reporter gave up on the recipient (a `failed` action), as opposed to a delay notice
-    /// or a synchronous reply.
+    /// The reporter gave up on the recipient (a `failed` action); `false` is a delay notice (a
+    /// synchronous reply goes through [`Classifier::classify_sync_reply`] instead).
     pub gave_up: bool,
 }
 
@@ -477,6 +477,21 @@ impl Classifier {
             delayed: !f.gave_up,
         };
         self.classify_in(f.status, f.diagnostic, ctx)
+    }
+
+    /// Classifies the MTA's own synchronous reply to `command` (`CONN`, `HELO`, `MAIL`, `RCPT`,
+    /// `DATA`): the command-conditioned rules apply, the delay-notice and expiry ones do not (a
+    /// reply is neither: [`Classifier::classify_failure`] with `gave_up: false` reads as a delay
+    /// notice, whose uninformative 4.x.x is `message-expired`). `status` may be empty.
+    pub fn classify_sync_reply(&self, status: &str, reply: &str, command: &str) -> Classification {
+        let ctx = Context {
+            command: Command::parse(command)
+                .or_else(|| infer_command(reply))
+                .map_or(0, Command::bit),
+            gave_up: false,
+            delayed: false,
+        };
+        self.classify_in(status, reply, ctx)
     }
 
     /// Classifies a (status, diagnostic) pair from a bounce message. An empty `status` is taken from

@@ -209,3 +209,30 @@ fn diag_type_strip() {
     );
     assert_eq!(strip_diag_type("550 5.1.1 a; b"), "550 5.1.1 a; b");
 }
+
+
+/// A synchronous reply is not a delay notice: a 4.x.x naming no cause stays `other` (or what its
+/// status names), never `message-expired`; the command still counts.
+#[test]
+fn sync_replies_are_not_delay_notices() {
+    let c = Classifier::default();
+    let sync = |st, d, cmd| c.classify_sync_reply(st, d, cmd).category;
+    let delay = |st, d| {
+        c.classify_failure(&Failure {
+            status: st,
+            diagnostic: d,
+            command: Some("RCPT"),
+            gave_up: false,
+        })
+        .category
+    };
+    assert_eq!(sync("4.0.0", "451 Requested action aborted", "RCPT"), Category::Other);
+    assert_eq!(delay("4.0.0", "451 Requested action aborted"), Category::MessageExpired);
+    let lookup = "451 4.3.0 Temporary lookup failure";
+    assert_eq!(sync("4.3.0", lookup, "RCPT"), Category::BadConfiguration);
+    assert_eq!(sync("", "550 no", "RCPT"), Category::BadMailbox);
+    assert_eq!(sync("", "550 no", "MAIL"), Category::InvalidSender);
+    assert_eq!(sync("", "554 go", "CONN"), Category::PolicyRelated);
+    let timeout = "421 4.4.1 Connection timed out";
+    assert_eq!(sync("", timeout, "CONN"), Category::NoAnswerFromHost);
+}
