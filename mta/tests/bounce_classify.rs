@@ -146,3 +146,43 @@ fn every_default_rule_documents_its_source() {
         assert!(r.source.len() > 10, "rule {} lacks a source", r.regex);
     }
 }
+
+/// One code path: a permanent reply the MTA gets at RCPT/DATA (its `b` record) and the same reply
+/// quoted by a remote bounce for that command (an `rb` record) get the same category, for every
+/// 5xx line of the real-reply corpus.
+#[test]
+fn synchronous_and_bounced_replies_agree() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/bounce-corpus/replies.tsv");
+    let text = std::fs::read_to_string(&path).expect("replies.tsv");
+    let c = Classifier::default();
+    let mut n = 0;
+    let mut bad = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(reply) = line.split('\t').nth(1) else {
+            continue;
+        };
+        if !reply.starts_with('5') {
+            continue;
+        }
+        for command in ["RCPT", "DATA"] {
+            let status = mta::bounce::classify::SmtpReply::parse(reply).status();
+            let sync = c.classify_sync_reply(&status, reply, command);
+            let bounced = c.classify_failure(&mta::bounce::Failure {
+                status: &status,
+                diagnostic: &format!("smtp; {reply}"),
+                command: Some(command),
+                gave_up: true,
+            });
+            n += 1;
+            if sync.category != bounced.category {
+                bad.push(format!(
+                    "{command} {reply}: sync {} bounce {}",
+                    sync.category, bounced.category
+                ));
+            }
+        }
+    }
+    assert!(n > 200, "{n} replies compared");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

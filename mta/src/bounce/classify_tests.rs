@@ -210,7 +210,6 @@ fn diag_type_strip() {
     assert_eq!(strip_diag_type("550 5.1.1 a; b"), "550 5.1.1 a; b");
 }
 
-
 /// A synchronous reply is not a delay notice: a 4.x.x naming no cause stays `other` (or what its
 /// status names), never `message-expired`; the command still counts.
 #[test]
@@ -226,8 +225,14 @@ fn sync_replies_are_not_delay_notices() {
         })
         .category
     };
-    assert_eq!(sync("4.0.0", "451 Requested action aborted", "RCPT"), Category::Other);
-    assert_eq!(delay("4.0.0", "451 Requested action aborted"), Category::MessageExpired);
+    assert_eq!(
+        sync("4.0.0", "451 Requested action aborted", "RCPT"),
+        Category::Other
+    );
+    assert_eq!(
+        delay("4.0.0", "451 Requested action aborted"),
+        Category::MessageExpired
+    );
     let lookup = "451 4.3.0 Temporary lookup failure";
     assert_eq!(sync("4.3.0", lookup, "RCPT"), Category::BadConfiguration);
     assert_eq!(sync("", "550 no", "RCPT"), Category::BadMailbox);

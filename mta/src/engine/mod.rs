@@ -330,12 +330,7 @@ impl Engine {
     /// the same classifier, and the same path, as the bounce processor's.
     fn category(&self, reply: &Reply, command: &str) -> &'static str {
         self.classifier()
-            .classify_failure(&crate::bounce::Failure {
-                status: &reply.status(),
-                diagnostic: &reply.to_string(),
-                command: Some(command),
-                gave_up: false,
-            })
+            .classify_sync_reply(&reply.status(), &reply.to_string(), command)
             .category
             .as_str()
     }
