@@ -175,136 +175,9 @@ pub struct Failure<'a> {
     pub gave_up: bool,
 }
 
-/// A parsed SMTP reply line: basic code, enhanced status, text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmtpReply {
-    /// The three-digit code, if the reply starts with one.
-    pub code: Option<u16>,
-    /// The enhanced status code (`class.subject.detail`), if present.
-    pub enhanced: Option<String>,
-    /// The whole reply text, whitespace-normalised (multi-line replies joined with spaces).
-    pub text: String,
-}
-
-impl SmtpReply {
-    /// Parses `550 5.1.1 text`, `550-5.1.1 text` (multi-line joined), `550 text` or free text.
-    pub fn parse(reply: &str) -> SmtpReply {
-        let mut text = String::new();
-        for line in reply.lines() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            // Continuation lines `550-5.1.1 more` repeat code and status: keep only their text.
-            let stripped = if !text.is_empty() {
-                strip_code_prefix(line)
-            } else {
-                line
-            };
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(stripped);
-        }
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let code = basic_code(&text);
-        let after_code = match code {
-            Some(_) => text.get(4..).unwrap_or("").trim_start(),
-            None => text.as_str(),
-        };
-        let enhanced = find_enhanced_prefix(after_code).map(str::to_string);
-        SmtpReply {
-            code,
-            enhanced,
-            text,
-        }
-    }
-
-    /// The enhanced status, else one derived from the basic code (`550` gives `5.0.0`), else empty.
-    pub fn status(&self) -> String {
-        if let Some(e) = &self.enhanced {
-            return e.clone();
-        }
-        match self.code {
-            Some(c) if (200..600).contains(&c) => format!("{}.0.0", c / 100),
-            _ => String::new(),
-        }
-    }
-}
-
-fn strip_code_prefix(line: &str) -> &str {
-    let b = line.as_bytes();
-    if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && (b[3] == b'-' || b[3] == b' ') {
-        let rest = line[4..].trim_start();
-        match find_enhanced_prefix(rest) {
-            Some(e) => rest[e.len()..].trim_start(),
-            None => rest,
-        }
-    } else {
-        line
-    }
-}
-
-/// The three-digit code at the start of `text` (followed by space, `-` or end), if any.
-fn basic_code(text: &str) -> Option<u16> {
-    let b = text.as_bytes();
-    if b.len() >= 3
-        && b[..3].iter().all(u8::is_ascii_digit)
-        && (b.len() == 3 || b[3] == b' ' || b[3] == b'-')
-    {
-        text[..3].parse().ok()
-    } else {
-        None
-    }
-}
-
-/// An enhanced status code `d.d{1,3}.d{1,3}` at the start of `s` (class 2, 4 or 5).
-fn find_enhanced_prefix(s: &str) -> Option<&str> {
-    let b = s.as_bytes();
-    if b.is_empty() || !matches!(b[0], b'2' | b'4' | b'5') || b.get(1) != Some(&b'.') {
-        return None;
-    }
-    let mut i = 2;
-    let start2 = i;
-    while i < b.len() && b[i].is_ascii_digit() && i - start2 < 3 {
-        i += 1;
-    }
-    if i == start2 || b.get(i) != Some(&b'.') {
-        return None;
-    }
-    i += 1;
-    let start3 = i;
-    while i < b.len() && b[i].is_ascii_digit() && i - start3 < 3 {
-        i += 1;
-    }
-    if i == start3
-        || b.get(i)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
-    {
-        return None;
-    }
-    Some(&s[..i])
-}
-
-/// Finds the first enhanced status code anywhere in `text` (word-bounded), e.g. in a diagnostic.
-pub fn find_enhanced_status(text: &str) -> Option<&str> {
-    let b = text.as_bytes();
-    for i in 0..b.len() {
-        // Only ASCII digits start a code, which also keeps `i` on a char boundary.
-        if !matches!(b[i], b'2' | b'4' | b'5') {
-            continue;
-        }
-        if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.') {
-            continue;
-        }
-        if let Some(s) = find_enhanced_prefix(&text[i..]) {
-            return Some(s);
-        }
-    }
-    None
-}
-
+pub use super::reply_text::{find_enhanced_status, strip_diag_type, SmtpReply};
 use super::rules::infer_command;
+
 pub use super::rules::{Command, DefaultRule, Situation, When, DEFAULT_RULES};
 
 #[derive(Debug, Clone)]
@@ -346,6 +219,8 @@ struct Context {
 
 /// The most verdicts a classifier remembers; past it, it starts over.
 const MAX_VERDICTS: usize = 4096;
+/// The most of a diagnostic the rules read (bytes); the rest of a longer one is left out.
+const MAX_TEXT: usize = 16 * 1024;
 /// The longest text whose verdict is remembered (bytes).
 const MAX_VERDICT_TEXT: usize = 2048;
 
@@ -501,6 +376,12 @@ impl Classifier {
     }
 
     fn classify_in(&self, status: &str, diagnostic: &str, ctx: Context) -> Classification {
+        // Only the head of a huge text is read: replies are lines, and every rule runs over it.
+        let mut cut = diagnostic.len().min(MAX_TEXT);
+        while !diagnostic.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let diagnostic = &diagnostic[..cut];
         // White space collapsed to single spaces (most replies already are).
         let diag: Cow<'_, str> = if single_spaced(diagnostic) {
             Cow::Borrowed(diagnostic)
@@ -644,23 +525,6 @@ fn single_spaced(text: &str) -> bool {
             .iter()
             .any(|c| matches!(c, b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
         && memchr::memmem::find(b, b"  ").is_none()
-}
-
-/// Strips a DSN diagnostic type prefix such as `smtp;` or `X-Postfix;`.
-pub fn strip_diag_type(diag: &str) -> &str {
-    let t = diag.trim_start();
-    if let Some(semi) = t.find(';') {
-        let head = &t[..semi];
-        if !head.is_empty()
-            && head.len() <= 20
-            && head
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return t[semi + 1..].trim_start();
-        }
-    }
-    t
 }
 
 #[cfg(test)]

@@ -241,3 +241,15 @@ fn sync_replies_are_not_delay_notices() {
     let timeout = "421 4.4.1 Connection timed out";
     assert_eq!(sync("", timeout, "CONN"), Category::NoAnswerFromHost);
 }
+
+/// Only the first 16 KB of a diagnostic are read, cut on a character boundary: a huge text costs
+/// no more than that, and the words at its head still decide.
+#[test]
+fn huge_diagnostics_are_read_in_their_head() {
+    let c = Classifier::default();
+    let text = format!("550 5.1.1 user unknown {}", "é".repeat(20_000));
+    let got = c.classify_status("", &text);
+    assert_eq!(got.category, Category::BadMailbox);
+    assert!(got.matched_text.len() <= "5.1.1; ".len() + MAX_TEXT);
+    assert!(got.matched_text.len() > MAX_TEXT - 2);
+}

@@ -161,7 +161,9 @@ fn gmail_tuples(text: &str) -> Vec<(String, String, Option<String>)> {
                 rcpts.push(a);
             }
         } else if l.contains("Delivery to the following recipient") {
-            if let Some(a) = lines[i + 1..].iter().find_map(|x| find_address(x)) {
+            // The address stands on one of the next lines (a bounded look: a line of its own).
+            let next = lines.iter().skip(i + 1).filter(|x| !x.trim().is_empty()).take(3);
+            if let Some(a) = next.into_iter().find_map(|x| find_address(x)) {
                 rcpts.push(a);
             }
         }

