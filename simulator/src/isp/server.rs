@@ -490,6 +490,12 @@ pub fn answer(a: crate::isp::Answer) -> Outcome {
     }
 }
 
+/// The built-in classifier, compiled once for every provider's late bounces.
+fn default_classifier() -> &'static mta::bounce::Classifier {
+    static C: std::sync::OnceLock<mta::bounce::Classifier> = std::sync::OnceLock::new();
+    C.get_or_init(mta::bounce::Classifier::default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,10 +585,4 @@ mod tests {
         let back = pool.take(8000);
         assert_eq!(back.as_ptr(), ptr, "back in the pool");
     }
-}
-
-/// The built-in classifier, compiled once for every provider's late bounces.
-fn default_classifier() -> &'static mta::bounce::Classifier {
-    static C: std::sync::OnceLock<mta::bounce::Classifier> = std::sync::OnceLock::new();
-    C.get_or_init(mta::bounce::Classifier::default)
 }

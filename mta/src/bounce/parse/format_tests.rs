@@ -223,6 +223,17 @@ fn commands_and_replies_in_text() {
     assert_eq!(command_in(">>> MAIL From:<a@b.c>"), Some("MAIL"));
     assert_eq!(command_in("(Error following RCPT command)"), Some("RCPT"));
     assert_eq!(command_in("no command named here"), None);
+    // qmail-remote's sentences name the step that failed.
+    for (text, cmd) in [
+        ("Connected to 192.0.2.1 but greeting failed.", "CONN"),
+        ("Connected to 192.0.2.1 but my name was rejected.", "HELO"),
+        ("Connected to 192.0.2.1 but sender was rejected.", "MAIL"),
+        ("192.0.2.1 does not like recipient.", "RCPT"),
+        ("192.0.2.1 failed on DATA command.", "DATA"),
+        ("192.0.2.1 failed after I sent the message.", "DATA"),
+    ] {
+        assert_eq!(command_in(text), Some(cmd), "{text}");
+    }
     assert_eq!(reply_start("550 5.1.1 no"), Some(0));
     assert_eq!(reply_start("host x[1.2.3.4] said: 550 no"), Some(22));
     assert_eq!(reply_start("<<< 421 busy"), Some(4));

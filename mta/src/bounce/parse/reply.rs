@@ -30,7 +30,19 @@ pub(crate) fn command_in(text: &str) -> Option<&'static str> {
         ("initial connection", "CONN"),
         ("connect", "CONN"),
     ];
+    // qmail-remote's own sentences (qmail 1.03 qmail-remote.c).
+    const QMAIL: &[(&str, &str)] = &[
+        ("but greeting failed", "CONN"),
+        ("but my name was rejected", "HELO"),
+        ("but sender was rejected", "MAIL"),
+        ("does not like recipient", "RCPT"),
+        ("failed on data command", "DATA"),
+        ("failed after i sent the message", "DATA"),
+    ];
     let lower = text.to_ascii_lowercase();
+    if let Some((_, cmd)) = QMAIL.iter().find(|(s, _)| lower.contains(s)) {
+        return Some(cmd);
+    }
     for p in PREFIXES {
         let mut from = 0;
         while let Some(i) = lower[from..].find(p) {

@@ -162,7 +162,11 @@ fn gmail_tuples(text: &str) -> Vec<(String, String, Option<String>)> {
             }
         } else if l.contains("Delivery to the following recipient") {
             // The address stands on one of the next lines (a bounded look: a line of its own).
-            let next = lines.iter().skip(i + 1).filter(|x| !x.trim().is_empty()).take(3);
+            let next = lines
+                .iter()
+                .skip(i + 1)
+                .filter(|x| !x.trim().is_empty())
+                .take(3);
             if let Some(a) = next.into_iter().find_map(|x| find_address(x)) {
                 rcpts.push(a);
             }
