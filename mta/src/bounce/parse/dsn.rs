@@ -72,6 +72,20 @@ fn dsn_address(v: &str) -> Option<String> {
     {
         return Some(t);
     }
+    // The whole field is one address whose domain is a single label (`user@mailhub`, a local
+    // host: Postfix's local delivery after an alias expansion names it so). Free text needs a
+    // dot in the domain to be read as an address; a DSN address field says what it holds.
+    if let Some((local, domain)) = t.split_once('@') {
+        if !local.is_empty()
+            && !local.contains([' ', '|', ':', '/', '<', '>', '"'])
+            && !domain.is_empty()
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Some(t.clone());
+        }
+    }
     find_address(&t)
 }
 

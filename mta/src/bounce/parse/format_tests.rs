@@ -498,3 +498,20 @@ fn the_paragraph_after_a_bare_address_is_its_reason_unless_boilerplate() {
     let d = &one(&r).diagnostic;
     assert!(!d.starts_with("Date:") && !d.starts_with("Please"), "{d}");
 }
+
+#[test]
+fn dsn_final_recipient_at_a_single_label_host() {
+    // Local delivery after an alias expansion: the failed address is at the local host.
+    let r = run(&format!(
+        "{HEAD}Subject: Undelivered Mail Returned to Sender\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+         --b\nContent-Type: text/plain\n\n<amy@mailhost> (expanded from <amy@dest.example>): \
+         can't create user output file\n\
+         --b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mailhost\n\n\
+         Final-Recipient: rfc822; amy@mailhost\nOriginal-Recipient: rfc822;amy@dest.example\n\
+         Action: failed\nStatus: 5.2.0\nDiagnostic-Code: x-unix; procmail: Lock failure\n--b--\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "amy@mailhost");
+    assert_eq!(f.original_recipient.as_deref(), Some("amy@dest.example"));
+}
