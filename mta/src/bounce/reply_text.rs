@@ -139,7 +139,7 @@ pub fn strip_diag_type(diag: &str) -> &str {
             && head.len() <= 20
             && head
                 .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'/'))
         {
             return t[semi + 1..].trim_start();
         }

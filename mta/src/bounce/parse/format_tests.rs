@@ -534,3 +534,21 @@ fn exim_delivery_named_without_an_address() {
     assert_eq!(f.diagnostic, "mailbox is full: retry timeout exceeded");
     assert_eq!(f.category.as_str(), "quota-issues");
 }
+
+#[test]
+fn dsn_address_type_written_with_a_slash() {
+    // "Final-Recipient : rfc/822;addr" (Mimecast's DSN writes the type so, and a space before
+    // each colon).
+    let r = run(&format!(
+        "{HEAD}Subject: [Postmaster] Email Delivery Failure\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+         --b\nContent-Type: text/plain\n\nThis is a delivery failure notification message.\n\
+         --b\nContent-Type: message/delivery-status\n\n\
+         Reporting-MTA : dns;mx.relay.example\nAction : failed\nStatus : 5.0.0\n\
+         Diagnostic-Code : smtp;550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain\n\
+         Final-Recipient : rfc/822;amy@dest.example\n\n--b--\n"
+    ));
+    let f = one(&r);
+    assert_eq!(f.recipient, "amy@dest.example");
+    assert_eq!(f.category.as_str(), "relaying-issues");
+}
