@@ -552,3 +552,26 @@ fn dsn_address_type_written_with_a_slash() {
     assert_eq!(f.recipient, "amy@dest.example");
     assert_eq!(f.category.as_str(), "relaying-issues");
 }
+
+#[test]
+fn mimecast_delivery_failure_text() {
+    let r = run(
+        "From: postmaster@relay.example\nTo: sender@origin.example\n\
+         Subject: [Postmaster] Email Delivery Failure\n\n\
+         This is an automated alert notification. Please do not reply.\n\n\
+         An email that you attempted to send to the following address could not be delivered:\n\
+         -- amy@dest.example\n\nThe problem appears to be :\n\
+         -- Recipient email address is possibly incorrect\n\nAdditional information follows :\n\
+         -- 5.4.1 Recipient address rejected: Access denied. [mx.dest.example]\n\n\
+         This condition occurred after 1 attempt(s) to deliver over\na period of 0 hour(s).\n",
+    );
+    let f = one(&r);
+    assert_eq!(f.recipient, "amy@dest.example");
+    assert_eq!(f.status, "5.4.1");
+    assert!(
+        f.diagnostic.starts_with("5.4.1 Recipient address rejected"),
+        "{}",
+        f.diagnostic
+    );
+    assert_eq!(f.category.as_str(), "bad-mailbox");
+}

@@ -504,6 +504,9 @@ fn detect_and_parse(
     if !hits.is_empty() {
         return Some((BounceFormat::DsnText, hits));
     }
+    if let Some(hits) = services::mimecast(input.human) {
+        return Some((BounceFormat::Generic, hits));
+    }
     let formats = mta_text::detect_all(input);
     for f in &formats {
         let hits = mta_text::parse_format(*f, input);

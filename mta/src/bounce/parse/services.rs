@@ -315,3 +315,67 @@ pub(super) fn amazon_ses(text: &str) -> Option<Vec<Hit>> {
         .collect();
     Some(hits)
 }
+
+/// Mimecast's "[Postmaster] Email Delivery Failure" text: the address on a `-- ` line after
+/// "…following address could not be delivered:" / "…addressed to email address :", then
+/// "The problem appears to be :" and "Additional information follows :", each with its `-- `
+/// lines. The additional information (the remote reply) is the diagnostic, else the problem
+/// line. After sisimai's Lhost::Mimecast (one notice per failed recipient).
+pub(super) fn mimecast(text: &str) -> Option<Vec<Hit>> {
+    if !text.contains("The problem appears to be :") {
+        return None;
+    }
+    #[derive(PartialEq)]
+    enum Part {
+        None,
+        Address,
+        Problem,
+        Info,
+    }
+    let mut part = Part::None;
+    let (mut rcpt, mut problem, mut info) = (None, String::new(), String::new());
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("If you sent the email to multiple recipients") {
+            break;
+        }
+        let lower = t.to_ascii_lowercase();
+        if lower.ends_with("could not be delivered:") || lower.ends_with("email address :") {
+            part = Part::Address;
+            continue;
+        }
+        if t.starts_with("The problem appears to be") {
+            part = Part::Problem;
+            continue;
+        }
+        if t.starts_with("Additional information follows") {
+            part = Part::Info;
+            continue;
+        }
+        let Some(v) = t.strip_prefix("-- ") else {
+            if t.is_empty() {
+                continue;
+            }
+            if part == Part::Info && !info.is_empty() {
+                // A wrapped continuation of the reply ends at the next paragraph.
+                part = Part::None;
+            }
+            continue;
+        };
+        let v = v.trim();
+        match part {
+            Part::Address if rcpt.is_none() => rcpt = find_address(v),
+            Part::Problem if problem.is_empty() => problem = v.to_string(),
+            Part::Info => {
+                if !info.is_empty() {
+                    info.push(' ');
+                }
+                info.push_str(v);
+            }
+            _ => {}
+        }
+    }
+    let rcpt = rcpt?;
+    let diag = if info.is_empty() { problem } else { info };
+    Some(vec![Hit::new(rcpt, diag)])
+}
