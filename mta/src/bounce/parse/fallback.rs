@@ -186,6 +186,18 @@ pub(super) fn says_still_trying(human: &str) -> bool {
 /// the human part gives.
 pub(super) fn with_recipients(input: &Input<'_>, rcpts: &[String]) -> Vec<Hit> {
     let scanned = scan(input);
+    // The text lists other recipients, each with the server's reply, and none of the given
+    // ones: the text is the report (the header was copied from another notice).
+    if !scanned.is_empty()
+        && !scanned
+            .iter()
+            .any(|h| rcpts.iter().any(|r| h.rcpt.eq_ignore_ascii_case(r)))
+        && scanned
+            .iter()
+            .all(|h| super::reply_start(&h.diag) == Some(0))
+    {
+        return scanned;
+    }
     let fallback = reply_in(input.human).unwrap_or_else(|| first_sentence(input.human));
     rcpts
         .iter()

@@ -575,3 +575,28 @@ fn mimecast_delivery_failure_text() {
     );
     assert_eq!(f.category.as_str(), "bad-mailbox");
 }
+
+#[test]
+fn recipient_lines_with_replies_outweigh_a_header_naming_none_of_them() {
+    let r = run(&format!(
+        "{HEAD}X-Failed-Recipients: old@dest.example\n\
+         Subject: Mail delivery failed: returning message to sender\n\n\
+         |------------------------- Failed addresses follow: ---------------------|\n\
+         \x20<amy@dest.example>\n   552 5.2.2 <amy@dest.example> Quota exceeded (mailbox for user is full)\n\
+         \x20<bob@dest.example>\n   550 5.1.1 <bob@dest.example> unknown user\n\n\
+         |------------------------- Message header follows: ----------------------|\n\
+         To: <amy@dest.example>, <bob@dest.example>\n"
+    ));
+    let got: Vec<(&str, &str)> = r
+        .recipients
+        .iter()
+        .map(|f| (f.recipient.as_str(), f.category.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("amy@dest.example", "quota-issues"),
+            ("bob@dest.example", "bad-mailbox")
+        ]
+    );
+}
