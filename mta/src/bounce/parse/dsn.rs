@@ -240,6 +240,13 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
             h.command = command_in(input.human).map(str::to_string);
         }
     }
+    // A diagnostic holding only the first line of a multi-line reply ("550-5.7.1 …"): the
+    // transcript in the human part quotes the whole reply.
+    for h in &mut hits {
+        if let Some(full) = whole_reply(input.human, &h.diag) {
+            h.diag = full;
+        }
+    }
     // Still none: the text format's own line for that recipient, or the human part's
     // explanation of it.
     if hits.iter().any(|h| h.diag.is_empty()) {
@@ -260,6 +267,36 @@ pub(super) fn fill_from_text(mut hits: Vec<Hit>, input: &Input<'_>) -> Vec<Hit> 
         }
     }
     hits
+}
+
+/// The whole multi-line reply whose first line `diag` holds (`550-…` with the continuation
+/// mark), from the human part's transcript (`<<< 550-…` … `<<< 550 …`); `None` when `diag` is
+/// not such a first line or the text does not quote it.
+fn whole_reply(human: &str, diag: &str) -> Option<String> {
+    let first = super::strip_diag_type(diag).trim();
+    let b = first.as_bytes();
+    if b.len() < 5 || !b[..3].iter().all(u8::is_ascii_digit) || b[3] != b'-' {
+        return None;
+    }
+    let code = &first[..3];
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let want = squash(first);
+    let mut lines = human
+        .lines()
+        .map(|l| l.trim().trim_start_matches("<<<").trim());
+    lines.by_ref().find(|l| squash(l) == want)?;
+    let mut out = want;
+    for l in lines {
+        let Some(rest) = l.strip_prefix(code) else {
+            break;
+        };
+        out.push(' ');
+        out.push_str(&squash(l));
+        if !rest.starts_with('-') {
+            return Some(out);
+        }
+    }
+    None
 }
 
 /// The human part's paragraph about `rcpt`: the line that starts with it (`<rcpt>: …`,

@@ -600,3 +600,33 @@ fn recipient_lines_with_replies_outweigh_a_header_naming_none_of_them() {
         ]
     );
 }
+
+#[test]
+fn dsn_diagnostic_with_only_the_first_line_of_a_multiline_reply() {
+    let r = run(&format!(
+        "{HEAD}Subject: Returned mail: see transcript for details\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+         --b\n\n   ----- Transcript of session follows -----\n\
+         ... while talking to mx.dest.example.:\n>>> DATA\n\
+         <<< 550-5.7.1 [192.0.2.1] Our system has detected that this message is\n\
+         <<< 550-5.7.1 likely unsolicited mail. This message has been blocked.\n\
+         <<< 550 5.7.1 More information at the postmaster site.\n\
+         554 5.0.0 Service unavailable\n\
+         --b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mta.example\n\n\
+         Final-Recipient: RFC822; amy@dest.example\nAction: failed\nStatus: 5.7.1\n\
+         Diagnostic-Code: SMTP; 550-5.7.1 [192.0.2.1] Our system has detected that this message is\n\
+         --b--\n"
+    ));
+    let f = one(&r);
+    assert!(
+        f.diagnostic.contains("likely unsolicited mail"),
+        "{}",
+        f.diagnostic
+    );
+    assert!(
+        f.diagnostic.ends_with("postmaster site."),
+        "{}",
+        f.diagnostic
+    );
+    assert_eq!(f.category.as_str(), "spam-related");
+}
