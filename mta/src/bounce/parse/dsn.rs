@@ -131,10 +131,13 @@ fn group_hit(fields: &[(String, String)]) -> Option<Hit> {
         .or_else(|| field(fields, "x-actual-recipient").and_then(dsn_address))
         .unwrap_or_default();
     // A bare type ("Diagnostic-Code: SMTP;") says nothing: leave it to the text.
+    // No Diagnostic-Code: a comment on the Status field says why (Sun/Oracle Messaging Server's
+    // "Status: 5.0.0 (recipient reached disk quota)"), before the text is asked.
     let diag = field(fields, "diagnostic-code")
         .filter(|d| !super::strip_diag_type(d).trim().is_empty())
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| field(fields, "status").and_then(status_comment))
+        .unwrap_or_default();
     let status = field(fields, "status").and_then(|s| {
         find_enhanced_status(s)
             .map(str::to_string)
@@ -154,6 +157,16 @@ fn group_hit(fields: &[(String, String)]) -> Option<Hit> {
         last_attempt: field(fields, "last-attempt-date").map(str::to_string),
         reported_category: field(fields, "x-powermta-bouncecategory").map(str::to_string),
     })
+}
+
+/// The words of a Status field's comment (`5.0.0 (recipient reached disk quota)`), if any.
+fn status_comment(status: &str) -> Option<String> {
+    let (_, rest) = status.split_once('(')?;
+    let words = rest.rsplit_once(')').map_or(rest, |(w, _)| w).trim();
+    // RFC 3463's "other or undefined ... status" names no reason.
+    let says = words.chars().filter(|c| c.is_alphabetic()).count() > 3
+        && !words.to_ascii_lowercase().contains("other or undefined");
+    says.then(|| words.to_string())
 }
 
 /// DSN fields written into a text part (broken MIME, WorkMail, Messaging Server, ...): the lines

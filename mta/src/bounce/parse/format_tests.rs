@@ -630,3 +630,27 @@ fn dsn_diagnostic_with_only_the_first_line_of_a_multiline_reply() {
     );
     assert_eq!(f.category.as_str(), "spam-related");
 }
+
+/// A DSN without Diagnostic-Code: the Status field's comment is the reason, unless it is only
+/// RFC 3463's "other or undefined" description.
+#[test]
+fn status_comment_when_no_diagnostic() {
+    let dsn = |status: &str| {
+        run(&format!(
+            "{HEAD}Subject: Delivery Notification: Delivery has failed\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+             --b\nContent-Type: text/plain\n\nThis report relates to a message you sent.\n\n\
+             --b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; ms.example\n\n\
+             Final-Recipient: rfc822; ann@dest.example\nAction: failed\nStatus: {status}\n\n--b--\n"
+        ))
+    };
+    let r = dsn("5.2.2 (recipient reached disk quota)");
+    let f = one(&r);
+    assert_eq!(f.diagnostic, "recipient reached disk quota");
+    assert_eq!(f.category, Category::QuotaIssues);
+    let r = dsn("5.4.0 (other or undefined network or routing status)");
+    assert_ne!(
+        one(&r).diagnostic,
+        "other or undefined network or routing status"
+    );
+}
