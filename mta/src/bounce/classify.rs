@@ -194,8 +194,8 @@ struct Rule {
 
 /// A precompiled list of rules: config rules first, then [`DEFAULT_RULES`]. The config rules
 /// the `regex` crate takes run as one `RegexSet` in a single pass; those that need `fancy_regex`
-/// (look-arounds, back-references) are tried one by one in their place. The defaults run as one
-/// `RegexSet` too. The lowest-numbered matching rule wins, as if they were tried in order.
+/// (look-arounds, back-references) are tried one by one in their place. The defaults are tried one
+/// by one in order (their conditions first). The lowest-numbered matching rule wins.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     rules: Vec<Rule>,
@@ -488,7 +488,7 @@ impl Classifier {
     }
 }
 
-/// The lazy DFA cache a rule set may grow to. A set of many rules, searched for every match, needs
+/// The lazy DFA cache the config's rule set may grow to. A set of many rules, searched for every match, needs
 /// far more states than the regex crate's 2 MB default; past the limit it falls back to a matcher
 /// some thirty times slower.
 const SET_DFA_LIMIT: usize = 16 << 20;

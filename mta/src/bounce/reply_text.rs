@@ -1,5 +1,6 @@
 //! Reading an SMTP reply as bounces and DSNs quote it: its basic code, enhanced status and text,
-//! the first enhanced status in a diagnostic, and a DSN diagnostic's type prefix (`smtp;`).
+//! the first enhanced status in a diagnostic, a DSN diagnostic's type prefix (`smtp;`), and the
+//! command a reply answered as the bounce's words say.
 
 /// A parsed SMTP reply line: basic code, enhanced status, text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +129,87 @@ pub fn find_enhanced_status(text: &str) -> Option<&str> {
         }
     }
     None
+}
+
+/// The SMTP command a reply answered, from the words a bounce uses around it: Postfix's
+/// "(in reply to RCPT TO command)", Exim's "after RCPT TO:", DragonFly's "did not like our RCPT TO",
+/// a Sendmail transcript's ">>> RCPT To:", "SMTP:RCPT host", qmail's "Connected to X but sender
+/// was rejected", Postfix's "refused to talk to me". After "after " the command word must end the
+/// phrase or be followed by `TO`/`FROM`/`command`/punctuation ("call after data review" names none).
+pub fn command_in(text: &str) -> Option<&'static str> {
+    const PREFIXES: &[&str] = &[
+        "in reply to ",
+        "after ",
+        "our final ",
+        "our ",
+        ">>> ",
+        "<<< ",
+        "smtp:",
+        "response to ",
+        "following ",
+        "[",
+    ];
+    const COMMANDS: &[(&str, &str)] = &[
+        ("rcpt", "RCPT"),
+        ("mail from", "MAIL"),
+        ("mail_from", "MAIL"),
+        ("end of data", "DATA"),
+        ("data", "DATA"),
+        ("ehlo", "EHLO"),
+        ("helo", "HELO"),
+        ("initial connection", "CONN"),
+        ("connect", "CONN"),
+    ];
+    // qmail-remote's own sentences (qmail 1.03 qmail-remote.c).
+    const QMAIL: &[(&str, &str)] = &[
+        ("but greeting failed", "CONN"),
+        ("but my name was rejected", "HELO"),
+        ("but sender was rejected", "MAIL"),
+        ("does not like recipient", "RCPT"),
+        ("failed on data command", "DATA"),
+        ("failed after i sent the message", "DATA"),
+        // Postfix: the server refused the connection ("host X refused to talk to me: 421 ...").
+        ("refused to talk to me", "CONN"),
+    ];
+    let lower = text.to_ascii_lowercase();
+    if let Some((_, cmd)) = QMAIL.iter().find(|(s, _)| lower.contains(s)) {
+        return Some(cmd);
+    }
+    for p in PREFIXES {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(p) {
+            let at = from + i + p.len();
+            let rest = lower[at..]
+                .strip_prefix("pipelined ")
+                .unwrap_or(&lower[at..]);
+            for (word, cmd) in COMMANDS {
+                if let Some(tail) = rest.strip_prefix(word) {
+                    let after = tail.chars().next();
+                    let ends = after.is_none_or(|c| !c.is_ascii_alphabetic());
+                    if ends && (*p != "after " || names_a_step(tail)) {
+                        return Some(cmd);
+                    }
+                }
+            }
+            from = at;
+        }
+    }
+    None
+}
+
+/// After "after COMMAND": the phrase ends there, or goes on as a command does (`TO`, `FROM`,
+/// `command`, punctuation), not into other words.
+fn names_a_step(tail: &str) -> bool {
+    match tail.strip_prefix(' ') {
+        None => true,
+        Some(rest) => {
+            let word = rest
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .next()
+                .unwrap_or("");
+            word.is_empty() || matches!(word, "to" | "from" | "command")
+        }
+    }
 }
 
 /// Strips a DSN diagnostic type prefix such as `smtp;` or `X-Postfix;`.

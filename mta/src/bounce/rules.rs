@@ -145,30 +145,10 @@ impl std::fmt::Display for When {
     }
 }
 
-/// The command a reply answered, read from the bounce's own words: Postfix `(in reply to RCPT TO
-/// command)`, Exim `SMTP error from remote mail server after MAIL FROM:`, a Sendmail transcript
-/// `>>> DATA`, qmail `Connected to X but sender was rejected`, Postfix `refused to talk to me`.
+/// The command a reply answered, read from the bounce's own words
+/// ([`command_in`](super::reply_text::command_in)).
 pub fn infer_command(diagnostic: &str) -> Option<Command> {
-    static SAID: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
-        regex::Regex::new(
-            r"(?i:in reply to|after|>>>) (?:pipelined )?(RCPT|MAIL|DATA|BDAT|HELO|EHLO|LHLO|(?i:end of data)|(?i:initial connection))\b|(?i:but (sender|my name) was rejected)|(?i:(refused to talk to me))",
-        )
-        .ok()
-    });
-    let caps = SAID.as_ref()?.captures(diagnostic)?;
-    if let Some(c) = caps.get(1) {
-        let word = c.as_str().to_ascii_lowercase();
-        return match word.as_str() {
-            "end of data" => Some(Command::Data),
-            "initial connection" => Some(Command::Conn),
-            w => Command::parse(w),
-        };
-    }
-    match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
-        Some(w) if w == "sender" => Some(Command::Mail),
-        Some(_) => Some(Command::Helo),
-        None => caps.get(3).map(|_| Command::Conn),
-    }
+    super::reply_text::command_in(diagnostic).and_then(Command::parse)
 }
 
 /// One built-in rule: regex (PowerMTA syntax, case-insensitive), category, condition and source.

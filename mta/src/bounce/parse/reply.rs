@@ -2,65 +2,7 @@
 //! status it carries.
 
 use crate::bounce::classify::{find_enhanced_status, strip_diag_type, SmtpReply};
-
-/// The SMTP command a reply answered, from the words a bounce uses around it: Postfix's
-/// "(in reply to RCPT TO command)", Exim's "after RCPT TO:", DragonFly's "did not like our RCPT TO",
-/// a Sendmail transcript's ">>> RCPT To:", "SMTP:RCPT host".
-pub(crate) fn command_in(text: &str) -> Option<&'static str> {
-    const PREFIXES: &[&str] = &[
-        "in reply to ",
-        "after ",
-        "our final ",
-        "our ",
-        ">>> ",
-        "<<< ",
-        "smtp:",
-        "response to ",
-        "following ",
-        "[",
-    ];
-    const COMMANDS: &[(&str, &str)] = &[
-        ("rcpt", "RCPT"),
-        ("mail from", "MAIL"),
-        ("mail_from", "MAIL"),
-        ("end of data", "DATA"),
-        ("data", "DATA"),
-        ("ehlo", "EHLO"),
-        ("helo", "HELO"),
-        ("initial connection", "CONN"),
-        ("connect", "CONN"),
-    ];
-    // qmail-remote's own sentences (qmail 1.03 qmail-remote.c).
-    const QMAIL: &[(&str, &str)] = &[
-        ("but greeting failed", "CONN"),
-        ("but my name was rejected", "HELO"),
-        ("but sender was rejected", "MAIL"),
-        ("does not like recipient", "RCPT"),
-        ("failed on data command", "DATA"),
-        ("failed after i sent the message", "DATA"),
-    ];
-    let lower = text.to_ascii_lowercase();
-    if let Some((_, cmd)) = QMAIL.iter().find(|(s, _)| lower.contains(s)) {
-        return Some(cmd);
-    }
-    for p in PREFIXES {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(p) {
-            let at = from + i + p.len();
-            let rest = &lower[at..];
-            for (word, cmd) in COMMANDS {
-                if let Some(tail) = rest.strip_prefix(word) {
-                    let after = tail.chars().next();
-                    if after.is_none_or(|c| !c.is_ascii_alphabetic()) {
-                        return Some(cmd);
-                    }
-                }
-            }
-            from = at;
-        }
-    }
-    None
-}
+pub(crate) use crate::bounce::reply_text::command_in;
 
 /// The enhanced status in a diagnostic, else one derived from an SMTP code in it, else `default`.
 pub(crate) fn status_from_diag(diag: &str, default: &str) -> String {
