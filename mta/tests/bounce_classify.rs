@@ -2,7 +2,7 @@
 //! over the defaults, report formats. The corpus of real reply lines is tests/bounce_corpus.rs.
 
 use mta::bounce::classify::{Category, Classifier, RuleOrigin, DEFAULT_RULES};
-use mta::bounce::classify_reply_report;
+use mta::bounce::{classify_reply_report, ReportOptions};
 
 fn cat(reply: &str) -> Category {
     Classifier::default().classify_reply(reply).category
@@ -129,12 +129,26 @@ fn unknown_category_in_rules_is_an_error() {
 #[test]
 fn reply_report_formats() {
     let c = Classifier::default();
-    let text = classify_reply_report("550 5.1.1 user unknown", &c, false);
+    let text = classify_reply_report(
+        "550 5.1.1 user unknown",
+        &c,
+        ReportOptions {
+            json: false,
+            explain: false,
+        },
+    );
     assert!(
         text.starts_with("5.1.1\tbad-mailbox\tdefault rule "),
         "{text}"
     );
-    let json = classify_reply_report("552 5.2.2 over quota", &c, true);
+    let json = classify_reply_report(
+        "552 5.2.2 over quota",
+        &c,
+        ReportOptions {
+            json: true,
+            explain: false,
+        },
+    );
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["category"], "quota-issues");
     assert_eq!(v["status"], "5.2.2");

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use mta::bounce::{classify_files_report, parse, BounceFormat, Category, Classifier};
+use mta::bounce::{
+    classify_files_report, parse, BounceFormat, Category, Classifier, ReportOptions,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bounces")
@@ -312,12 +314,26 @@ fn report_over_all_fixtures() {
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
         .collect();
     paths.sort();
-    let (text, ok) = classify_files_report(&paths, &Classifier::default(), false);
+    let (text, ok) = classify_files_report(
+        &paths,
+        &Classifier::default(),
+        ReportOptions {
+            json: false,
+            explain: false,
+        },
+    );
     assert!(ok);
     let prefix = format!("{}/", dir.display());
     let text = text.replace(&prefix, "");
     insta::assert_snapshot!("classify_report_text", text);
-    let (json, _) = classify_files_report(&paths, &Classifier::default(), true);
+    let (json, _) = classify_files_report(
+        &paths,
+        &Classifier::default(),
+        ReportOptions {
+            json: true,
+            explain: false,
+        },
+    );
     let json = json.replace(&prefix, "");
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     assert_eq!(v.as_array().map(Vec::len), Some(text.lines().count()));
@@ -327,7 +343,14 @@ fn report_over_all_fixtures() {
 fn report_flags_unreadable_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.eml");
-    let (text, ok) = classify_files_report(&[missing], &Classifier::default(), false);
+    let (text, ok) = classify_files_report(
+        &[missing],
+        &Classifier::default(),
+        ReportOptions {
+            json: false,
+            explain: false,
+        },
+    );
     assert!(!ok);
     assert!(text.contains("cannot read"));
 }

@@ -362,7 +362,7 @@ fn bounce(what: BounceWhat) -> ExitCode {
     if let Some(r) = reply {
         print!(
             "{}",
-            mta::bounce::classify_reply_report_with(&r, &classifier, opts)
+            mta::bounce::classify_reply_report(&r, &classifier, opts)
         );
         return ExitCode::SUCCESS;
     }
@@ -370,7 +370,7 @@ fn bounce(what: BounceWhat) -> ExitCode {
         eprintln!("mta: give bounce files or --reply TEXT");
         return ExitCode::from(2);
     }
-    let (out, ok) = mta::bounce::classify_files_report_with(&files, &classifier, opts);
+    let (out, ok) = mta::bounce::classify_files_report(&files, &classifier, opts);
     print!("{out}");
     if ok {
         ExitCode::SUCCESS

@@ -21,7 +21,4 @@ pub mod rules;
 pub use classify::{Category, Classification, Classifier, ClassifyError, Failure, RuleOrigin};
 pub use dsn::{build_dsn, Dsn, DsnAction, DsnRecipient, DsnRequest};
 pub use parse::{parse, BounceFormat, BounceReport, FailedRecipient, ParseError};
-pub use report::{
-    classify_files_report, classify_files_report_with, classify_reply_report,
-    classify_reply_report_with, ReportOptions,
-};
+pub use report::{classify_files_report, classify_reply_report, ReportOptions};

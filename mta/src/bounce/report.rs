@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::classify::{Classifier, Failure, RuleOrigin};
-use super::parse::{parse, FailedRecipient};
+use super::classify::{Classifier, RuleOrigin};
+use super::parse::parse;
 
 /// One output row: a recipient found in a file (or an error row for a file that failed).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -37,22 +37,6 @@ pub struct ReportOptions {
     pub json: bool,
     /// Say, per classification, which rule decided it.
     pub explain: bool,
-}
-
-/// The rule behind a recipient's category: the same classification the parser made, from the
-/// recipient's status, diagnostic, command and action.
-fn explain_recipient(fr: &FailedRecipient, classifier: &Classifier) -> String {
-    let c = classifier.classify_failure(&Failure {
-        status: &fr.status,
-        diagnostic: &fr.diagnostic,
-        command: fr.command.as_deref(),
-        gave_up: fr.action.starts_with("failed"),
-    });
-    if c.category == fr.category {
-        classifier.describe(c.origin)
-    } else {
-        format!("category {} set by the bounce parser", fr.category)
-    }
 }
 
 /// Collects the rows for `paths`; the bool is false if any file could not be read or parsed.
@@ -96,7 +80,7 @@ pub fn classify_files_rows(
                     rows.push(r);
                 }
                 for fr in rep.recipients {
-                    let rule = explain.then(|| explain_recipient(&fr, classifier));
+                    let rule = explain.then(|| classifier.describe(fr.rule));
                     rows.push(ReportRow {
                         file: file.clone(),
                         format: format.clone(),
@@ -115,23 +99,11 @@ pub fn classify_files_rows(
 }
 
 /// The `mta bounce classify FILE...` output: one line per recipient, tab-separated
-/// `file, format, recipient, status, diagnostic, category` (or a JSON array of objects). The bool
-/// says whether every file could be read and parsed.
+/// `file, format, recipient, status, diagnostic, category` (or a JSON array of objects); `explain`
+/// adds the deciding rule as a last column (text) or a `rule` field (JSON). A file with no
+/// recipient gets one line with the reason. The bool says whether every file could be read and
+/// parsed.
 pub fn classify_files_report(
-    paths: &[PathBuf],
-    classifier: &Classifier,
-    json: bool,
-) -> (String, bool) {
-    let opts = ReportOptions {
-        json,
-        explain: false,
-    };
-    classify_files_report_with(paths, classifier, opts)
-}
-
-/// [`classify_files_report`] with options; `explain` adds the deciding rule as a last column
-/// (text) or a `rule` field (JSON). A file with no recipient gets one line with the reason.
-pub fn classify_files_report_with(
     paths: &[PathBuf],
     classifier: &Classifier,
     opts: ReportOptions,
@@ -175,22 +147,10 @@ struct ReplyRow<'a> {
     explain: Option<String>,
 }
 
-/// The `mta bounce classify --reply TEXT` output: `status<TAB>category<TAB>rule` (or a JSON object).
-pub fn classify_reply_report(reply: &str, classifier: &Classifier, json: bool) -> String {
-    let opts = ReportOptions {
-        json,
-        explain: false,
-    };
-    classify_reply_report_with(reply, classifier, opts)
-}
-
-/// [`classify_reply_report`] with options; `explain` names the deciding rule: its origin (config
-/// file:line or built-in rules table line), regex and source, or "no rule matched".
-pub fn classify_reply_report_with(
-    reply: &str,
-    classifier: &Classifier,
-    opts: ReportOptions,
-) -> String {
+/// The `mta bounce classify --reply TEXT` output: `status<TAB>category<TAB>rule` (or a JSON
+/// object); `explain` names the deciding rule: its origin (config file:line or built-in rules table
+/// line), regex and source, or "no rule matched".
+pub fn classify_reply_report(reply: &str, classifier: &Classifier, opts: ReportOptions) -> String {
     let c = classifier.classify_reply(reply);
     let explain = opts.explain.then(|| classifier.describe(c.origin));
     if opts.json {

@@ -14,7 +14,9 @@ use thiserror::Error;
 
 use crate::acct::{Record, RecordType};
 
-use super::classify::{find_enhanced_status, strip_diag_type, Category, Classifier, Failure};
+use super::classify::{
+    find_enhanced_status, strip_diag_type, Category, Classifier, Failure, RuleOrigin,
+};
 
 mod dsn;
 mod fallback;
@@ -110,6 +112,8 @@ pub struct FailedRecipient {
     pub last_attempt_date: Option<String>,
     /// The bounce category assigned by the classifier.
     pub category: Category,
+    /// The rule that decided it ([`Classifier::describe`] names it).
+    pub rule: RuleOrigin,
     /// The category the reporting MTA itself gave (`X-PowerMTA-BounceCategory`), if any.
     pub reported_category: Option<String>,
     /// The SMTP command the remote reply answered (`RCPT`, `DATA`, ...), when the bounce says.
@@ -578,14 +582,12 @@ fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
     let command = hit
         .command
         .or_else(|| command_in(&diag).map(str::to_string));
-    let category = classifier
-        .classify_failure(&Failure {
-            status: &status,
-            diagnostic: &diag,
-            command: command.as_deref(),
-            gave_up: !hit.delayed,
-        })
-        .category;
+    let class = classifier.classify_failure(&Failure {
+        status: &status,
+        diagnostic: &diag,
+        command: command.as_deref(),
+        gave_up: !hit.delayed,
+    });
     FailedRecipient {
         recipient: hit.rcpt,
         original_recipient: hit.original,
@@ -594,7 +596,8 @@ fn recipient_from_hit(hit: Hit, classifier: &Classifier) -> FailedRecipient {
         action: if hit.delayed { "delayed" } else { "failed" }.into(),
         remote_mta: hit.remote,
         last_attempt_date: hit.last_attempt,
-        category,
+        category: class.category,
+        rule: class.origin,
         reported_category: hit.reported_category,
         command,
     }
