@@ -1,8 +1,10 @@
 //! mtasim: the simulated internet around the reference MTA.
 
+pub mod bind;
 pub mod dkim_check;
 pub mod dns;
 pub mod expect;
+pub mod inject;
 pub mod isp;
 pub mod live;
 pub mod profile;

@@ -89,6 +89,15 @@ pub struct Traffic {
     pub special: Vec<String>,
 }
 
+impl Traffic {
+    /// The domain of `sender`, lower-cased.
+    pub fn sender_domain(&self) -> String {
+        self.sender
+            .rsplit_once('@')
+            .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+    }
+}
+
 fn zero() -> String {
     "0s".into()
 }
@@ -319,6 +328,69 @@ impl Expectation {
     }
 }
 
+/// What a stream is for: auto-binding prefers a vMTA, pool or signing domain whose name says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Newsletters and campaigns.
+    Marketing,
+    /// Receipts, password resets, notifications.
+    Transactional,
+}
+
+/// Which kind of sending identity a `vmta` role needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmtaKind {
+    /// A `<virtual-mta-pool>` (several source IPs).
+    Pool,
+    /// A single `<virtual-mta>`.
+    Vmta,
+    /// Either.
+    #[default]
+    Any,
+}
+
+/// A `[roles.vmta."NAME"]` entry: what the scenario needs where its traffic says `vmta = "NAME"`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmtaRole {
+    /// Pool, single vMTA or either.
+    #[serde(default)]
+    pub kind: VmtaKind,
+    /// What the stream is for.
+    pub purpose: Option<Purpose>,
+    /// The need in words, for error messages and reports.
+    pub description: Option<String>,
+}
+
+/// A `[roles.sender."DOMAIN"]` entry: what the scenario needs of a sender domain its traffic uses.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderRole {
+    /// The config must sign for the domain (a `domain-key` for it, or for `*`).
+    #[serde(default)]
+    pub dkim: bool,
+    /// What the stream is for.
+    pub purpose: Option<Purpose>,
+    /// The need in words.
+    pub description: Option<String>,
+}
+
+/// The names a scenario's traffic uses (vMTAs or pools, sender domains) are roles: bound to the
+/// config under test by name, automatically where the config makes it unambiguous, or by
+/// `--map`. Declaring them here says what each must be.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    /// By the name in `traffic.vmta`.
+    #[serde(default)]
+    pub vmta: BTreeMap<String, VmtaRole>,
+    /// By the domain of `traffic.sender`.
+    #[serde(default)]
+    pub sender: BTreeMap<String, SenderRole>,
+}
+
 /// A scenario.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +416,9 @@ pub struct Scenario {
     /// Where providers that send ARF reports send them (the address registered with their
     /// feedback loops); default `fbl@fbl.<From domain>`.
     pub fbl_address: Option<String>,
+    /// What the traffic's vMTA and sender names stand for (see [`Roles`]).
+    #[serde(default)]
+    pub roles: Roles,
     /// Traffic streams.
     #[serde(default)]
     pub traffic: Vec<Traffic>,
@@ -556,6 +631,32 @@ impl Loaded {
             }
             if t.recipients_per_message == 0 {
                 return Err(invalid(f, &k("recipients_per_message"), "at least 1"));
+            }
+        }
+        for name in s.roles.vmta.keys() {
+            if !s
+                .traffic
+                .iter()
+                .any(|t| t.vmta.as_deref() == Some(name.as_str()))
+            {
+                return Err(invalid(
+                    f,
+                    &format!("roles.vmta.\"{name}\""),
+                    "no traffic stream uses this vmta",
+                ));
+            }
+        }
+        for name in s.roles.sender.keys() {
+            if !s
+                .traffic
+                .iter()
+                .any(|t| t.sender_domain() == name.to_ascii_lowercase())
+            {
+                return Err(invalid(
+                    f,
+                    &format!("roles.sender.\"{name}\""),
+                    "no traffic stream sends from this domain",
+                ));
             }
         }
         for (i, inc) in s.incidents.iter().enumerate() {

@@ -13,14 +13,13 @@ use crate::isp::{Engine as Isp, Override};
 use crate::live::{LiveOptions, LivePlan, MtaProcess};
 use crate::report::{BackoffPeriod, Report};
 use crate::scenario::{IncidentKind, Loaded};
-use crate::traffic::{BodyPool, Generator, Prepared};
+use crate::traffic::BodyPool;
 use mta::acct::{Accounting, Record};
 use mta::clock::Clock;
-use mta::config::values::{parse_interval, parse_rate};
+use mta::config::values::parse_interval;
 use mta::dns::{Mx, StaticResolver};
 use mta::engine::{Engine, Parts};
 use mta::net::{LiveNet, Net, SimNet};
-use mta::smtp::client::{Client, Timeouts};
 use mta::smtp::server::{serve, ServerOptions};
 use mta::spool::{BodyBuffers, MemorySpool, Spool};
 use std::collections::BTreeMap;
@@ -52,6 +51,8 @@ pub struct RunOptions {
     /// The MTA does not sign and the providers take every message as DKIM-signed (benchmarks
     /// without the signing and verification cost; simulated runs only).
     pub no_dkim: bool,
+    /// Explicit role bindings (`--map`), before automatic ones.
+    pub maps: Vec<crate::bind::RoleMap>,
 }
 
 /// A listener address in the simulated network: an unspecified address (`0/0:25`) listens on
@@ -212,6 +213,12 @@ async fn run_async(
     let cfg_path = opts.config.clone().unwrap_or_else(|| l.config_path.clone());
     let loaded = mta::config::load(&cfg_path);
     let mut config = Arc::new(loaded.into_result().map_err(|e| e.to_string())?);
+    // The scenario's roles bound to the config's names, before anything is built.
+    let binding = crate::bind::bind(l, &config, &cfg_path.display().to_string(), &opts.maps)
+        .map_err(|e| e.to_string())?;
+    let bound = binding.apply(l);
+    let l = &bound;
+    let s = &l.scenario;
     let dir = opts.report_dir.join(&s.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let acct_path = dir.join("acct.csv");
@@ -282,6 +289,15 @@ async fn run_async(
         .map(|l| l.addr)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 25)));
     let mta_addr = sim_addr(mta_addr);
+    let injection = crate::bind::injection(
+        &config,
+        s.traffic.iter().any(|t| t.vmta.is_some()),
+        live.is_some(),
+    )?;
+    let mut bound_notes = binding.notes();
+    if !injection.why.is_empty() {
+        bound_notes.push(injection.why.clone());
+    }
     // Where the internet reaches the MTA (its MX): the port-25 listener if there is one.
     let inbound_addr = config
         .listeners
@@ -563,7 +579,7 @@ async fn run_async(
         }
     };
     // Incidents.
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = bound_notes;
     for inc in &s.incidents {
         let (from, until) = crate::expect::incident_window(l, inc);
         let (at, lasts) = (from - l.start_ms, until - from);
@@ -684,89 +700,31 @@ async fn run_async(
             }
         }
     }
-    // Traffic.
-    let mut injectors = Vec::new();
-    let inject_errors: Arc<Mutex<Vec<String>>> = Arc::default();
-    for t in &s.traffic {
-        let t = t.clone();
-        let errors = inject_errors.clone();
-        let stream = t.name.clone();
-        let fail = move |what: String| {
-            if let Ok(mut e) = errors.lock() {
-                if e.len() < 10 {
-                    e.push(format!("traffic `{stream}`: {what}"));
-                }
-            }
-        };
-        let net = net.clone();
-        let n = ((t.messages as f64) * opts.volume).round().max(1.0) as u64;
-        let start = parse_interval(&t.start).map_or(0, |d| d.as_millis() as u64);
-        // A smaller volume keeps the stream's time profile: fewer messages, spread as widely.
-        let gap_ms = t
-            .rate
-            .as_deref()
-            .and_then(|r| parse_rate(r).ok())
-            .and_then(|r| r.count.map(|c| r.per.as_millis() as f64 / c as f64))
-            .unwrap_or(0.0)
-            / opts.volume.min(1.0);
-        let mut generator = Generator::new(&t, seed, n, bodies.clone());
-        injectors.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(start)).await;
-            let mut client: Option<Client> = None;
-            for i in 0..generator.total() {
-                if client.is_none() {
-                    let conn = match net
-                        .connect(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), mta_addr)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return fail(format!("cannot connect to the MTA at {mta_addr}: {e}"))
-                        }
-                    };
-                    let mut c = match Client::connect(conn.stream, Timeouts::default()).await {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(r)) => {
-                            return fail(format!("the MTA at {mta_addr} refused the session: {r}"))
-                        }
-                        Err(e) => {
-                            return fail(format!("no banner from the MTA at {mta_addr}: {e}"))
-                        }
-                    };
-                    if let Err(e) = c.ehlo("injector.sim").await {
-                        return fail(format!("EHLO to the MTA at {mta_addr}: {e}"));
-                    }
-                    client = Some(c);
-                }
-                let Prepared {
-                    rcpts,
-                    body,
-                    dot_free,
-                } = generator.message(i);
-                let sent = match client.as_mut() {
-                    Some(c) => c
-                        .send_owned(
-                            t.mail_from.as_deref().unwrap_or(&t.sender),
-                            &rcpts,
-                            body,
-                            dot_free,
-                        )
-                        .await
-                        .is_ok(),
-                    None => false,
-                };
-                if !sent {
-                    client = None;
-                }
-                if gap_ms > 0.0 {
-                    tokio::time::sleep(Duration::from_micros((gap_ms * 1000.0) as u64)).await;
-                }
-            }
-            if let Some(c) = client {
-                c.quit().await;
-            }
-        }));
-    }
+    // Traffic, from the client address and to the listener the config lets relay.
+    let stats: crate::inject::Stats = Arc::new(Mutex::new(
+        s.traffic
+            .iter()
+            .map(|t| crate::inject::StreamStats {
+                name: t.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+    ));
+    let injectors: Vec<_> = s
+        .traffic
+        .iter()
+        .enumerate()
+        .map(|(index, traffic)| {
+            let plan = crate::inject::Plan {
+                traffic,
+                index,
+                seed,
+                volume: opts.volume,
+                to: &injection,
+            };
+            crate::inject::spawn(plan, net.clone(), bodies.clone(), stats.clone())
+        })
+        .collect();
     // Queue depth per provider, sampled over the scenario's duration, with a progress bar.
     let depth: Arc<Mutex<Vec<DepthSample>>> = Arc::default();
     {
@@ -885,8 +843,13 @@ async fn run_async(
     };
     let verdicts = check(l, &observed);
     let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
-    if let Ok(e) = inject_errors.lock() {
-        notes.extend(e.iter().cloned());
+    let streams = stats.lock().map(|v| v.clone()).unwrap_or_default();
+    for st in &streams {
+        notes.extend(
+            st.errors
+                .iter()
+                .map(|e| format!("traffic `{}`: {e}", st.name)),
+        );
     }
     let mode = if live.is_some() { "live" } else { "simulated" };
     Ok(build_report(

@@ -37,6 +37,7 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
             report_dir: dir.path().to_path_buf(),
             no_tls: false,
             no_dkim: false,
+            maps: Vec::new(),
         },
         &live,
     )

@@ -31,6 +31,7 @@ fn every_scenario_holds_in_simulated_mode() {
                 report_dir: dir.path().to_path_buf(),
                 no_tls: false,
                 no_dkim: false,
+                maps: Vec::new(),
             },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -112,6 +113,7 @@ fn same_seed_same_accounting_log() {
                     report_dir: dir.path().to_path_buf(),
                     no_tls: false,
                     no_dkim: false,
+                    maps: Vec::new(),
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -148,6 +150,7 @@ fn unwritable_accounting_log_fails_the_run() {
             report_dir: dir.path().to_path_buf(),
             no_tls: false,
             no_dkim: false,
+            maps: Vec::new(),
         },
     )
     .err()
@@ -224,6 +227,7 @@ fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
             report_dir: dir.path().to_path_buf(),
             no_tls: false,
             no_dkim: false,
+            maps: Vec::new(),
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -259,6 +263,7 @@ fn recipients_per_message_sends_each_message_to_that_many() {
             report_dir: dir.path().to_path_buf(),
             no_tls: true,
             no_dkim: true,
+            maps: Vec::new(),
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -227,6 +227,7 @@ fn main() -> ExitCode {
             report_dir: report,
             no_tls: !tls,
             no_dkim: !dkim,
+            maps: Vec::new(),
         };
         let path = scenario.unwrap_or_else(|| PathBuf::from("scenarios/mixed-production.toml"));
         return bench(&path, &opts);
@@ -281,6 +282,7 @@ fn main() -> ExitCode {
         report_dir: report,
         no_tls,
         no_dkim,
+        maps: Vec::new(),
     };
     let mut all_ok = true;
     println!(
