@@ -261,10 +261,21 @@ impl World {
             mta_addr: opts
                 .mta
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            // The config's local domains, and the command line's sending domains (an MTA without
+            // a PowerMTA config takes its bounces and complaints there).
             mta_domains: match (&cfg, opts.mta) {
                 (Some(c), Some(_)) => mta::receive::local_domains(c),
                 _ => BTreeSet::new(),
-            },
+            }
+            .into_iter()
+            .chain(
+                opts.senders
+                    .domains
+                    .iter()
+                    .filter(|_| opts.mta.is_some())
+                    .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+            )
+            .collect(),
             sink_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             fbl_address: None,
             complaint_rates: Mutex::new(Vec::new()),
