@@ -308,19 +308,28 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// command line's, addresses mapped onto loopback, keys generated for domains without one.
 pub fn plan(cfg: Option<&mta::config::Config>, opts: &SenderOptions) -> Result<Published, String> {
     let mut p = Published::default();
-    let push_ip = |p: &mut Published, address: IpAddr, original: IpAddr, host| {
-        if let Some(e) = p.ips.iter_mut().find(|e| e.address == address) {
-            if e.host.is_none() {
-                e.host = host;
+    let push_ip =
+        |p: &mut Published, address: IpAddr, original: IpAddr, host| -> Result<(), String> {
+            if let Some(e) = p.ips.iter_mut().find(|e| e.address == address) {
+                let other = e.original.unwrap_or(e.address);
+                if other != original {
+                    return Err(format!(
+                    "sending addresses {other} and {original} would both connect from {address} \
+                     (only the last two octets of an address outside loopback are kept)"
+                ));
+                }
+                if e.host.is_none() {
+                    e.host = host;
+                }
+                return Ok(());
             }
-            return;
-        }
-        p.ips.push(PublishedIp {
-            address,
-            original: (original != address).then_some(original),
-            host,
-        });
-    };
+            p.ips.push(PublishedIp {
+                address,
+                original: (original != address).then_some(original),
+                host,
+            });
+            Ok(())
+        };
     let mut domains: BTreeSet<String> = BTreeSet::new();
     let mut star_keys = Vec::new();
     if let Some(cfg) = cfg {
@@ -331,7 +340,7 @@ pub fn plan(cfg: Option<&mta::config::Config>, opts: &SenderOptions) -> Result<P
         for h in hosts {
             let ip = h.net.addr();
             let to = map_config_ip(ip, p.ips.len());
-            push_ip(&mut p, to, ip, h.host_name.clone());
+            push_ip(&mut p, to, ip, h.host_name.clone())?;
         }
         let keys = cfg
             .domain_keys
@@ -384,7 +393,7 @@ pub fn plan(cfg: Option<&mta::config::Config>, opts: &SenderOptions) -> Result<P
             .host
             .clone()
             .unwrap_or_else(|| format!("mail-{}.{first_domain}", i + 1));
-        push_ip(&mut p, to, s.ip, Some(host));
+        push_ip(&mut p, to, s.ip, Some(host))?;
     }
     for k in &opts.dkim_keys {
         let txt = mta::dkim::keys::public_txt(&k.path).map_err(|e| format!("--dkim-key {e}"))?;
@@ -529,5 +538,24 @@ mod tests {
             .push("10.1.2.3".parse().unwrap_or_else(|e: String| panic!("{e}")));
         let e = plan(None, &o).err().unwrap_or_default();
         assert!(e.contains("127.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn config_addresses_mapped_onto_one_loopback_address_are_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("mta.conf");
+        std::fs::write(
+            &path,
+            "<virtual-mta a>\n    smtp-source-host 10.99.113.9 a.example.com\n</virtual-mta>\n\
+             <virtual-mta b>\n    smtp-source-host 203.0.113.9 b.example.com\n</virtual-mta>\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = mta::config::load(&path)
+            .into_result()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = plan(Some(&cfg), &SenderOptions::default())
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("would both connect from 127.2.113.9"), "{e}");
     }
 }

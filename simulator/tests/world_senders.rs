@@ -2,7 +2,7 @@
 //! --sender-ip --dkim-key`): its DNS publishes SPF, DMARC, DKIM (a given key and a generated one)
 //! and forward-confirmed PTRs for the sending addresses (documentation addresses mapped onto
 //! loopback); a message signed with either key from a sending address verifies at the provider, an
-//! unsigned one from an address outside SPF gets the provider's authentication reply, and the
+//! unsigned or wrongly signed one from an address outside SPF gets the provider's authentication reply, and the
 //! totals count both per provider and per sending address with the reply text.
 
 use mta::dns::{HickoryResolver, Resolver};
@@ -179,6 +179,14 @@ async fn senders_without_a_config_are_published_and_verified() {
     // Unsigned, from an address outside SPF: Gmail's authentication reply.
     let unsigned = b"From: Shop <news@shop.example>\r\nTo: reader@gmail.com\r\nSubject: hi\r\nMessage-ID: <u1@shop.example>\r\n\r\nhello\r\n";
     send(mx, [127, 0, 0, 171], "b@shop.example", unsigned).await;
+    // Signed with a key that is not the published one (the selector is): DKIM fails too.
+    let wrong = signed(
+        "shop.example",
+        "mtasim",
+        &root().join("fixtures/keys/rsa2048-pkcs8.pem"),
+        "w1",
+    );
+    send(mx, [127, 0, 0, 171], "b@shop.example", &wrong).await;
 
     let t = w.all_totals();
     let gmail = &t.providers["gmail"];
@@ -190,7 +198,7 @@ async fn senders_without_a_config_are_published_and_verified() {
         (2, 2, 0)
     );
     let bad = &t.ips[&IpAddr::from([127, 0, 0, 171])];
-    assert_eq!(bad.rejected, 1, "{bad:?}");
+    assert_eq!(bad.rejected, 2, "{bad:?}");
     assert_eq!(bad.replies.len(), 1, "{bad:?}");
     assert!(
         bad.replies[0].reply.starts_with(
@@ -198,7 +206,7 @@ async fn senders_without_a_config_are_published_and_verified() {
         ),
         "{bad:?}"
     );
-    assert_eq!(bad.replies[0].count, 1);
+    assert_eq!(bad.replies[0].count, 2);
     assert_eq!(
         gmail.replies, bad.replies,
         "the provider's replies are the IP's"
