@@ -480,7 +480,7 @@ impl World {
         let mut o = String::new();
         let mut table = |title: &str, rows: Vec<(String, &ProviderTotals)>| {
             o.push_str(&format!(
-                "\n{:<24} {:>11} {:>9} {:>10} {:>9} {:>9} {:>13}\n",
+                "\n{:<30} {:>11} {:>9} {:>10} {:>9} {:>9} {:>13}\n",
                 title,
                 "connections",
                 "messages",
@@ -494,7 +494,7 @@ impl World {
             }
             for (name, t) in rows {
                 o.push_str(&format!(
-                    "{:<24} {:>11} {:>9} {:>10} {:>9} {:>9} {:>13}\n",
+                    "{:<30} {:>11} {:>9} {:>10} {:>9} {:>9} {:>13}\n",
                     name,
                     t.connections,
                     t.messages,

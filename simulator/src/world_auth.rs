@@ -369,6 +369,17 @@ pub fn plan(cfg: Option<&mta::config::Config>, opts: &SenderOptions) -> Result<P
         .iter()
         .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
         .collect();
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !opts.selector.split('.').all(label) {
+        return Err(format!(
+            "--dkim-selector {}: not a DNS label",
+            opts.selector
+        ));
+    }
     for d in &sender_domains {
         if !d.contains('.') {
             return Err(format!("--sender-domain {d}: not a domain name"));
