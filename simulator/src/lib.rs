@@ -14,3 +14,4 @@ pub mod sim;
 pub mod tally;
 pub mod traffic;
 pub mod world;
+pub mod world_auth;

@@ -139,6 +139,7 @@ domain-key s1, sender.test, {key}
         dns: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         smtp_port: port,
         mta: None,
+        ..WorldOptions::default()
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

@@ -40,6 +40,7 @@ async fn world() -> World {
         dns: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         smtp_port: free_port("127.100.1.1"),
         mta: None,
+        ..WorldOptions::default()
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
@@ -66,15 +67,20 @@ async fn dns_serves_providers_and_the_senders_records() {
         vec![gmail_mx(&w).ip()],
         "the MX host resolves to where it listens"
     );
-    // hot.conf: smtp-source-host 203.0.113.11 mkt-1.news.example.com (forward-confirmed).
+    // hot.conf: smtp-source-host 203.0.113.11 mkt-1.news.example.com, published (forward-confirmed)
+    // at the loopback address it is mapped onto, as in live runs.
+    assert!(w.published.mapping().contains(&(
+        IpAddr::from([203, 0, 113, 11]),
+        IpAddr::from([127, 2, 113, 11])
+    )));
     let ptr = r
-        .ptr(IpAddr::from([203, 0, 113, 11]))
+        .ptr(IpAddr::from([127, 2, 113, 11]))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ptr, vec!["mkt-1.news.example.com".to_string()]);
     assert_eq!(
         r.ip("mkt-1.news.example.com").await.ok(),
-        Some(vec![IpAddr::from([203, 0, 113, 11])])
+        Some(vec![IpAddr::from([127, 2, 113, 11])])
     );
     let dkim = r
         .txt("s2048._domainkey.news.example.com")
@@ -90,7 +96,7 @@ async fn dns_serves_providers_and_the_senders_records() {
     let spf = r.txt("news.example.com").await.unwrap_or_default();
     assert!(
         spf.iter()
-            .any(|t| t.starts_with("v=spf1") && t.contains("ip4:203.0.113.11")),
+            .any(|t| t.starts_with("v=spf1") && t.contains("ip4:127.2.113.11")),
         "{spf:?}"
     );
     assert!(r.txt("_dmarc.news.example.com").await.is_ok());
@@ -214,7 +220,7 @@ print('other ip', s.noop()[0])
 #[test]
 fn world_up_prints_json_and_totals() {
     let port = free_port("127.100.1.1");
-    let dns_port = free_port("127.0.0.1");
+    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtasim"))
         .current_dir(root())
         .args([
@@ -223,51 +229,95 @@ fn world_up_prints_json_and_totals() {
             "--format",
             "json",
             "--dns",
-            &format!("127.0.0.1:{dns_port}"),
+            "127.0.0.1:0",
             "--smtp-port",
             &port.to_string(),
+            "--config",
+            "fixtures/configs/hot.conf",
+            "--sender-domain",
+            "shop.example",
+            "--sender-ip",
+            "127.0.0.160",
+            "--key-dir",
         ])
+        .arg(keys.path())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
-    assert_eq!(v["dns"], format!("127.0.0.1:{dns_port}"));
-    let providers = v["providers"].as_array().cloned().unwrap_or_default();
-    assert_eq!(providers.len(), 5, "{v}");
-    let yahoo = providers
-        .iter()
-        .find(|p| p["name"] == "yahoo")
-        .unwrap_or_else(|| panic!("{v}"));
-    assert!(yahoo["domains"]
-        .as_array()
-        .is_some_and(|d| d.iter().any(|x| x == "aol.com")));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    // Readiness: one JSON line on stderr.
+    let ready = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l)
+                .ok()
+                .filter(|v| v["ready"] == true)
+        })
+        .unwrap_or_else(|| panic!("no readiness line"));
+    let dns: SocketAddr = ready["dns"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{ready}"));
     // An MX look-up through it works.
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let mx = rt.block_on(async {
-        let r = HickoryResolver::with_nameservers(&[format!("127.0.0.1:{dns_port}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"))])
-        .unwrap_or_else(|e| panic!("{e}"));
+        let r = HickoryResolver::with_nameservers(&[dns]).unwrap_or_else(|e| panic!("{e}"));
         r.mx("yahoo.com").await
     });
     assert!(mx.is_ok_and(|m| !m.is_empty()));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(stdout), &mut out)
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success());
-    let totals: serde_json::Value =
-        serde_json::from_str(rest.last().map(String::as_str).unwrap_or(""))
-            .unwrap_or_else(|e| panic!("{e}: {rest:?}"));
+    // Exactly one JSON document on stdout.
+    let mut docs = serde_json::Deserializer::from_str(&out).into_iter::<serde_json::Value>();
+    let v = docs
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no JSON document: {out}"));
+    assert!(docs.next().is_none(), "more than one document: {out}");
+    let w = &v["world"];
+    assert_eq!(w["dns"], dns.to_string());
+    let providers = w["providers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(providers.len(), 5, "{w}");
+    let yahoo = providers
+        .iter()
+        .find(|p| p["name"] == "yahoo")
+        .unwrap_or_else(|| panic!("{w}"));
+    assert!(yahoo["domains"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "aol.com")));
     assert!(
-        totals["totals"]["gmail"]["connections"].is_number(),
-        "{totals}"
+        w["mapped_ips"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|x| x["from"] == "203.0.113.11" && x["to"] == "127.2.113.11")),
+        "{w}"
     );
+    let generated = w["dkim_keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["domain"] == "shop.example").cloned())
+        .unwrap_or_else(|| panic!("{w}"));
+    assert_eq!(generated["source"], "generated", "{generated}");
+    assert!(generated["path"]
+        .as_str()
+        .is_some_and(|p| Path::new(p).is_file()));
+    assert!(
+        w["records"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|x| x["type"] == "PTR" && x["name"] == "127.0.0.160")),
+        "{w}"
+    );
+    assert!(
+        v["totals"]["providers"]["gmail"]["connections"].is_number(),
+        "{v}"
+    );
+    assert!(v["totals"]["ips"].is_object(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,7 @@ async fn every_provider_answers_with_its_profile() {
         dns: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         smtp_port: free_port("127.100.1.1"),
         mta: None,
+        ..WorldOptions::default()
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

@@ -89,31 +89,81 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WorldWhat {
-    /// Start the DNS server and every provider; print their addresses; serve until Ctrl-C or
-    /// SIGTERM, then print per-provider totals.
-    Up {
-        /// Provider profiles.
-        #[arg(long, default_value = "isp-profiles")]
-        profiles: PathBuf,
-        /// An MTA config whose sending addresses (A, PTR, SPF) and DKIM keys go into DNS.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// DNS server address.
-        #[arg(long, default_value = "127.0.0.1:5353")]
-        dns: std::net::SocketAddr,
-        /// Port of every MX host (default: 25 if it can be bound, else 2525).
-        #[arg(long)]
-        smtp_port: Option<u16>,
-        /// The MTA's inbound listener, where providers send late DSNs and ARF complaints.
-        #[arg(long)]
-        mta: Option<std::net::SocketAddr>,
-        /// Output format of the addresses.
-        #[arg(long, default_value = "text")]
-        format: String,
-    },
+    /// Start the DNS server and every provider; print their addresses and what the sending side
+    /// publishes; serve until Ctrl-C or SIGTERM, then print totals per provider and per sending IP.
+    Up(WorldUp),
 }
 
-fn world_up(opts: simulator::world::WorldOptions, json: bool) -> ExitCode {
+/// `mtasim world up`'s flags.
+#[derive(clap::Args)]
+struct WorldUp {
+    /// Provider profiles.
+    #[arg(long, default_value = "isp-profiles")]
+    profiles: PathBuf,
+    /// An MTA config whose sending addresses (A, PTR, SPF) and DKIM keys go into DNS; addresses
+    /// outside loopback that are not this machine's are mapped onto 127.2.x.y.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A sending domain (SPF, DKIM, DMARC), for an MTA without a PowerMTA config (repeatable).
+    #[arg(long = "sender-domain", value_name = "DOMAIN")]
+    sender_domains: Vec<String>,
+    /// A sending address with its host name (A + PTR; default mail-N.<first sender domain>), in
+    /// 127.0.0.0/8 or a documentation range (mapped onto 127.2.x.y) (repeatable; default 127.0.0.1
+    /// when sender domains are given).
+    #[arg(long = "sender-ip", value_name = "IP[=HOSTNAME]")]
+    sender_ips: Vec<simulator::world_auth::SenderIp>,
+    /// A DKIM private key to publish (repeatable); a sender domain without one gets a generated key.
+    #[arg(long = "dkim-key", value_name = "SELECTOR:DOMAIN:PATH")]
+    dkim_keys: Vec<simulator::world_auth::DkimKeyArg>,
+    /// Where generated keys are written (and found again on the next start).
+    #[arg(long, default_value = "world-keys")]
+    key_dir: PathBuf,
+    /// The type of generated keys.
+    #[arg(long, value_enum, default_value = "rsa-2048")]
+    key_type: mta::dkim::KeyAlgorithm,
+    /// The selector of generated keys.
+    #[arg(long, default_value = "mtasim")]
+    dkim_selector: String,
+    /// The DMARC policy published for the sending domains.
+    #[arg(long, value_enum, default_value = "none")]
+    dmarc_policy: simulator::world_auth::DmarcPolicy,
+    /// DNS server address.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns: std::net::SocketAddr,
+    /// Port of every MX host (default: 25 if it can be bound, else 2525).
+    #[arg(long)]
+    smtp_port: Option<u16>,
+    /// The MTA's inbound listener, where providers send late DSNs and ARF complaints.
+    #[arg(long)]
+    mta: Option<std::net::SocketAddr>,
+    /// text: for people; json: a readiness line on stderr at start, one JSON document
+    /// ({"world": ..., "totals": ...}) on stdout at the end.
+    #[arg(long, default_value = "text")]
+    format: String,
+}
+
+fn world_up(a: WorldUp) -> ExitCode {
+    if a.format != "text" && a.format != "json" {
+        eprintln!("mtasim: --format is text or json");
+        return ExitCode::from(2);
+    }
+    let json = a.format == "json";
+    let opts = simulator::world::WorldOptions {
+        profiles: a.profiles,
+        config: a.config,
+        dns: a.dns,
+        smtp_port: a.smtp_port.unwrap_or(0),
+        mta: a.mta,
+        senders: simulator::world_auth::SenderOptions {
+            domains: a.sender_domains,
+            ips: a.sender_ips,
+            dkim_keys: a.dkim_keys,
+            dmarc_policy: a.dmarc_policy,
+            key_dir: a.key_dir,
+            key_type: a.key_type,
+            selector: a.dkim_selector,
+        },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,19 +182,25 @@ fn world_up(opts: simulator::world::WorldOptions, json: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        use std::io::Write as _;
+        use tokio::signal::unix::{signal, SignalKind};
+        // Signal handlers first, so that a SIGTERM right after the readiness line is caught.
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
         if json {
-            println!("{}", world.to_json());
+            eprintln!(
+                "{}",
+                serde_json::json!({ "ready": true, "dns": world.dns.addr().to_string() })
+            );
+            let _ = std::io::stderr().flush();
         } else {
             print!("{}", world.describe());
             println!("Serving until Ctrl-C or SIGTERM.");
+            let _ = std::io::stdout().flush();
         }
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match signals {
             (Ok(mut t), Ok(mut i)) => {
                 tokio::select! {
                     _ = t.recv() => {}
@@ -155,21 +211,13 @@ fn world_up(opts: simulator::world::WorldOptions, json: bool) -> ExitCode {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-        let totals = world.totals();
+        let totals = world.all_totals();
         if json {
-            println!("{}", serde_json::json!({ "totals": totals }));
+            println!("{}", world.final_json(&totals));
         } else {
-            println!(
-                "\n{:<10} {:>11} {:>9} {:>10} {:>9} {:>9}",
-                "provider", "connections", "messages", "recipients", "deferred", "rejected"
-            );
-            for (name, t) in &totals {
-                println!(
-                    "{:<10} {:>11} {:>9} {:>10} {:>9} {:>9}",
-                    name, t.connections, t.messages, t.recipients, t.deferred, t.rejected
-                );
-            }
+            print!("{}", world.describe_totals(&totals));
         }
+        let _ = std::io::stdout().flush();
         ExitCode::SUCCESS
     })
 }
@@ -184,31 +232,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if let Some(Command::World {
-        what:
-            WorldWhat::Up {
-                profiles,
-                config,
-                dns,
-                smtp_port,
-                mta,
-                format,
-            },
+        what: WorldWhat::Up(a),
     }) = cli.command
     {
-        if format != "text" && format != "json" {
-            eprintln!("mtasim: --format is text or json");
-            return ExitCode::from(2);
-        }
-        return world_up(
-            simulator::world::WorldOptions {
-                profiles,
-                config,
-                dns,
-                smtp_port: smtp_port.unwrap_or(0),
-                mta,
-            },
-            format == "json",
-        );
+        return world_up(a);
     }
     if let Some(Command::Bench {
         scenario,
