@@ -19,6 +19,8 @@ pub struct Observed {
     pub tally: Tally,
     /// Queue name -> its mode changes.
     pub modes: BTreeMap<String, Vec<ModeChange>>,
+    /// The run's `--volume`: expectations that count messages scale with it.
+    pub volume: f64,
 }
 
 impl Observed {
@@ -28,7 +30,28 @@ impl Observed {
             events: BTreeMap::new(),
             tally: Tally::new(l),
             modes: BTreeMap::new(),
+            volume: 1.0,
         }
+    }
+}
+
+/// A count bound scaled to the run's volume (`--volume 0.1` makes `>= 500` `>= 50`); at least 1
+/// where the bound was.
+pub fn scale_count(n: u64, volume: f64) -> u64 {
+    if (volume - 1.0).abs() < 1e-9 || n == 0 {
+        return n;
+    }
+    // Rounded to a millionth first: 500 x 0.1 is 50.000000000000007 in floating point.
+    let x = ((n as f64 * volume) * 1e6).round() / 1e6;
+    (x.ceil() as u64).max(1)
+}
+
+/// How a bound reads when it was scaled: `>= 50 (500 at full volume)`.
+fn scaled_note(orig: u64, now: u64) -> String {
+    if orig == now {
+        String::new()
+    } else {
+        format!(" ({orig} at full volume)")
     }
 }
 
@@ -42,8 +65,21 @@ fn verdict(
     Verdict {
         expectation,
         passed,
+        exercised: true,
         expected,
         observed,
+        location,
+    }
+}
+
+/// The verdict of an expectation whose subject never happened: it fails, marked as such.
+fn hollow(expectation: String, expected: String, why: String, location: String) -> Verdict {
+    Verdict {
+        expectation,
+        passed: false,
+        exercised: false,
+        expected,
+        observed: why,
         location,
     }
 }
@@ -60,6 +96,40 @@ pub(crate) fn incident_window(l: &Loaded, inc: &Incident) -> (i64, i64) {
     let at = mta::config::values::parse_interval(&inc.at).map_or(0, |d| d.as_millis() as i64);
     let lasts = mta::config::values::parse_interval(&inc.lasts).map_or(0, |d| d.as_millis() as i64);
     (l.start_ms + at, l.start_ms + at + lasts)
+}
+
+/// Why no connection met an incident, if none did: no connection to its provider in its window,
+/// or (for a reply incident) none given its reply.
+fn incident_unmet(o: &Observed, inc: &Incident, start: i64, end: i64) -> Option<String> {
+    let evs = o
+        .events
+        .get(&inc.provider)
+        .map_or(&[][..], |v| v.as_slice());
+    let during: Vec<&Event> = evs
+        .iter()
+        .filter(|e| e.t_ms >= start && e.t_ms < end)
+        .collect();
+    if during.is_empty() {
+        return Some(format!(
+            "no connection reached {} during incident ({}..{} after the start)",
+            inc.provider, inc.at, inc.lasts
+        ));
+    }
+    if let crate::scenario::IncidentKind::Reply { reply, .. } = &inc.kind {
+        // The reply's fixed start (placeholders such as {ip} vary).
+        let head = reply.split('{').next().unwrap_or(reply);
+        let met = during.iter().any(|e| match &e.kind {
+            EventKind::Refused(r) => r.reply.starts_with(head),
+            _ => false,
+        });
+        if !met {
+            return Some(format!(
+                "{} never gave the incident's reply ({head}...) to a connection",
+                inc.provider
+            ));
+        }
+    }
+    None
 }
 
 fn ms(s: &str) -> i64 {
@@ -85,6 +155,14 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                 _ => None,
             });
             let worst = worst.max_by_key(|(open, _, t)| (*open, std::cmp::Reverse(*t)));
+            if worst.is_none() {
+                return hollow(
+                    format!("at most {max} concurrent connections per source IP at {provider}"),
+                    format!("<= {max}"),
+                    format!("{provider} received no connections"),
+                    provider.clone(),
+                );
+            }
             let (seen, where_) = worst.map_or((0, "no connections".to_string()), |(n, ip, t)| {
                 (
                     n,
@@ -105,6 +183,14 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                 if let EventKind::Accepted { .. } = e.kind {
                     per.entry(e.conn).or_insert((0, e.ip)).0 += 1;
                 }
+            }
+            if per.is_empty() {
+                return hollow(
+                    format!("at most {max} messages per connection at {provider}"),
+                    format!("<= {max}"),
+                    format!("{provider} accepted no messages"),
+                    provider.clone(),
+                );
             }
             let worst = per
                 .iter()
@@ -140,6 +226,14 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                         .or_default()
                         .extend(std::iter::repeat_n(e.t_ms, rcpts as usize));
                 }
+            }
+            if per_ip.is_empty() {
+                return hollow(
+                    format!("accepted recipients per source IP at {provider} within {max} in every window"),
+                    format!("<= {count} per {}", mta::config::values::format_interval(rate.per)),
+                    format!("{provider} accepted no messages"),
+                    provider.clone(),
+                );
             }
             let mut worst = (0u64, String::from("no traffic"));
             for (ip, ts) in &per_ip {
@@ -190,6 +284,14 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             };
             let (start, end) = incident_window(l, inc);
             let (enter_by, leave_by) = (start + ms(enter_within), end + ms(leave_within));
+            if let Some(why) = incident_unmet(o, inc, start, end) {
+                return hollow(
+                    format!("queues {queue} back off within {enter_within} of incident #{incident} and return to normal within {leave_within} after it"),
+                    "an incident the MTA's connections meet".into(),
+                    why,
+                    inc.provider.clone(),
+                );
+            }
             let mut entered = None;
             let mut left = None;
             let mut which = String::new();
@@ -249,14 +351,25 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             )
         }
         Expectation::Category { category, min, max } => {
+            let (min0, max0) = (*min, *max);
+            let min = &min.map(|m| scale_count(m, o.volume));
+            let max = &max.map(|m| scale_count(m, o.volume));
             let n = o.tally.bounces_in(category);
+            if o.tally.totals.accepted == 0 {
+                return hollow(
+                    format!("bounces in category {category}"),
+                    "mail to bounce".into(),
+                    "the MTA accepted no message".into(),
+                    "accounting b/rb records".into(),
+                );
+            }
             let ok = min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m);
             let bound = match (min, max) {
                 (Some(a), Some(b)) => format!("{a}..={b}"),
                 (Some(a), None) => format!(">= {a}"),
                 (None, Some(b)) => format!("<= {b}"),
                 (None, None) => "any".into(),
-            };
+            } + &scaled_note(min0.or(max0).unwrap_or(0), min.or(*max).unwrap_or(0));
             verdict(
                 format!("bounces in category {category}"),
                 ok,
@@ -273,11 +386,15 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                     pass += u64::from(dkim_pass);
                 }
             }
-            let seen = if all == 0 {
-                0.0
-            } else {
-                pass as f64 / all as f64
-            };
+            if all == 0 {
+                return hollow(
+                    "delivered messages verified DKIM at the providers".into(),
+                    format!(">= {:.1}%", share * 100.0),
+                    "no provider accepted a message".into(),
+                    "provider end-of-data checks".into(),
+                );
+            }
+            let seen = pass as f64 / all as f64;
             verdict(
                 "delivered messages verified DKIM at the providers".into(),
                 all > 0 && seen >= *share,
@@ -286,12 +403,21 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                 "provider end-of-data checks".into(),
             )
         }
-        Expectation::FeedbackRecords { min } => {
+        Expectation::FeedbackRecords { min: min0 } => {
+            let min = scale_count(*min0, o.volume);
             let n = o.tally.totals.complaints;
+            if o.tally.totals.delivered == 0 {
+                return hollow(
+                    "ARF complaints turned into f records".into(),
+                    format!(">= {min}"),
+                    "no message was delivered to complain about".into(),
+                    "accounting f records".into(),
+                );
+            }
             verdict(
                 "ARF complaints turned into f records".into(),
-                n >= *min,
-                format!(">= {min}"),
+                n >= min,
+                format!(">= {min}{}", scaled_note(*min0, min)),
                 n.to_string(),
                 "accounting f records".into(),
             )
@@ -311,11 +437,10 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
             times.sort_unstable();
             let bound = ms(under);
             if times.is_empty() {
-                return verdict(
+                return hollow(
                     format!("p{percentile} delivery time at {provider} under {under}"),
-                    false,
                     format!("< {under}"),
-                    "no deliveries".into(),
+                    format!("no deliveries at {provider}"),
                     provider.clone(),
                 );
             }
@@ -335,6 +460,15 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
 /// Every accepted recipient (`r` record) ends exactly once in a `d` or `b` record (expiry is a `b`
 /// with `message-expired`), and nothing ends that was never accepted.
 fn nothing_lost(r: &LedgerReport) -> Verdict {
+    if r.received == 0 && r.stray.is_empty() {
+        return hollow(
+            "nothing lost: every accepted recipient delivered, bounced or expired exactly once"
+                .into(),
+            "accepted recipients to follow".into(),
+            "the MTA accepted no message".into(),
+            "accounting r records".into(),
+        );
+    }
     let ok = r.open.is_empty() && r.twice.is_empty() && r.stray.is_empty() && r.received > 0;
     let first = r
         .open

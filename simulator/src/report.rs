@@ -12,8 +12,11 @@ use std::path::Path;
 pub struct Verdict {
     /// What was expected, in words.
     pub expectation: String,
-    /// Whether it held.
+    /// Whether it held (an expectation not exercised did not).
     pub passed: bool,
+    /// False if its subject never happened (a limit at a provider that received nothing): such a
+    /// verdict fails, as NOT EXERCISED.
+    pub exercised: bool,
     /// The bound.
     pub expected: String,
     /// What happened.
@@ -120,6 +123,11 @@ pub struct Report {
     pub series: BTreeMap<String, BTreeMap<String, Series>>,
     /// Backoff periods.
     pub backoff: Vec<BackoffPeriod>,
+    /// What the run found, most important first (refused injections, the reason most mail
+    /// bounced for, why a backoff expectation failed).
+    pub findings: Vec<String>,
+    /// Per traffic stream: messages planned, accepted and refused by the MTA, with the replies.
+    pub injection: Vec<crate::inject::StreamStats>,
     /// Remarks (e.g. how live mode mapped source IPs to loopback).
     pub notes: Vec<String>,
 }
@@ -348,12 +356,19 @@ impl Report {
             self.verdicts.iter().filter(|v| v.passed).count(),
             self.verdicts.len()
         );
+        if !self.findings.is_empty() {
+            h.push_str("<h2>Findings</h2><ul>\n");
+            for f in &self.findings {
+                let _ = writeln!(h, "<li>{}</li>", esc(f));
+            }
+            h.push_str("</ul>\n");
+        }
         h.push_str("<table><tr><th>expectation</th><th>result</th><th>expected</th><th>observed</th><th>where</th></tr>\n");
         for v in &self.verdicts {
-            let (c, r) = if v.passed {
-                ("pass", "held")
-            } else {
-                ("fail", "FAILED")
+            let (c, r) = match (v.passed, v.exercised) {
+                (true, _) => ("pass", "held"),
+                (false, true) => ("fail", "FAILED"),
+                (false, false) => ("fail", "NOT EXERCISED"),
             };
             let _ = writeln!(
                 h,
@@ -453,6 +468,7 @@ mod tests {
                 Verdict {
                     expectation: "max-connections yahoo".into(),
                     passed: true,
+                    exercised: true,
                     expected: "<= 20".into(),
                     observed: "6".into(),
                     location: "203.0.113.11".into(),
@@ -460,6 +476,7 @@ mod tests {
                 Verdict {
                     expectation: "nothing-lost".into(),
                     passed: false,
+                    exercised: true,
                     expected: "0 lost".into(),
                     observed: "3 lost".into(),
                     location: "acct.csv".into(),
@@ -473,6 +490,8 @@ mod tests {
             providers: BTreeMap::new(),
             bucket_s,
             series,
+            findings: vec!["most mail: 3 of 9000 accepted recipients bounced".into()],
+            injection: Vec::new(),
             backoff: vec![BackoffPeriod {
                 queue: "yahoo.com/mkt-1".into(),
                 from_s: 1250.0,

@@ -55,6 +55,21 @@ pub struct RunOptions {
     pub maps: Vec<crate::bind::RoleMap>,
 }
 
+impl Default for RunOptions {
+    /// Full volume, the scenario's seed and config, reports under `reports/`, TLS and DKIM on.
+    fn default() -> RunOptions {
+        RunOptions {
+            seed: None,
+            volume: 1.0,
+            config: None,
+            report_dir: PathBuf::from("reports"),
+            no_tls: false,
+            no_dkim: false,
+            maps: Vec::new(),
+        }
+    }
+}
+
 /// A listener address in the simulated network: an unspecified address (`0/0:25`) listens on
 /// 127.0.0.1.
 fn sim_addr(a: SocketAddr) -> SocketAddr {
@@ -219,6 +234,7 @@ async fn run_async(
     let bound = binding.apply(l);
     let l = &bound;
     let s = &l.scenario;
+    let config_under_test = config.clone();
     let dir = opts.report_dir.join(&s.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let acct_path = dir.join("acct.csv");
@@ -837,13 +853,16 @@ async fn run_async(
         .map(|(n, i)| (n.clone(), i.take_events()))
         .collect();
     let observed = Observed {
+        volume: opts.volume,
         events,
         tally,
         modes,
     };
-    let verdicts = check(l, &observed);
-    let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
     let streams = stats.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut verdicts = check(l, &observed);
+    verdicts.extend(crate::findings::injection_verdicts(&streams));
+    let findings = crate::findings::findings(l, &config_under_test, &observed, &streams, &verdicts);
+    let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
     for st in &streams {
         notes.extend(
             st.errors
@@ -862,6 +881,8 @@ async fn run_async(
             dir: &dir,
             mode,
             notes,
+            findings,
+            streams,
         },
     ))
 }
@@ -871,6 +892,8 @@ struct RunInfo<'a> {
     dir: &'a Path,
     mode: &'a str,
     notes: Vec<String>,
+    findings: Vec<String>,
+    streams: Vec<crate::inject::StreamStats>,
 }
 
 fn build_report(
@@ -885,6 +908,8 @@ fn build_report(
         dir,
         mode,
         mut notes,
+        findings,
+        streams,
     } = run;
     let mut tl = o.tally.timeline.clone();
     for (t, per_domain) in depth {
@@ -960,6 +985,8 @@ fn build_report(
         bucket_s,
         series,
         backoff,
+        findings,
+        injection: streams,
         notes: {
             notes.insert(
                 0,

@@ -23,6 +23,8 @@ pub struct RecordView<'a> {
     pub bounce_cat: &'a str,
     /// The message's Message-ID.
     pub message_id: &'a str,
+    /// The reply or reason quoted (`b` records).
+    pub dsn_diag: &'a str,
 }
 
 impl<'a> RecordView<'a> {
@@ -39,6 +41,7 @@ impl<'a> RecordView<'a> {
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
                 .map_or("", |(_, v)| v.as_str()),
+            dsn_diag: &r.dsn_diag,
         }
     }
 }
@@ -134,6 +137,41 @@ pub struct Tally {
     pub delivery_ms: BTreeMap<String, Vec<i64>>,
     /// The nothing-lost ledger.
     pub ledger: Ledger,
+    /// Bounced recipients by why: (provider, category, reply with addresses as `{ip}`).
+    pub bounce_reasons: BTreeMap<(String, String, String), u64>,
+}
+
+/// Distinct bounce reasons kept; past it, new ones are counted under `(other replies)`.
+const MAX_REASONS: usize = 500;
+
+/// A reply with its IPv4 addresses written `{ip}` (the same refusal from several source IPs is
+/// one reason), cut at 300 characters.
+pub fn reason_text(reply: &str) -> String {
+    let mut out = String::with_capacity(reply.len().min(300));
+    let b = reply.as_bytes();
+    let mut i = 0;
+    while i < b.len() && out.len() < 300 {
+        let run = b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || **c == b'.')
+            .count();
+        let at_word = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        if run > 0 && at_word {
+            let tok = reply[i..i + run].trim_end_matches('.');
+            if tok.split('.').count() == 4 && tok.parse::<std::net::Ipv4Addr>().is_ok() {
+                out.push_str("{ip}");
+                i += tok.len();
+                continue;
+            }
+            out.push_str(&reply[i..i + run]);
+            i += run;
+            continue;
+        }
+        let ch = reply[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 impl Tally {
@@ -161,6 +199,7 @@ impl Tally {
             remote_bounces: BTreeMap::new(),
             delivery_ms: BTreeMap::new(),
             ledger: Ledger::default(),
+            bounce_reasons: BTreeMap::new(),
         }
     }
 
@@ -218,6 +257,23 @@ impl Tally {
                 };
                 self.timeline
                     .add(cat, "bounces-by-category", r.time_logged, 1.0);
+                let key = (
+                    provider.to_string(),
+                    cat.to_string(),
+                    reason_text(r.dsn_diag),
+                );
+                let key = if self.bounce_reasons.len() < MAX_REASONS
+                    || self.bounce_reasons.contains_key(&key)
+                {
+                    key
+                } else {
+                    (
+                        provider.to_string(),
+                        cat.to_string(),
+                        "(other replies)".into(),
+                    )
+                };
+                *self.bounce_reasons.entry(key).or_insert(0) += 1;
                 self.ledger.ended(r.message_id, rcpt);
             }
             RecordType::RemoteBounce => {
@@ -252,6 +308,21 @@ fn provider_entry<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_fold_addresses() {
+        assert_eq!(
+            reason_text(
+                "421 4.7.0 [TSS04] Messages from 203.0.113.11 temporarily deferred - 4.16.55.1"
+            ),
+            "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred - {ip}"
+        );
+        assert_eq!(
+            reason_text("550 5.7.26 blocked [1.2.3]"),
+            "550 5.7.26 blocked [1.2.3]"
+        );
+        assert_eq!(reason_text("x".repeat(400).as_str()).len(), 300);
+    }
 
     #[test]
     fn ledger_finds_open_double_and_stray_recipients() {

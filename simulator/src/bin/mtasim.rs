@@ -54,6 +54,35 @@ enum Command {
         /// (for throughput benchmarks without the signing cost; simulated runs only).
         #[arg(long)]
         no_dkim: bool,
+        #[command(flatten)]
+        roles: RoleArgs,
+    },
+    /// Validate a config: run the incident suite (every scenario in --suite, or the scenarios
+    /// given) against it, binding each scenario's roles to the config; print the findings, one
+    /// row per scenario, and exit 0 only if every scenario held.
+    Validate {
+        /// The MTA config under test.
+        #[arg(long)]
+        config: PathBuf,
+        /// Scenario files (default: every *.toml in --suite).
+        scenarios: Vec<PathBuf>,
+        /// The suite's directory.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        #[command(flatten)]
+        roles: RoleArgs,
+        /// Multiply every stream's message count by this; count thresholds scale with it.
+        #[arg(long, default_value_t = 1.0)]
+        volume: f64,
+        /// Seed (overrides each scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where reports go (one directory per scenario below it).
+        #[arg(long, default_value = "reports/validate")]
+        report: PathBuf,
+        /// Also write JUnit XML here (one test suite per scenario, a test case per expectation).
+        #[arg(long)]
+        junit: Option<PathBuf>,
     },
     /// Throughput benchmark: one scenario in simulated mode (default: mixed-production at full
     /// volume), without STARTTLS and DKIM unless asked; prints simulated messages per wall-second
@@ -92,6 +121,31 @@ enum WorldWhat {
     /// Start the DNS server and every provider; print their addresses and what the sending side
     /// publishes; serve until Ctrl-C or SIGTERM, then print totals per provider and per sending IP.
     Up(WorldUp),
+}
+
+/// How a scenario's roles bind to the config under test.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct RoleArgs {
+    /// Bind a role explicitly: `vmta:SCENARIO-NAME=CONFIG-NAME` (a vMTA or pool) or
+    /// `sender:SCENARIO-DOMAIN=CONFIG-DOMAIN` (repeatable).
+    #[arg(long = "map", value_name = "KIND:FROM=TO")]
+    maps: Vec<simulator::bind::RoleMap>,
+    /// Bindings from a TOML file: `[vmta]` and `[sender]` tables of `"from" = "to"`.
+    #[arg(long, value_name = "FILE")]
+    map_file: Option<PathBuf>,
+}
+
+impl RoleArgs {
+    /// Every binding, the file's first, then `--map`s (later ones win).
+    fn resolve(&self) -> Result<Vec<simulator::bind::RoleMap>, String> {
+        let mut v = match &self.map_file {
+            Some(f) => simulator::bind::read_map_file(f)?,
+            None => Vec::new(),
+        };
+        v.extend(self.maps.iter().cloned());
+        v.reverse();
+        Ok(v)
+    }
 }
 
 /// `mtasim world up`'s flags.
@@ -259,7 +313,29 @@ fn main() -> ExitCode {
         let path = scenario.unwrap_or_else(|| PathBuf::from("scenarios/mixed-production.toml"));
         return bench(&path, &opts);
     }
-    let (scenarios, seed, live, config, report, volume, no_tls, no_dkim) = match cli.command {
+    if let Some(Command::Validate {
+        config,
+        scenarios,
+        suite,
+        roles,
+        volume,
+        seed,
+        report,
+        junit,
+    }) = cli.command
+    {
+        return validate(ValidateArgs {
+            config,
+            scenarios,
+            suite,
+            roles,
+            volume,
+            seed,
+            report,
+            junit,
+        });
+    }
+    match cli.command {
         Some(Command::Run {
             scenarios,
             seed,
@@ -269,20 +345,32 @@ fn main() -> ExitCode {
             volume,
             no_tls,
             no_dkim,
-        }) => (
-            scenarios, seed, live, config, report, volume, no_tls, no_dkim,
-        ),
-        Some(Command::World { .. }) | Some(Command::Bench { .. }) | None => (
-            Vec::new(),
-            None,
-            false,
-            None,
-            PathBuf::from("reports"),
-            1.0,
-            false,
-            false,
-        ),
-    };
+            roles,
+        }) => {
+            let maps = match roles.resolve() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("mtasim: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = RunOptions {
+                seed,
+                volume,
+                config,
+                report_dir: report,
+                no_tls,
+                no_dkim,
+                maps,
+            };
+            run_scenarios(scenarios, live, &opts)
+        }
+        _ => run_scenarios(Vec::new(), false, &RunOptions::default()),
+    }
+}
+
+/// `mtasim run`: each scenario's totals, findings and failed expectations.
+fn run_scenarios(scenarios: Vec<PathBuf>, live: bool, opts: &RunOptions) -> ExitCode {
     let live = if live {
         match simulator::live::LiveOptions::find_mta() {
             Ok(o) => Some(o),
@@ -294,22 +382,13 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if let Err(code) = check_volume(volume) {
+    if let Err(code) = check_volume(opts.volume) {
         return code;
     }
     let scenarios = if scenarios.is_empty() {
         vec![PathBuf::from("scenarios/yahoo-tss04-storm.toml")]
     } else {
         scenarios
-    };
-    let opts = RunOptions {
-        seed,
-        volume,
-        config,
-        report_dir: report,
-        no_tls,
-        no_dkim,
-        maps: Vec::new(),
     };
     let mut all_ok = true;
     println!(
@@ -326,8 +405,8 @@ fn main() -> ExitCode {
         };
         let started = std::time::Instant::now();
         let result = match &live {
-            Some(lo) => simulator::sim::run_live(&loaded, &opts, lo),
-            None => run(&loaded, &opts),
+            Some(lo) => simulator::sim::run_live(&loaded, opts, lo),
+            None => run(&loaded, opts),
         };
         match result {
             Ok(r) => {
@@ -345,13 +424,24 @@ fn main() -> ExitCode {
                     r.verdicts.len(),
                     started.elapsed().as_secs_f64()
                 );
+                for f in &r.findings {
+                    println!("    finding: {f}");
+                }
                 for n in r.notes.iter().skip(1) {
                     println!("    note: {n}");
                 }
                 for v in r.verdicts.iter().filter(|v| !v.passed) {
                     println!(
-                        "    FAILED {}: expected {}, observed {} ({})",
-                        v.expectation, v.expected, v.observed, v.location
+                        "    {} {}: expected {}, observed {} ({})",
+                        if v.exercised {
+                            "FAILED"
+                        } else {
+                            "NOT EXERCISED"
+                        },
+                        v.expectation,
+                        v.expected,
+                        v.observed,
+                        v.location
                     );
                 }
                 println!(
@@ -370,6 +460,80 @@ fn main() -> ExitCode {
         }
     }
     if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `mtasim validate`'s arguments.
+struct ValidateArgs {
+    config: PathBuf,
+    scenarios: Vec<PathBuf>,
+    suite: PathBuf,
+    roles: RoleArgs,
+    volume: f64,
+    seed: Option<u64>,
+    report: PathBuf,
+    junit: Option<PathBuf>,
+}
+
+/// `mtasim validate`: the suite against one config.
+fn validate(a: ValidateArgs) -> ExitCode {
+    if let Err(code) = check_volume(a.volume) {
+        return code;
+    }
+    let maps = match a.roles.resolve() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mtasim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !a.config.is_file() {
+        eprintln!("mtasim: {}: no such config file", a.config.display());
+        return ExitCode::from(2);
+    }
+    let files = if a.scenarios.is_empty() {
+        match simulator::scenario::scenario_files(&a.suite) {
+            Ok(f) if !f.is_empty() => f,
+            Ok(_) => {
+                eprintln!("mtasim: {}: no scenario files (*.toml)", a.suite.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("mtasim: {}: {e}", a.suite.display());
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        a.scenarios
+    };
+    let opts = RunOptions {
+        seed: a.seed,
+        volume: a.volume,
+        config: Some(a.config.clone()),
+        report_dir: a.report,
+        maps,
+        ..RunOptions::default()
+    };
+    let rows = simulator::validate::validate(&files, &opts);
+    print!("{}", simulator::validate::render_text(&a.config, &rows));
+    if let Some(path) = &a.junit {
+        let xml = match simulator::validate::junit(&a.config, &rows) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("mtasim: JUnit XML: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = std::fs::write(path, xml) {
+            eprintln!("mtasim: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        println!("JUnit XML: {}", path.display());
+    }
+    if rows.iter().all(|r| r.passed()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,0 +1,250 @@
+//! What a run found, in the order an operator should read it: mail the MTA refused at injection,
+//! a reason most mail bounced for (with the config's part in it, e.g. a sender domain it does not
+//! sign for), and why a backoff expectation failed (no pattern rule matches the provider's reply,
+//! a rule that defers instead, a `backoff-to-normal-after` that holds the queue too long).
+
+use crate::expect::{queue_matches, Observed};
+use crate::inject::StreamStats;
+use crate::report::Verdict;
+use crate::scenario::{Expectation, IncidentKind, Loaded};
+use mta::config::effective::Origin;
+use mta::config::model::PatternAction;
+use mta::config::Config;
+
+/// A failing verdict per stream the MTA refused mail of (streams it took in full add none).
+pub fn injection_verdicts(streams: &[StreamStats]) -> Vec<Verdict> {
+    streams
+        .iter()
+        .filter(|s| s.refused > 0 || (s.accepted == 0 && s.planned > 0))
+        .map(|s| Verdict {
+            expectation: format!("traffic `{}` taken by the MTA", s.name),
+            passed: false,
+            exercised: true,
+            expected: format!("{} messages accepted", s.planned),
+            observed: match s.top_reply() {
+                Some((r, n)) => format!("{} of {} refused; {n} with: {r}", s.refused, s.planned),
+                None => format!(
+                    "none accepted: {}",
+                    s.errors.first().map_or("no connection", |e| e.as_str())
+                ),
+            },
+            location: "injection".into(),
+        })
+        .collect()
+}
+
+/// The findings of a run, most important first.
+pub fn findings(
+    l: &Loaded,
+    cfg: &Config,
+    o: &Observed,
+    streams: &[StreamStats],
+    verdicts: &[Verdict],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in streams {
+        if let Some((r, n)) = s.top_reply() {
+            out.push(format!(
+                "traffic `{}`: {} of {} messages refused by the MTA at injection ({n}: {r})",
+                s.name, s.refused, s.planned
+            ));
+        } else if s.accepted == 0 && s.planned > 0 {
+            out.push(format!(
+                "traffic `{}`: no message reached the MTA ({})",
+                s.name,
+                s.errors.first().map_or("no connection", |e| e.as_str())
+            ));
+        }
+    }
+    let accepted = o.tally.totals.accepted;
+    if accepted == 0 && out.is_empty() {
+        out.push("the MTA accepted no message".into());
+    }
+    out.extend(bounce_findings(l, cfg, o, accepted));
+    for (e, v) in l.scenario.expectations.iter().zip(verdicts) {
+        if let (
+            Expectation::Backoff {
+                queue, incident, ..
+            },
+            false,
+            true,
+        ) = (e, v.passed, v.exercised)
+        {
+            if let Some(f) = backoff_finding(l, cfg, o, queue, *incident, &v.observed) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Bounce reasons covering at least a tenth of the accepted mail (the largest first, at most
+/// three), and what in the config explains an authentication failure.
+fn bounce_findings(l: &Loaded, cfg: &Config, o: &Observed, accepted: u64) -> Vec<String> {
+    let mut reasons: Vec<(&(String, String, String), &u64)> =
+        o.tally.bounce_reasons.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut out = Vec::new();
+    let mut auth = false;
+    for ((provider, cat, reply), n) in reasons.into_iter().take(3) {
+        if accepted == 0 || n * 10 < accepted {
+            break;
+        }
+        let most = if n * 2 > accepted { "most mail: " } else { "" };
+        out.push(format!(
+            "{most}{n} of {accepted} accepted recipients bounced at {provider} ({cat}): {reply}"
+        ));
+        auth |= is_auth_failure(reply);
+    }
+    if auth {
+        out.extend(auth_findings(l, cfg));
+    }
+    out
+}
+
+/// Replies of providers refusing unauthenticated mail (SPF/DKIM/DMARC).
+fn is_auth_failure(reply: &str) -> bool {
+    let r = reply.to_ascii_lowercase();
+    ["5.7.26", "5.7.9 ", "5.7.515", "5.7.27", "4.7.30", "4.7.27"]
+        .iter()
+        .any(|c| r.contains(c))
+        || r.contains("unauthenticated")
+        || r.contains("dmarc")
+}
+
+/// For each sender domain of the traffic: the config signs for it nowhere, or not on some of the
+/// vMTAs its stream goes out from.
+fn auth_findings(l: &Loaded, cfg: &Config) -> Vec<String> {
+    let (signs, any) = crate::bind::signing_domains(cfg);
+    let file = cfg.path.display();
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &l.scenario.traffic {
+        let d = t.sender_domain();
+        if !seen.insert((d.clone(), t.vmta.clone())) {
+            continue;
+        }
+        if !any && !signs.contains(&d) {
+            let has = if signs.is_empty() {
+                "no domain (no domain-key)".to_string()
+            } else {
+                signs.iter().cloned().collect::<Vec<_>>().join(", ") + " only"
+            };
+            out.push(format!(
+                "mail not authenticated for {d}: {file} signs for {has}, and the world publishes SPF and DKIM for the domains it signs for"
+            ));
+            continue;
+        }
+        let vmtas: Vec<String> = match t.vmta.as_deref() {
+            Some(p) if cfg.pools.contains_key(p) => cfg.pools[p]
+                .members
+                .iter()
+                .map(|(m, _)| m.clone())
+                .collect(),
+            Some(v) => vec![v.to_string()],
+            None => Vec::new(),
+        };
+        let keyed = |v: &str| {
+            let fits = |k: &mta::config::model::DomainKey| {
+                k.domain == "*" || k.domain.eq_ignore_ascii_case(&d)
+            };
+            cfg.domain_keys.iter().any(fits)
+                || cfg
+                    .vmtas
+                    .get(v)
+                    .is_some_and(|x| x.domain_keys.iter().any(fits))
+                || t.vmta
+                    .as_deref()
+                    .and_then(|p| cfg.pools.get(p))
+                    .is_some_and(|p| p.domain_keys.iter().any(fits))
+        };
+        let bare: Vec<&String> = vmtas.iter().filter(|v| !keyed(v)).collect();
+        if !bare.is_empty() {
+            out.push(format!(
+                "vMTA {} of `{}` has no DKIM key for {d} in {file}: its mail goes out unsigned",
+                bare.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.vmta.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+fn origin(o: &Origin) -> String {
+    match o {
+        Origin::Config { at, block } => format!("{at}, {block}"),
+        other => other.to_string(),
+    }
+}
+
+/// Why queues `queue` did not back off (or not back in time) for incident `index`.
+fn backoff_finding(
+    l: &Loaded,
+    cfg: &Config,
+    o: &Observed,
+    queue: &str,
+    index: usize,
+    observed: &str,
+) -> Option<String> {
+    let inc = l.scenario.incidents.get(index)?;
+    let IncidentKind::Reply { reply, .. } = &inc.kind else {
+        return None;
+    };
+    let reply = reply.replace("{ip}", "192.0.2.1");
+    let domain = queue.split('/').next().unwrap_or(queue);
+    // The vMTA of a queue that saw the incident, else the pattern's, else none.
+    let vmta = o
+        .modes
+        .keys()
+        .find(|q| queue_matches(queue, q))
+        .and_then(|q| q.split_once('/').map(|(_, v)| v.to_string()))
+        .or_else(|| queue.split_once('/').map(|(_, v)| v.to_string()))
+        .filter(|v| v != "*" && !v.starts_with('{'));
+    let eff = cfg.domain_settings(domain, vmta.as_deref());
+    let file = cfg.path.display();
+    let short: String = reply.chars().take(60).collect();
+    let Some(list_name) = eff.text("smtp-pattern-list") else {
+        return Some(format!(
+            "{domain} backoff: no smtp-pattern-list applies to {domain} in {file}, so `{short}` cannot put its queues into backoff"
+        ));
+    };
+    let list = cfg.smtp_pattern_lists.get(list_name)?;
+    let Some(rule) = mta::shaping::match_reply(list, &reply) else {
+        return Some(format!(
+            "{domain} backoff never entered: no rule of smtp-pattern-list `{list_name}` ({}) matches `{short}`",
+            list.span
+        ));
+    };
+    if !rule.actions.contains(&PatternAction::ModeBackoff) {
+        return Some(format!(
+            "{domain} backoff never entered: the first rule of `{list_name}` matching `{short}` ({}) does not say mode=backoff",
+            rule.span
+        ));
+    }
+    if observed.starts_with("never") {
+        return None;
+    }
+    // Entered, but back too late: what decides the return.
+    let rule_after = rule.actions.iter().find_map(|a| match a {
+        PatternAction::BackoffToNormalAfter(d) => Some(*d),
+        _ => None,
+    });
+    let setting = eff.0.get("backoff-to-normal-after");
+    let (after, from) = match (rule_after, setting) {
+        (Some(d), _) => (
+            mta::config::values::format_interval(d),
+            format!("rule at {}", rule.span),
+        ),
+        (None, Some(s)) => (
+            s.value.as_ref().map_or("-".into(), |v| v.to_string()),
+            origin(&s.origin),
+        ),
+        (None, None) => return None,
+    };
+    Some(format!(
+        "{domain} stayed in backoff too long ({observed}): backoff-to-normal-after {after} ({from}) holds it there after the provider recovers"
+    ))
+}
