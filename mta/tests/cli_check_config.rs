@@ -309,3 +309,79 @@ fn dash_reads_the_config_from_stdin_with_includes_from_the_current_directory() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("<stdin>: valid"), "{out}");
 }
+
+const VMTA: &str =
+    "<virtual-mta v1>\n    smtp-source-host 192.0.2.1 v1.example.com\n</virtual-mta>\n";
+
+/// Errors (code, line) of `mta check-config --format json -` on `text`, and the JSON.
+fn errors_of(text: &str) -> (Vec<(String, u64)>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (_, out, _) = mta_in(dir.path(), &["check-config", "--format", "json", "-"], text);
+    let v = json(&out);
+    let errs = v["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["severity"] == "error")
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or_default().to_string(),
+                d["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (errs, v)
+}
+
+#[test]
+fn listeners_and_named_sources_must_meet() {
+    // A listener naming a missing source, and a named source nothing reaches: both errors, each
+    // with the fix in its hint.
+    let text = format!("smtp-listener 0/0:587 source=injecter\n{VMTA}<source injector>\n    default-virtual-mta v1\n</source>\n");
+    let (errs, v) = errors_of(&text);
+    assert_eq!(
+        errs,
+        vec![
+            ("undefined-source".to_string(), 1),
+            ("unreached-source".to_string(), 5)
+        ],
+        "{v}"
+    );
+    let hints: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["hint"].as_str())
+        .collect();
+    assert!(
+        hints.iter().any(|h| h.contains("did you mean `injector`?")),
+        "{v}"
+    );
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("a listener names `injecter`")),
+        "{v}"
+    );
+
+    // Nothing names it at all: the hint says how to reach it.
+    let (errs, v) = errors_of(&format!("{VMTA}<source injector>\n</source>\n"));
+    assert_eq!(errs, vec![("unreached-source".to_string(), 4)], "{v}");
+    assert!(
+        v.to_string()
+            .contains("smtp-listener 0/0:587 source=injector"),
+        "{v}"
+    );
+
+    // PowerMTA's braces are the same source, either way round; {auth} needs no listener; an
+    // smtp-user also reaches a named source.
+    for text in [
+        format!("smtp-listener 0/0:587 source=injector\n{VMTA}<source {{injector}}>\n    default-virtual-mta v1\n</source>\n"),
+        format!("smtp-listener 0/0:587 source={{injector}}\n{VMTA}<source injector>\n    default-virtual-mta v1\n</source>\n"),
+        format!("{VMTA}<source {{auth}}>\n    always-allow-relaying yes\n</source>\n"),
+        format!("{VMTA}<smtp-user u>\n    password p\n    source injector\n</smtp-user>\n<source injector>\n</source>\n"),
+    ] {
+        let (errs, v) = errors_of(&text);
+        assert!(errs.is_empty(), "{text}: {v}");
+    }
+}

@@ -132,21 +132,6 @@ fn check_references(cfg: &Config, diags: &mut Diagnostics) {
             }
         }
     }
-    let named: BTreeSet<&str> = cfg
-        .sources
-        .iter()
-        .filter_map(|s| match &s.selector {
-            SourceSelector::Named(n) => Some(n.as_str()),
-            SourceSelector::Net(_) => None,
-        })
-        .collect();
-    for l in &cfg.listeners {
-        if let Some(src) = &l.source {
-            if !named.contains(src.as_str()) {
-                diags.warn(Code::UndefinedSource, &l.span, format!("listener source `{src}` has no <source {src}> block: only address-matched <source> settings apply"));
-            }
-        }
-    }
     let mut listen_at = BTreeMap::new();
     for l in &cfg.listeners {
         if let Some(prev) = listen_at.insert(l.addr, l.span.clone()) {
@@ -157,18 +142,72 @@ fn check_references(cfg: &Config, diags: &mut Diagnostics) {
             );
         }
     }
+    check_sources(cfg, diags);
+}
+
+/// Named sources and what names them: a listener's `source=NAME` or an smtp-user's `source NAME`
+/// must have its `<source NAME>` (else the mail silently loses that block's settings, such as
+/// `default-virtual-mta`), and a named `<source>` that nothing reaches is a mistake too.
+fn check_sources(cfg: &Config, diags: &mut Diagnostics) {
+    use super::model::{same_source_name, BUILTIN_SOURCES};
+    let named: Vec<(&str, &Span)> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match &s.selector {
+            SourceSelector::Named(n) => Some((n.as_str(), &s.span)),
+            SourceSelector::Net(_) => None,
+        })
+        .collect();
+    let exists = |n: &str| named.iter().any(|(m, _)| same_source_name(m, n));
+    let mut refs: Vec<(&str, &Span, String)> = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let src = l.source.as_deref()?;
+            Some((src, &l.span, format!("listener {}", l.addr)))
+        })
+        .collect();
     for u in cfg.smtp_users.values() {
         if let Some(st) = u.settings.get("source") {
             if let Value::Text(name) = &st.value {
-                if !named.contains(name.as_str()) {
-                    diags.warn(
-                        Code::UndefinedSource,
-                        &st.span,
-                        format!("smtp-user source `{name}` has no <source {name}> block"),
-                    );
-                }
+                refs.push((name, &st.span, format!("smtp-user `{}`", u.name)));
             }
         }
+    }
+    for (src, span, who) in &refs {
+        if exists(src) {
+            continue;
+        }
+        let mut d = Diagnostic::error(
+            Code::UndefinedSource,
+            Some((*span).clone()),
+            format!("{who} names source `{src}`, but no <source {src}> exists: its mail gets only the address-matched <source> settings (no default-virtual-mta from a named block)"),
+        );
+        let names = named.iter().map(|(n, _)| *n);
+        d = match super::registry::closest(src, names) {
+            Some(c) => d.with_hint(format!("did you mean `{c}`? (the <source {c}> block)")),
+            None => d.with_hint(format!("add a `<source {src}>` block (`<source {{{src}}}>` is the same source), or drop `source={src}`")),
+        };
+        diags.push(d);
+    }
+    for (n, span) in &named {
+        if BUILTIN_SOURCES.iter().any(|b| same_source_name(b, n))
+            || refs.iter().any(|(r, _, _)| same_source_name(r, n))
+        {
+            continue;
+        }
+        let bare = n.trim_start_matches('{').trim_end_matches('}');
+        let mut d = Diagnostic::error(
+            Code::UnreachedSource,
+            Some((*span).clone()),
+            format!("<source {n}> is a named source that no smtp-listener (source={bare}) or smtp-user reaches: its settings never apply"),
+        );
+        let dangling = refs.iter().map(|(r, _, _)| *r).filter(|r| !exists(r));
+        d = match super::registry::closest(bare, dangling) {
+            Some(c) => d.with_hint(format!("a listener names `{c}`: did you mean <source {c}>?")),
+            None => d.with_hint(format!("add `source={bare}` to the smtp-listener its mail arrives on (e.g. `smtp-listener 0/0:587 source={bare}`), or give the block an address (`<source 10.0.0.0/8>`)")),
+        };
+        diags.push(d);
     }
 }
 

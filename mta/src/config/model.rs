@@ -236,6 +236,20 @@ pub enum SourceSelector {
     Named(String),
 }
 
+/// Named sources PowerMTA itself applies: after SMTP AUTH and to the pickup directory.
+pub const BUILTIN_SOURCES: &[&str] = &["{auth}", "{pickup}"];
+
+/// True if two source names name the same `<source>`: braces are optional, so a listener's
+/// `source=injector` reaches `<source {injector}>` as well as `<source injector>`.
+pub fn same_source_name(a: &str, b: &str) -> bool {
+    fn bare(n: &str) -> &str {
+        n.strip_prefix('{')
+            .and_then(|n| n.strip_suffix('}'))
+            .unwrap_or(n)
+    }
+    bare(a).eq_ignore_ascii_case(bare(b))
+}
+
 impl From<SourceSelector> for String {
     fn from(s: SourceSelector) -> String {
         match s {
