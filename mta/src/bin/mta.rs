@@ -685,20 +685,54 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn run(config: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+/// The config's `log-file`, opened for appending (created if missing); `None` without one or when
+/// the config does not parse (`mta run` reports that itself).
+fn open_log_file(config: &std::path::Path) -> Result<Option<std::fs::File>, String> {
+    let loaded = config::load_with(config, &config::syntax::DiskFiles, false);
+    let Some((path, span)) = config::host::log_file(&loaded.config) else {
+        return Ok(None);
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Some)
+        .map_err(|e| format!("{span}: log-file `{}`: {e}", path.display()))
+}
+
+/// Logs go to stderr and, with `log-file`, to that file too (without colours).
+fn init_logging(file: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_file = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(to_file)
         .init();
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
     if !config.is_file() {
+        init_logging(None);
         eprintln!(
             "mta: cannot read config file `{}`: not found or not a file",
             config.display()
         );
         return ExitCode::from(2);
+    }
+    match open_log_file(config) {
+        Ok(f) => init_logging(f),
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(1);
+        }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
