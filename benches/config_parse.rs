@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
                 "gen.conf",
                 black_box(&text),
                 &mta::config::syntax::DiskFiles,
+                &mta::config::HostPaths::local(),
                 &mut d,
             );
             mta::config::model::build(std::path::Path::new("gen.conf"), &items, &mut d)

@@ -120,7 +120,7 @@ proptest! {
             fn read(&self, _: &Path) -> std::io::Result<Vec<u8>> { Ok(self.0.clone()) }
             fn glob(&self, _: &Path) -> Vec<std::path::PathBuf> { Vec::new() }
         }
-        let items = syntax::parse_file(Path::new("b.conf"), &One(bytes), &mut diags);
+        let items = syntax::parse_file(Path::new("b.conf"), &One(bytes), &config::HostPaths::local(), &mut diags);
         let _ = config::model::build(Path::new("b.conf"), &items, &mut diags);
     }
 

@@ -200,8 +200,11 @@ async fn every_endpoint_enforces_http_access() {
             let need = *need;
             let (code, body) = http(src, method, s.mgmt, path).await;
             if level >= need {
+                // Actions on queues or source IPs that do not exist are a 404 that says so.
+                let nothing = body.contains("no queue matches none.test/*")
+                    || body.contains("no source IP matches 127.0.0.99");
                 assert!(
-                    code == 200 || (code == 404 && path.contains("queueDetail")),
+                    code == 200 || (code == 404 && (path.contains("queueDetail") || nothing)),
                     "{src} (level {level}) {method} {path}: {code} {body}"
                 );
             } else {
@@ -363,6 +366,48 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
         &format!("http://{}", s.mgmt),
     ]);
     assert_eq!((code, out.trim()), (0, "1 queue(s) paused."), "{err}");
+    // Commands that match nothing fail and say what exists.
+    let url = format!("http://{}", s.mgmt);
+    for args in [
+        &["pause", "queue", "nosuch.com/v9"][..],
+        &["resume", "queue", "nosuch.com/*"],
+        &["set", "queue", "--mode=normal", "dest.test/v9"],
+        &["schedule", "*/v9"],
+        &["delete", "--queue=nosuch.com/v1"],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--mgmt", &url]);
+        let (code, out, err) = cli(&a);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("no queue matches ")
+                && err.contains("(queues: ")
+                && err.contains("dest.test/v1"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = cli(&["delete", "--job=no-such-job", "--mgmt", &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no waiting recipient has job no-such-job"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["disable", "source", "192.0.2.254", "--mgmt", &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no source IP matches 192.0.2.254 (source IPs: "),
+        "{err}"
+    );
+    let (code, out, err) = cli(&[
+        "pause",
+        "queue",
+        "nosuch.com/v9",
+        "--mgmt",
+        &url,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
     tokio::time::sleep(Duration::from_millis(300)).await; // a connection in flight finishes
     s.sink.defer.store(false, Ordering::SeqCst);
     json(op, "POST", s.mgmt, "/api/v1/queues/schedule?queue=*/*").await;

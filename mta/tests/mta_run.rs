@@ -451,3 +451,60 @@ async fn auth_failures_lock_out_the_address_across_sessions() {
     );
     assert_eq!(stop(mta), Some(0));
 }
+
+/// `log-file` gets the same log lines as stderr, appended (created if missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_receives_the_log() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let listen: SocketAddr = format!("127.0.0.30:{}", free_port("127.0.0.30"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sink: SocketAddr = "127.0.0.33:9".parse().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = write_config(dir.path(), listen, sink);
+    let log = dir.path().join("mta.log");
+    std::fs::write(&log, "earlier line\n").unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    std::fs::write(&cfg, format!("log-file {}\n{text}", log.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let child = Mta(Some(
+        Command::new(env!("CARGO_BIN_EXE_mta"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}")),
+    ));
+    wait_listening(listen).await;
+    assert_eq!(stop(child), Some(0));
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        got.starts_with("earlier line\n"),
+        "appended, not truncated: {got}"
+    );
+    let listening = format!("listening addr={listen}");
+    assert!(got.contains(&listening), "{got}");
+    assert!(got.contains("shutting down"), "{got}");
+    assert!(!got.contains('\x1b'), "no colour codes in the file: {got}");
+    // A missing directory makes `mta run` refuse to start, naming the line.
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        format!(
+            "log-file {}/no/such/dir/mta.log\n{text}",
+            dir.path().display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.conf:1:1: log-file") && err.contains("no/such/dir/mta.log"),
+        "{err}"
+    );
+}

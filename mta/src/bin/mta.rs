@@ -1,7 +1,7 @@
 //! `mta`: the reference MTA's command line.
 
 use clap::{Args, Parser, Subcommand};
-use mta::config::{self, render::Format};
+use mta::config::{self, render::CheckFormat, render::Format};
 use mta::mgmt::cli::enc;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -580,11 +580,19 @@ enum TestWhat {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The config file.
+    /// The config file; `-` reads it from standard input (includes relative to the current directory).
     file: PathBuf,
-    /// Output format.
+    /// Output format (`github`: GitHub Actions annotations, one per diagnostic).
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    format: CheckFormat,
+    /// Checks of this machine's files (paths, programs, key and certificate files) that fail become
+    /// `host-check-deferred` warnings: they will be made on the production host.
+    #[arg(long)]
+    no_host_checks: bool,
+    /// Look for absolute paths (includes, keys, spool, accounting and log files, programs) under DIR,
+    /// e.g. a checkout of the production machine's files.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -648,14 +656,27 @@ enum ShowWhat {
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
-    if !args.file.is_file() {
+    if let Some(r) = args.root.as_ref().filter(|r| !r.is_dir()) {
+        eprintln!("mta: --root `{}` is not a directory", r.display());
+        return ExitCode::from(2);
+    }
+    let host = config::HostPaths::new(args.root.clone(), args.no_host_checks);
+    let loaded = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            eprintln!("mta: cannot read the config from standard input: {e}");
+            return ExitCode::from(2);
+        }
+        config::check_text("<stdin>", &text, &host)
+    } else if !args.file.is_file() {
         eprintln!(
             "mta: cannot read config file `{}`: not found or not a file",
             args.file.display()
         );
         return ExitCode::from(2);
-    }
-    let loaded = config::load(&args.file);
+    } else {
+        config::check_file(&args.file, &host)
+    };
     print!("{}", config::render::check_report(&loaded, args.format));
     if loaded.is_valid() {
         ExitCode::SUCCESS
@@ -664,20 +685,54 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn run(config: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+/// The config's `log-file`, opened for appending (created if missing); `None` without one or when
+/// the config does not parse (`mta run` reports that itself).
+fn open_log_file(config: &std::path::Path) -> Result<Option<std::fs::File>, String> {
+    let loaded = config::load_with(config, &config::syntax::DiskFiles, false);
+    let Some((path, span)) = config::host::log_file(&loaded.config) else {
+        return Ok(None);
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Some)
+        .map_err(|e| format!("{span}: log-file `{}`: {e}", path.display()))
+}
+
+/// Logs go to stderr and, with `log-file`, to that file too (without colours).
+fn init_logging(file: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_file = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(to_file)
         .init();
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
     if !config.is_file() {
+        init_logging(None);
         eprintln!(
             "mta: cannot read config file `{}`: not found or not a file",
             config.display()
         );
         return ExitCode::from(2);
+    }
+    match open_log_file(config) {
+        Ok(f) => init_logging(f),
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(1);
+        }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

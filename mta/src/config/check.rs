@@ -1,20 +1,18 @@
 //! Semantic checks beyond syntax (`mta check-config`): cross-references, settings that cannot work,
 //! unsafe access, key files and paths, and throttles far above what mailbox providers tolerate.
 
-use super::diag::{Diagnostic, Diagnostics, Span};
+use super::diag::{Code, Diagnostic, Diagnostics, Span};
 use super::effective::Origin;
-use super::model::{
-    AccessLevel, AcctTarget, Config, DomainBlock, DomainKey, DomainPattern, SourceSelector,
-};
+use super::model::{AccessLevel, Config, DomainBlock, DomainPattern, SourceSelector};
 use super::values::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// All checks, including those that read the file system (key files, spool and accounting paths).
-pub fn run(cfg: &Config, diags: &mut Diagnostics) {
+/// All checks, including those that look at this machine's files (key files, spool, accounting
+/// and log paths), through `host`.
+pub fn run(cfg: &Config, host: &super::host::HostPaths, diags: &mut Diagnostics) {
     run_static(cfg, diags);
-    check_paths(cfg, diags);
-    check_keys(cfg, diags);
+    super::host::run(cfg, host, diags);
 }
 
 /// The checks that need only the model.
@@ -30,7 +28,7 @@ pub fn run_static(cfg: &Config, diags: &mut Diagnostics) {
 fn check_vmtas_and_pools(cfg: &Config, diags: &mut Diagnostics) {
     for v in cfg.vmtas.values() {
         if v.source_hosts.is_empty() {
-            diags.warn(
+            diags.warn(Code::NoSourceHost,
                 &v.span,
                 format!("virtual-mta `{}` has no smtp-source-host: it sends from the machine's default address with the global host-name", v.name),
             );
@@ -39,6 +37,7 @@ fn check_vmtas_and_pools(cfg: &Config, diags: &mut Diagnostics) {
     for p in cfg.pools.values() {
         if p.members.is_empty() {
             diags.error(
+                Code::EmptyPool,
                 &p.span,
                 format!("virtual-mta-pool `{}` has no virtual-mta", p.name),
             );
@@ -47,12 +46,14 @@ fn check_vmtas_and_pools(cfg: &Config, diags: &mut Diagnostics) {
         for (m, span) in &p.members {
             if !seen.insert(m) {
                 diags.warn(
+                    Code::Duplicate,
                     span,
                     format!("virtual-mta `{m}` is listed twice in pool `{}`", p.name),
                 );
             }
             if !cfg.vmtas.contains_key(m) {
                 let mut d = Diagnostic::error(
+                    Code::UndefinedVmta,
                     Some(span.clone()),
                     format!(
                         "pool `{}` names virtual-mta `{m}`, which is not defined",
@@ -76,7 +77,7 @@ fn check_vmtas_and_pools(cfg: &Config, diags: &mut Diagnostics) {
             .collect();
         if with_domains.len() > 1 {
             let span = cfg.pools.get(with_domains[1]).map(|p| p.span.clone());
-            diags.push(Diagnostic::error(
+            diags.push(Diagnostic::error(Code::AmbiguousDomainSettings,
                 span,
                 format!("virtual-mta `{v}` is in pools `{}`, which all hold <domain> blocks: its domain settings would be ambiguous", with_domains.join("`, `")),
             ));
@@ -90,6 +91,7 @@ fn vmta_or_pool_exists(cfg: &Config, name: &str) -> bool {
 
 fn missing_target(cfg: &Config, span: &Span, what: &str, name: &str) -> Diagnostic {
     let mut d = Diagnostic::error(
+        Code::UndefinedVmta,
         Some(span.clone()),
         format!("{what} `{name}` is not a defined virtual-mta or virtual-mta-pool"),
     );
@@ -112,7 +114,11 @@ fn check_references(cfg: &Config, diags: &mut Diagnostics) {
         if let Some(st) = s.settings.get("pattern-list") {
             if let Value::Text(name) = &st.value {
                 if !cfg.pattern_lists.contains_key(name) {
-                    diags.error(&st.span, format!("pattern-list `{name}` is not defined"));
+                    diags.error(
+                        Code::UndefinedPatternList,
+                        &st.span,
+                        format!("pattern-list `{name}` is not defined"),
+                    );
                 }
             }
         }
@@ -126,41 +132,82 @@ fn check_references(cfg: &Config, diags: &mut Diagnostics) {
             }
         }
     }
-    let named: BTreeSet<&str> = cfg
-        .sources
-        .iter()
-        .filter_map(|s| match &s.selector {
-            SourceSelector::Named(n) => Some(n.as_str()),
-            SourceSelector::Net(_) => None,
-        })
-        .collect();
-    for l in &cfg.listeners {
-        if let Some(src) = &l.source {
-            if !named.contains(src.as_str()) {
-                diags.warn(&l.span, format!("listener source `{src}` has no <source {src}> block: only address-matched <source> settings apply"));
-            }
-        }
-    }
     let mut listen_at = BTreeMap::new();
     for l in &cfg.listeners {
         if let Some(prev) = listen_at.insert(l.addr, l.span.clone()) {
             diags.error(
+                Code::Duplicate,
                 &l.span,
                 format!("a listener on {} is already declared at {prev}", l.addr),
             );
         }
     }
+    check_sources(cfg, diags);
+}
+
+/// Named sources and what names them: a listener's `source=NAME` or an smtp-user's `source NAME`
+/// must have its `<source NAME>` (else the mail silently loses that block's settings, such as
+/// `default-virtual-mta`), and a named `<source>` that nothing reaches is a mistake too.
+fn check_sources(cfg: &Config, diags: &mut Diagnostics) {
+    use super::model::{same_source_name, BUILTIN_SOURCES};
+    let named: Vec<(&str, &Span)> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match &s.selector {
+            SourceSelector::Named(n) => Some((n.as_str(), &s.span)),
+            SourceSelector::Net(_) => None,
+        })
+        .collect();
+    let exists = |n: &str| named.iter().any(|(m, _)| same_source_name(m, n));
+    let mut refs: Vec<(&str, &Span, String)> = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let src = l.source.as_deref()?;
+            Some((src, &l.span, format!("listener {}", l.addr)))
+        })
+        .collect();
     for u in cfg.smtp_users.values() {
         if let Some(st) = u.settings.get("source") {
             if let Value::Text(name) = &st.value {
-                if !named.contains(name.as_str()) {
-                    diags.warn(
-                        &st.span,
-                        format!("smtp-user source `{name}` has no <source {name}> block"),
-                    );
-                }
+                refs.push((name, &st.span, format!("smtp-user `{}`", u.name)));
             }
         }
+    }
+    for (src, span, who) in &refs {
+        if exists(src) {
+            continue;
+        }
+        let mut d = Diagnostic::error(
+            Code::UndefinedSource,
+            Some((*span).clone()),
+            format!("{who} names source `{src}`, but no <source {src}> exists: its mail gets only the address-matched <source> settings (no default-virtual-mta from a named block)"),
+        );
+        let names = named.iter().map(|(n, _)| *n);
+        d = match super::registry::closest(src, names) {
+            Some(c) => d.with_hint(format!("did you mean `{c}`? (the <source {c}> block)")),
+            None => d.with_hint(format!("add a `<source {src}>` block (`<source {{{src}}}>` is the same source), or drop `source={src}`")),
+        };
+        diags.push(d);
+    }
+    for (n, span) in &named {
+        if BUILTIN_SOURCES.iter().any(|b| same_source_name(b, n))
+            || refs.iter().any(|(r, _, _)| same_source_name(r, n))
+        {
+            continue;
+        }
+        let bare = n.trim_start_matches('{').trim_end_matches('}');
+        let mut d = Diagnostic::error(
+            Code::UnreachedSource,
+            Some((*span).clone()),
+            format!("<source {n}> is a named source that no smtp-listener (source={bare}) or smtp-user reaches: its settings never apply"),
+        );
+        let dangling = refs.iter().map(|(r, _, _)| *r).filter(|r| !exists(r));
+        d = match super::registry::closest(bare, dangling) {
+            Some(c) => d.with_hint(format!("a listener names `{c}`: did you mean <source {c}>?")),
+            None => d.with_hint(format!("add `source={bare}` to the smtp-listener its mail arrives on (e.g. `smtp-listener 0/0:587 source={bare}`), or give the block an address (`<source 10.0.0.0/8>`)")),
+        };
+        diags.push(d);
     }
 }
 
@@ -193,13 +240,14 @@ fn check_domain_blocks(cfg: &Config, diags: &mut Diagnostics) {
     for (b, vmta) in all_domain_blocks(cfg) {
         if let Some(s) = b.settings.get("max-smtp-out") {
             if s.value == Value::Int(0) {
-                diags.error(&s.span, format!("max-smtp-out 0 for <domain {}>: no connection may ever open, so its mail can only expire", b.pattern));
+                diags.error(Code::StopsDelivery, &s.span, format!("max-smtp-out 0 for <domain {}>: no connection may ever open, so its mail can only expire", b.pattern));
             }
         }
         if let Some(s) = b.settings.get("smtp-pattern-list") {
             if let Value::Text(name) = &s.value {
                 if !cfg.smtp_pattern_lists.contains_key(name) {
                     let mut d = Diagnostic::error(
+                        Code::UndefinedPatternList,
                         Some(s.span.clone()),
                         format!("smtp-pattern-list `{name}` is not defined"),
                     );
@@ -236,7 +284,7 @@ fn check_domain_blocks(cfg: &Config, diags: &mut Diagnostics) {
                     .is_some_and(|l| l.can_enter_backoff())
             });
             if !can {
-                diags.warn(
+                diags.warn(Code::NoEffect,
                     &first.span,
                     format!("`{}` in <domain {}> has no effect: no smtp-pattern-list in force there has a `mode=backoff` rule, so the queue never enters backoff", first.name, b.pattern),
                 );
@@ -249,6 +297,7 @@ fn check_domain_blocks(cfg: &Config, diags: &mut Diagnostics) {
             ) {
                 if r.count == Some(0) {
                     diags.warn(
+                        Code::StopsDelivery,
                         &s.span,
                         format!(
                             "`{} 0` stops all delivery for <domain {}>",
@@ -264,7 +313,7 @@ fn check_domain_blocks(cfg: &Config, diags: &mut Diagnostics) {
 fn check_http(cfg: &Config, diags: &mut Diagnostics) {
     for a in &cfg.http_access {
         if a.net.prefix_len() == 0 && a.level >= AccessLevel::Operator {
-            diags.warn(
+            diags.warn(Code::OpenAccess,
                 &a.span,
                 format!("http-access {} {:?}: anyone who can reach the management port may change queues; restrict it to your admin network", a.net, a.level).to_lowercase(),
             );
@@ -393,7 +442,7 @@ fn check_throttles(cfg: &Config, diags: &mut Diagnostics) {
     for ((at, name), (shown, doms, ranges)) in found {
         let doms: Vec<&str> = doms.into_iter().collect();
         let ranges: Vec<String> = ranges.into_iter().collect();
-        diags.push(Diagnostic::warning(
+        diags.push(Diagnostic::warning(Code::ThrottleTooHigh,
             Some(at),
             format!("{name} {shown} applies to {}: far above what practitioners use there ({}; {SOURCE})", doms.join(", "), ranges.join("; ")),
         ));
@@ -403,6 +452,7 @@ fn check_throttles(cfg: &Config, diags: &mut Diagnostics) {
 fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
     if cfg.spools.is_empty() {
         diags.push(Diagnostic::warning(
+            Code::NoSpool,
             None,
             "no <spool> directory: `mta run` needs one (simulated runs keep the spool in memory)",
         ));
@@ -411,6 +461,7 @@ fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
         for ty in a.record_fields.keys() {
             if ty != "*" && !a.records.contains(ty) {
                 diags.warn(
+                    Code::NoEffect,
                     &a.span,
                     format!(
                         "record-fields for `{ty}` records, but `records` does not include `{ty}`"
@@ -425,112 +476,14 @@ fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
             other => other.to_string(),
         };
         if let Err(e) = crate::mgmt::parse_listen(&text) {
-            diags.error(&s.span, format!("http-mgmt-port: {e}"));
+            diags.error(Code::BadValue, &s.span, format!("http-mgmt-port: {e}"));
         }
     }
     if let Some(s) = cfg.global.get("suppress-after") {
         if let Err(e) = crate::suppress::Policy::parse(&s.value.to_string()) {
-            diags.error(&s.span, format!("suppress-after: {e}"));
+            diags.error(Code::BadValue, &s.span, format!("suppress-after: {e}"));
         }
     }
-}
-
-/// Checks that spool and accounting paths are usable and pipe programs exist.
-fn check_paths(cfg: &Config, diags: &mut Diagnostics) {
-    for s in &cfg.spools {
-        if let Err(e) = writable_dir(&s.path, true) {
-            diags.error(
-                &s.span,
-                format!("spool directory `{}` {e}", s.path.display()),
-            );
-        }
-    }
-    for a in &cfg.acct_files {
-        match &a.target {
-            AcctTarget::File(p) => {
-                if p.is_dir() {
-                    diags.error(
-                        &a.span,
-                        format!("accounting file `{}` is a directory", p.display()),
-                    );
-                } else if p.exists()
-                    && std::fs::metadata(p).is_ok_and(|m| m.permissions().readonly())
-                {
-                    diags.error(
-                        &a.span,
-                        format!("accounting file `{}` is read-only", p.display()),
-                    );
-                } else if let Err(e) = writable_dir(p.parent().unwrap_or(Path::new(".")), false) {
-                    diags.error(
-                        &a.span,
-                        format!("accounting file `{}`: its directory {e}", p.display()),
-                    );
-                }
-            }
-            AcctTarget::Pipe(cmd) => {
-                let prog = cmd.split_whitespace().next().unwrap_or("");
-                if !program_exists(prog) {
-                    diags.error(
-                        &a.span,
-                        format!("accounting pipe program `{prog}` was not found"),
-                    );
-                }
-            }
-        }
-        if let Some(st) = a.settings.get("move-to") {
-            if let Value::Text(dir) = &st.value {
-                if let Err(e) = writable_dir(Path::new(dir), true) {
-                    diags.error(&st.span, format!("move-to directory `{dir}` {e}"));
-                }
-            }
-        }
-    }
-    for l in &cfg.listeners {
-        if let Some(c) = &l.tls_certificate {
-            if !c.is_file() {
-                diags.error(
-                    &l.span,
-                    format!("listener TLS certificate `{}` does not exist", c.display()),
-                );
-            }
-        }
-    }
-}
-
-fn writable_dir(p: &Path, may_create: bool) -> Result<(), String> {
-    let p = if p.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        p
-    };
-    match std::fs::metadata(p) {
-        Ok(m) if !m.is_dir() => Err("is not a directory".into()),
-        Ok(m) if m.permissions().readonly() => Err("is not writable".into()),
-        Ok(_) => Ok(()),
-        Err(_) if may_create => match p.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() && parent.is_dir() => {
-                if std::fs::metadata(parent).is_ok_and(|m| m.permissions().readonly()) {
-                    Err("does not exist and cannot be created (its parent is read-only)".into())
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Err("does not exist and cannot be created (its parent is missing)".into()),
-        },
-        Err(_) => Err("does not exist".into()),
-    }
-}
-
-fn program_exists(prog: &str) -> bool {
-    if prog.is_empty() {
-        return false;
-    }
-    let p = Path::new(prog);
-    if p.components().count() > 1 {
-        return p.is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).is_file()))
 }
 
 /// What a DKIM private key file holds.
@@ -646,21 +599,4 @@ fn pkcs8_rsa_inner(pkcs8: &[u8]) -> Option<&[u8]> {
         return None;
     };
     Some(inner)
-}
-
-fn check_keys(cfg: &Config, diags: &mut Diagnostics) {
-    let all: Vec<&DomainKey> = cfg
-        .domain_keys
-        .iter()
-        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()))
-        .collect();
-    for k in all {
-        match inspect_key(&k.path) {
-            Ok(KeyInfo::Rsa(bits)) if bits < 1024 => diags.error(&k.span, format!("DKIM key `{}` is RSA-{bits}: keys under 1024 bits are refused by receivers (RFC 8301)", k.path.display())),
-            Ok(KeyInfo::Rsa(bits)) if bits < 2048 => diags.warn(&k.span, format!("DKIM key `{}` is RSA-{bits}: 2048 bits is the recommended size", k.path.display())),
-            Ok(_) => {}
-            Err(e) => diags.error(&k.span, format!("DKIM key file `{}` {e}", k.path.display())),
-        }
-    }
 }

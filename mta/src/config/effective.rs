@@ -299,7 +299,9 @@ impl Config {
             for s in self
                 .sources
                 .iter()
-                .filter(|s| s.selector == SourceSelector::Named(n.to_string()))
+                .filter(|s| {
+                    matches!(&s.selector, SourceSelector::Named(m) if super::model::same_source_name(m, n))
+                })
             {
                 eff.apply(&s.settings, &format!("<source {n}>"));
             }
@@ -579,6 +581,12 @@ mod tests {
             "a named source overrides the address match"
         );
         assert!(!s("192.0.2.1", None).bool("always-allow-relaying"));
+        // Braces are optional in a named source: `source=injector` reaches `<source {injector}>`.
+        let c = cfg("smtp-listener 0/0:587 source=injector\n<virtual-mta v>\nsmtp-source-host 192.0.2.9 v.example.com\n</virtual-mta>\n<source {injector}>\ndefault-virtual-mta v\n</source>\n");
+        for name in ["injector", "{injector}"] {
+            let eff = c.source_settings("192.0.2.1".parse().ok(), Some(name));
+            assert_eq!(eff.text("default-virtual-mta"), Some("v"), "{name}");
+        }
         // At top level it is every source's default, and a <source> block still overrides it.
         let c = cfg("always-allow-relaying yes\nhost-name mta.example.com\n<source 10.0.0.0/8>\nalways-allow-relaying no\n</source>\n");
         let s = |ip: &str| c.source_settings(ip.parse().ok(), None);

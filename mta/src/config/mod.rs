@@ -5,14 +5,16 @@
 pub mod check;
 pub mod diag;
 pub mod effective;
+pub mod host;
 pub mod model;
 pub mod registry;
 pub mod render;
 pub mod syntax;
 pub mod values;
 
-pub use diag::{Diagnostic, Severity, Span};
+pub use diag::{Code, Diagnostic, Severity, Span};
 pub use effective::{EffectiveSettings, Origin, QueueSettings};
+pub use host::HostPaths;
 pub use model::Config;
 
 use std::path::Path;
@@ -66,31 +68,64 @@ pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Reads, parses, models and checks the config at `path` (following includes).
+/// Reads, parses, models and checks the config at `path` (following includes) on this machine.
 pub fn load(path: &Path) -> Loaded {
-    load_with(path, &syntax::DiskFiles, true)
+    check_file(path, &HostPaths::local())
+}
+
+/// Like [`load`], with absolute paths and host checks as `host` says (`check-config --root`,
+/// `--no-host-checks`).
+pub fn check_file(path: &Path, host: &HostPaths) -> Loaded {
+    let mut diags = diag::Diagnostics::default();
+    let items = syntax::parse_file(path, &syntax::DiskFiles, host, &mut diags);
+    finish(Path::new(path), &items, Some(host), diags)
+}
+
+/// Checks config text held in memory (standard input), named `name` in diagnostics; includes
+/// resolve against the current directory. All checks run, the host ones through `host`.
+pub fn check_text(name: &str, text: &str, host: &HostPaths) -> Loaded {
+    let mut diags = diag::Diagnostics::default();
+    let items = syntax::parse_str(name, text, &syntax::DiskFiles, host, &mut diags);
+    finish(Path::new(name), &items, Some(host), diags)
 }
 
 /// Like [`load`] with a custom file source; `lint` runs the semantic checks (file access, keys ...).
 pub fn load_with(path: &Path, files: &dyn syntax::FileSource, lint: bool) -> Loaded {
     let mut diags = diag::Diagnostics::default();
-    let items = syntax::parse_file(path, files, &mut diags);
-    let config = model::build(path, &items, &mut diags);
-    if lint {
-        check::run(&config, &mut diags);
-    }
+    let host = HostPaths::local();
+    let items = syntax::parse_file(path, files, &host, &mut diags);
+    finish(path, &items, lint.then_some(&host), diags)
+}
+
+/// Parses config text held in memory (named `name` in diagnostics), without the file-system checks.
+pub fn load_str(name: &str, text: &str) -> Loaded {
+    let mut diags = diag::Diagnostics::default();
+    let items = syntax::parse_str(
+        name,
+        text,
+        &syntax::DiskFiles,
+        &HostPaths::local(),
+        &mut diags,
+    );
+    let config = model::build(Path::new(name), &items, &mut diags);
+    check::run_static(&config, &mut diags);
     Loaded {
         config,
         diagnostics: diags.into_sorted(),
     }
 }
 
-/// Parses config text held in memory (named `name` in diagnostics), without the file-system checks.
-pub fn load_str(name: &str, text: &str) -> Loaded {
-    let mut diags = diag::Diagnostics::default();
-    let items = syntax::parse_str(name, text, &syntax::DiskFiles, &mut diags);
-    let config = model::build(Path::new(name), &items, &mut diags);
-    check::run_static(&config, &mut diags);
+/// Builds the model and runs the checks: all of them with `host`, none without.
+fn finish(
+    path: &Path,
+    items: &[syntax::Item],
+    host: Option<&HostPaths>,
+    mut diags: diag::Diagnostics,
+) -> Loaded {
+    let config = model::build(path, items, &mut diags);
+    if let Some(host) = host {
+        check::run(&config, host, &mut diags);
+    }
     Loaded {
         config,
         diagnostics: diags.into_sorted(),

@@ -2,7 +2,7 @@
 //! lists, bounce categories, accounting files, spools, HTTP management, processors; built from the
 //! syntax tree with every problem reported at its location.
 
-use super::diag::{Diagnostics, Span};
+use super::diag::{Code, Diagnostics, Span};
 use super::registry::{registry, Support, BLOCK_TAGS, PASSIVE_TAGS};
 use super::syntax::{unquote, Block, Directive, Item};
 use super::values::{split_regex, Kind, Pattern, Value};
@@ -234,6 +234,20 @@ pub enum SourceSelector {
     Net(IpNet),
     /// A named source: `{auth}`, `{pickup}` or a name a listener gives with `source=`.
     Named(String),
+}
+
+/// Named sources PowerMTA itself applies: after SMTP AUTH and to the pickup directory.
+pub const BUILTIN_SOURCES: &[&str] = &["{auth}", "{pickup}"];
+
+/// True if two source names name the same `<source>`: braces are optional, so a listener's
+/// `source=injector` reaches `<source {injector}>` as well as `<source injector>`.
+pub fn same_source_name(a: &str, b: &str) -> bool {
+    fn bare(n: &str) -> &str {
+        n.strip_prefix('{')
+            .and_then(|n| n.strip_suffix('}'))
+            .unwrap_or(n)
+    }
+    bare(a).eq_ignore_ascii_case(bare(b))
 }
 
 impl From<SourceSelector> for String {
@@ -643,6 +657,7 @@ impl Builder<'_> {
         let reg = registry();
         let Some(spec) = reg.get(&d.name) else {
             let mut diag = super::diag::Diagnostic::error(
+                Code::UnknownDirective,
                 Some(d.span.clone()),
                 format!("unknown directive `{}`", d.name),
             );
@@ -671,6 +686,7 @@ impl Builder<'_> {
             };
             if spec.support == Support::Acted {
                 self.diags.error(
+                    Code::Misplaced,
                     &d.span,
                     format!(
                         "`{}` is not valid {here}; it belongs in {}",
@@ -681,6 +697,7 @@ impl Builder<'_> {
                 return None;
             }
             self.diags.warn(
+                Code::Misplaced,
                 &d.span,
                 format!(
                     "`{}` is documented for {}, not {here}; mtasim ignores it here",
@@ -693,7 +710,7 @@ impl Builder<'_> {
         match spec.support {
             Support::Acted => Some(spec.kind),
             Support::Ignored => {
-                self.diags.warn(
+                self.diags.warn(Code::NotActedOn,
                     &d.span,
                     format!("`{}` is a PowerMTA directive that mtasim does not act on yet; it is ignored", d.name),
                 );
@@ -701,6 +718,7 @@ impl Builder<'_> {
             }
             Support::Legacy(why) => {
                 self.diags.warn(
+                    Code::Deprecated,
                     &d.span,
                     format!("`{}` is legacy: {why}; it is ignored", d.name),
                 );
@@ -725,7 +743,7 @@ impl Builder<'_> {
             }
             Err(e) => self
                 .diags
-                .error(&d.value_span, format!("`{}`: {e}", d.name)),
+                .error(Code::BadValue, &d.value_span, format!("`{}`: {e}", d.name)),
         }
     }
 
@@ -738,6 +756,7 @@ impl Builder<'_> {
                     let list = parts.next().unwrap_or("").trim().to_string();
                     if name.is_empty() || list.is_empty() {
                         self.diags.error(
+                            Code::BadValue,
                             &d.value_span,
                             "`domain-macro` needs a name and a comma-separated list of domains",
                         );
@@ -745,6 +764,7 @@ impl Builder<'_> {
                     }
                     if let Some((_, prev)) = self.raw_macros.get(&name) {
                         self.diags.error(
+                            Code::Duplicate,
                             &d.span,
                             format!("domain-macro `{name}` is defined twice (first at {prev})"),
                         );
@@ -775,6 +795,7 @@ impl Builder<'_> {
             stack.push(name.to_string());
             self.looped.extend(stack[at..].iter().cloned());
             self.diags.error(
+                Code::MacroLoop,
                 &span,
                 format!("domain-macro loop: ${}", stack[at..].join(" -> $")),
             );
@@ -786,6 +807,7 @@ impl Builder<'_> {
             if let Some(inner) = part.strip_prefix('$') {
                 if !self.raw_macros.contains_key(inner) {
                     self.diags.error(
+                        Code::UndefinedMacro,
                         &span,
                         format!("domain-macro `{name}` uses undefined macro `${inner}`"),
                     );
@@ -820,6 +842,7 @@ impl Builder<'_> {
                     match p.split_once('=') {
                         Some(("source", v)) if !v.is_empty() => source = Some(v.to_string()),
                         _ => self.diags.error(
+                            Code::BadValue,
                             &d.value_span,
                             format!("`smtp-listener`: unexpected `{p}` (expected source=NAME)"),
                         ),
@@ -876,6 +899,7 @@ impl Builder<'_> {
                         match parse_host_port(ns, 53) {
                             Some(a) => self.cfg.name_servers.push(a),
                             None => self.diags.error(
+                                Code::BadValue,
                                 &d.value_span,
                                 format!("`name-server`: `{ns}` is not IP or IP:PORT"),
                             ),
@@ -886,12 +910,17 @@ impl Builder<'_> {
             "spool" => {
                 if self.check_name(d, "global").is_some() {
                     self.diags.warn(
+                        Code::Deprecated,
                         &d.span,
                         "`spool DIR` is deprecated; write `<spool DIR>` … `</spool>`",
                     );
                     let p = unquote(&d.value);
                     if p.is_empty() {
-                        self.diags.error(&d.value_span, "`spool` needs a directory");
+                        self.diags.error(
+                            Code::BadValue,
+                            &d.value_span,
+                            "`spool` needs a directory",
+                        );
                     } else {
                         self.cfg.spools.push(SpoolDir {
                             path: resolve_path(&d.span, p),
@@ -912,6 +941,7 @@ impl Builder<'_> {
     fn listener_addr(&mut self, addr: &str, at: &Span) -> Option<SocketAddr> {
         let Some((host, port)) = addr.rsplit_once(':') else {
             self.diags.error(
+                Code::BadValue,
                 at,
                 format!("`{addr}` is not ADDRESS:PORT (e.g. 0/0:25, 127.0.0.1:2525)"),
             );
@@ -919,14 +949,14 @@ impl Builder<'_> {
         };
         let Ok(port) = port.parse::<u16>() else {
             self.diags
-                .error(at, format!("`{port}` is not a port number"));
+                .error(Code::BadValue, at, format!("`{port}` is not a port number"));
             return None;
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         match parse_cidr(host) {
             Ok(net) => Some(SocketAddr::new(net.network(), port)),
             Err(e) => {
-                self.diags.error(at, e);
+                self.diags.error(Code::BadValue, at, e);
                 None
             }
         }
@@ -940,6 +970,7 @@ impl Builder<'_> {
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
         if parts.next().is_some() {
             self.diags.error(
+                Code::BadValue,
                 &d.value_span,
                 "`smtp-source-host` takes an address and one host name",
             );
@@ -947,6 +978,7 @@ impl Builder<'_> {
         }
         if ip.is_empty() {
             self.diags.error(
+                Code::BadValue,
                 &d.value_span,
                 "`smtp-source-host`: argument missing (expected IP HOSTNAME)",
             );
@@ -959,8 +991,11 @@ impl Builder<'_> {
                 span: d.span.clone(),
             }),
             Err(e) => {
-                self.diags
-                    .error(&d.value_span, format!("`smtp-source-host`: {e}"));
+                self.diags.error(
+                    Code::BadValue,
+                    &d.value_span,
+                    format!("`smtp-source-host`: {e}"),
+                );
                 None
             }
         }
@@ -970,6 +1005,7 @@ impl Builder<'_> {
         let parts: Vec<&str> = d.value.split(',').map(str::trim).collect();
         if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
             self.diags.error(
+                Code::BadValue,
                 &d.value_span,
                 "`domain-key` expects SELECTOR, DOMAIN|*, KEYFILE",
             );
@@ -987,6 +1023,7 @@ impl Builder<'_> {
         let mut parts = d.value.split_whitespace();
         let (Some(net), Some(level), None) = (parts.next(), parts.next(), parts.next()) else {
             self.diags.error(
+                Code::BadValue,
                 &d.value_span,
                 "`http-access` expects CIDR LEVEL (none, monitor, operator or admin)",
             );
@@ -996,7 +1033,7 @@ impl Builder<'_> {
             Ok(n) => n,
             Err(e) => {
                 self.diags
-                    .error(&d.value_span, format!("`http-access`: {e}"));
+                    .error(Code::BadValue, &d.value_span, format!("`http-access`: {e}"));
                 return;
             }
         };
@@ -1008,6 +1045,7 @@ impl Builder<'_> {
             "admin" => AccessLevel::Admin,
             other => {
                 self.diags.error(
+                    Code::BadValue,
                     &d.value_span,
                     format!(
                         "`http-access`: unknown level `{other}` (none, monitor, operator, admin)"
@@ -1022,6 +1060,7 @@ impl Builder<'_> {
                 deny_logs = true;
             } else {
                 self.diags.error(
+                    Code::BadValue,
                     &d.value_span,
                     format!("`http-access`: unknown option `{w}` (deny-logs)"),
                 );
@@ -1066,6 +1105,7 @@ impl Builder<'_> {
     fn other_block(&mut self, blk: &Block, tag: &str, here: &str) {
         if PASSIVE_TAGS.contains(&tag) {
             self.diags.warn(
+                Code::NotActedOn,
                 &blk.span,
                 format!(
                     "<{tag}> is a PowerMTA block that mtasim does not act on yet; it is ignored"
@@ -1074,11 +1114,15 @@ impl Builder<'_> {
             return;
         }
         if BLOCK_TAGS.contains(&tag) {
-            self.diags
-                .error(&blk.span, format!("<{tag}> is not valid {here}"));
+            self.diags.error(
+                Code::Misplaced,
+                &blk.span,
+                format!("<{tag}> is not valid {here}"),
+            );
             return;
         }
         let mut d = super::diag::Diagnostic::error(
+            Code::UnknownBlock,
             Some(blk.span.clone()),
             format!("unknown block <{tag}>"),
         );
@@ -1093,6 +1137,7 @@ impl Builder<'_> {
         let settings = self.plain_settings(blk, "domain");
         if blk.arg.is_empty() {
             self.diags.error(
+                Code::BadValue,
                 &blk.span,
                 "<domain> needs a pattern (*, host.dom, *.dom, [*.]dom or $MACRO)",
             );
@@ -1105,6 +1150,7 @@ impl Builder<'_> {
                     Some(list) => (list.clone(), true),
                     None => {
                         let mut d = super::diag::Diagnostic::error(
+                            Code::UndefinedMacro,
                             Some(blk.arg_span.clone()),
                             format!("undefined domain-macro `${m}`"),
                         );
@@ -1128,7 +1174,7 @@ impl Builder<'_> {
                         settings: settings.clone(),
                         span: blk.span.clone(),
                     }),
-                    Err(e) => self.diags.error(&blk.arg_span, e),
+                    Err(e) => self.diags.error(Code::BadValue, &blk.arg_span, e),
                 }
             }
         }
@@ -1152,7 +1198,7 @@ impl Builder<'_> {
     fn source_block(&mut self, blk: &Block) {
         let arg = blk.arg.trim();
         let selector = if arg.is_empty() {
-            self.diags.error(&blk.span, "<source> needs an address, network or name ({auth}, {pickup}, a listener's source=NAME)");
+            self.diags.error(Code::BadValue, &blk.span, "<source> needs an address, network or name ({auth}, {pickup}, a listener's source=NAME)");
             return;
         } else if let Ok(net) = parse_cidr(arg) {
             SourceSelector::Net(net)
@@ -1166,6 +1212,7 @@ impl Builder<'_> {
             SourceSelector::Named(arg.to_string())
         } else {
             self.diags.error(
+                Code::BadValue,
                 &blk.arg_span,
                 format!("`{arg}` is neither an address/network nor a source name"),
             );
@@ -1182,8 +1229,11 @@ impl Builder<'_> {
     fn named(&mut self, blk: &Block, what: &str) -> Option<String> {
         let name = blk.arg.trim();
         if name.is_empty() || name.contains(char::is_whitespace) {
-            self.diags
-                .error(&blk.span, format!("<{what}> needs one name"));
+            self.diags.error(
+                Code::BadValue,
+                &blk.span,
+                format!("<{what}> needs one name"),
+            );
             return None;
         }
         Some(name.to_string())
@@ -1218,8 +1268,11 @@ impl Builder<'_> {
                     "host-name" => {
                         let h = unquote(&d.value).trim_end_matches('.').to_ascii_lowercase();
                         if h.is_empty() {
-                            self.diags
-                                .error(&d.value_span, "`host-name`: argument missing");
+                            self.diags.error(
+                                Code::BadValue,
+                                &d.value_span,
+                                "`host-name`: argument missing",
+                            );
                         } else {
                             v.host_name = Some(h);
                         }
@@ -1237,6 +1290,7 @@ impl Builder<'_> {
         }
         if let Some(prev) = self.cfg.vmtas.get(&name) {
             self.diags.error(
+                Code::Duplicate,
                 &blk.span,
                 format!(
                     "virtual-mta `{name}` is defined twice (first at {})",
@@ -1247,6 +1301,7 @@ impl Builder<'_> {
         }
         if self.cfg.pools.contains_key(&name) {
             self.diags.error(
+                Code::Duplicate,
                 &blk.span,
                 format!("`{name}` is already the name of a virtual-mta-pool"),
             );
@@ -1274,6 +1329,7 @@ impl Builder<'_> {
                         let m = unquote(&d.value);
                         if m.is_empty() || m.contains(char::is_whitespace) {
                             self.diags.error(
+                                Code::BadValue,
                                 &d.value_span,
                                 "`virtual-mta` in a pool names one virtual MTA",
                             );
@@ -1299,6 +1355,7 @@ impl Builder<'_> {
         }
         if let Some(prev) = self.cfg.pools.get(&name) {
             self.diags.error(
+                Code::Duplicate,
                 &blk.span,
                 format!(
                     "virtual-mta-pool `{name}` is defined twice (first at {})",
@@ -1327,7 +1384,7 @@ impl Builder<'_> {
                 continue;
             };
             if d.name != "reply" {
-                let mut diag = super::diag::Diagnostic::error(Some(d.span.clone()), format!("`{}` is not valid in <smtp-pattern-list> (rules are `reply /REGEX/ ACTION[,ACTION…]`)", d.name));
+                let mut diag = super::diag::Diagnostic::error(Code::Misplaced, Some(d.span.clone()), format!("`{}` is not valid in <smtp-pattern-list> (rules are `reply /REGEX/ ACTION[,ACTION…]`)", d.name));
                 if strsim::jaro_winkler(&d.name, "reply") > 0.8 {
                     diag = diag.with_hint("did you mean `reply`?");
                 }
@@ -1345,11 +1402,12 @@ impl Builder<'_> {
                         });
                     }
                 }
-                Err(e) => self.diags.error(&d.value_span, e),
+                Err(e) => self.diags.error(Code::BadValue, &d.value_span, e),
             }
         }
         if let Some(prev) = self.cfg.smtp_pattern_lists.get(&name) {
             self.diags.error(
+                Code::Duplicate,
                 &blk.span,
                 format!(
                     "smtp-pattern-list `{name}` is defined twice (first at {})",
@@ -1363,7 +1421,7 @@ impl Builder<'_> {
 
     fn pattern_actions(&mut self, text: &str, at: &Span) -> Option<Vec<PatternAction>> {
         if text.trim().is_empty() {
-            self.diags.error(at, "the rule has no action (mode=backoff, mode=normal, backoff-to-normal-after=, skip-mx, bounce-queue, bounce-rcpt, defer-queue, disable-source-ip, reenable-after=)");
+            self.diags.error(Code::BadValue, at, "the rule has no action (mode=backoff, mode=normal, backoff-to-normal-after=, skip-mx, bounce-queue, bounce-rcpt, defer-queue, disable-source-ip, reenable-after=)");
             return None;
         }
         let mut out = Vec::new();
@@ -1414,7 +1472,7 @@ impl Builder<'_> {
             match action {
                 Ok(a) => out.push(a),
                 Err(e) => {
-                    let mut d = super::diag::Diagnostic::error(Some(at.clone()), e);
+                    let mut d = super::diag::Diagnostic::error(Code::BadValue, Some(at.clone()), e);
                     let known = [
                         "mode=backoff",
                         "mode=normal",
@@ -1474,7 +1532,7 @@ impl Builder<'_> {
             let (pattern, actions_text) = match split_regex(&rest) {
                 Ok(x) => x,
                 Err(e) => {
-                    self.diags.error(&d.value_span, e);
+                    self.diags.error(Code::BadValue, &d.value_span, e);
                     continue;
                 }
             };
@@ -1489,6 +1547,7 @@ impl Builder<'_> {
                         actions.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                     }
                     None => self.diags.error(
+                        Code::BadValue,
                         &d.value_span,
                         format!(
                             "pattern-list action `{a}` is not KEY=VALUE (e.g. virtual-mta=NAME)"
@@ -1498,6 +1557,7 @@ impl Builder<'_> {
             }
             if actions.is_empty() {
                 self.diags.error(
+                    Code::BadValue,
                     &d.value_span,
                     "pattern-list rule has no action (e.g. virtual-mta=NAME)",
                 );
@@ -1537,6 +1597,7 @@ impl Builder<'_> {
                         });
                     } else {
                         let mut diag = super::diag::Diagnostic::error(
+                            Code::BadValue,
                             Some(d.span.clone()),
                             if cat.is_empty() {
                                 "bounce category missing after the regex".to_string()
@@ -1552,9 +1613,11 @@ impl Builder<'_> {
                         self.diags.push(diag);
                     }
                 }
-                Err(e) => self
-                    .diags
-                    .error(&d.span, format!("{e} (lines here are `/REGEX/ category`)")),
+                Err(e) => self.diags.error(
+                    Code::BadValue,
+                    &d.span,
+                    format!("{e} (lines here are `/REGEX/ category`)"),
+                ),
             }
         }
     }
@@ -1563,14 +1626,20 @@ impl Builder<'_> {
         let arg = unquote(&blk.arg);
         let target = if let Some(cmd) = arg.strip_prefix('|') {
             if cmd.trim().is_empty() {
-                self.diags
-                    .error(&blk.arg_span, "<acct-file |PROGRAM> needs a program");
+                self.diags.error(
+                    Code::BadValue,
+                    &blk.arg_span,
+                    "<acct-file |PROGRAM> needs a program",
+                );
                 return;
             }
             AcctTarget::Pipe(cmd.trim().to_string())
         } else if arg.is_empty() {
-            self.diags
-                .error(&blk.span, "<acct-file> needs a file path or |program");
+            self.diags.error(
+                Code::BadValue,
+                &blk.span,
+                "<acct-file> needs a file path or |program",
+            );
             return;
         } else {
             AcctTarget::File(resolve_path(&blk.span, arg))
@@ -1602,14 +1671,18 @@ impl Builder<'_> {
                             recs.push(r);
                         } else {
                             self.diags.error(
+                                Code::BadValue,
                                 &d.value_span,
                                 format!("unknown record type `{r}` (d, b, t, tq, r, f, rb, rs)"),
                             );
                         }
                     }
                     if recs.is_empty() {
-                        self.diags
-                            .error(&d.value_span, "`records` needs at least one record type");
+                        self.diags.error(
+                            Code::BadValue,
+                            &d.value_span,
+                            "`records` needs at least one record type",
+                        );
                     } else {
                         a.records = recs;
                     }
@@ -1626,6 +1699,7 @@ impl Builder<'_> {
                         .collect();
                     if ty != "*" && !RECORD_TYPES.contains(&ty.as_str()) {
                         self.diags.error(
+                            Code::BadValue,
                             &d.value_span,
                             format!("`record-fields`: unknown record type `{ty}`"),
                         );
@@ -1633,6 +1707,7 @@ impl Builder<'_> {
                     }
                     if fields.is_empty() {
                         self.diags.error(
+                            Code::BadValue,
                             &d.value_span,
                             "`record-fields` expects TYPE FIELD[,FIELD…] (e.g. d *,header_X-Job)",
                         );
@@ -1645,6 +1720,7 @@ impl Builder<'_> {
                             && !ACCT_FIELDS.contains(&bare)
                         {
                             let mut diag = super::diag::Diagnostic::error(
+                                Code::BadValue,
                                 Some(d.value_span.clone()),
                                 format!("unknown accounting field `{bare}`"),
                             );
@@ -1667,7 +1743,8 @@ impl Builder<'_> {
     fn spool_block(&mut self, blk: &Block) {
         let p = unquote(&blk.arg);
         if p.is_empty() {
-            self.diags.error(&blk.span, "<spool> needs a directory");
+            self.diags
+                .error(Code::BadValue, &blk.span, "<spool> needs a directory");
             return;
         }
         let settings = self.plain_settings(blk, "spool");
@@ -1685,6 +1762,7 @@ impl Builder<'_> {
         let settings = self.plain_settings(blk, "smtp-user");
         if settings.get("password").is_none() {
             self.diags.warn(
+                Code::NoEffect,
                 &blk.span,
                 format!("smtp-user `{name}` has no password: it can never authenticate"),
             );
@@ -1743,21 +1821,24 @@ impl Builder<'_> {
                                     p.addresses.addresses.push(AddressMatch::Regex(pat))
                                 }
                                 Ok(_) => self.diags.error(
+                                    Code::BadValue,
                                     &d.value_span,
                                     "unexpected text after the address regex",
                                 ),
-                                Err(e) => self.diags.error(&d.value_span, e),
+                                Err(e) => self.diags.error(Code::BadValue, &d.value_span, e),
                             },
                             "address" if v.contains('@') => p
                                 .addresses
                                 .addresses
                                 .push(AddressMatch::Literal(v.to_ascii_lowercase())),
                             "address" => self.diags.error(
+                                Code::BadValue,
                                 &d.value_span,
                                 format!("`{v}` is neither an address nor a /regex/"),
                             ),
                             "domain" => p.addresses.domains.push(v.to_ascii_lowercase()),
                             _ => self.diags.warn(
+                                Code::NotActedOn,
                                 &d.span,
                                 format!("`{}` in <address-list> is not acted on yet", d.name),
                             ),
@@ -1771,6 +1852,7 @@ impl Builder<'_> {
         }
         if !saw_list {
             self.diags.warn(
+                Code::NoEffect,
                 &blk.span,
                 format!("<{kind}> has no <address-list>: it will never see any mail"),
             );

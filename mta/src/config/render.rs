@@ -13,6 +13,26 @@ pub enum Format {
     Json,
 }
 
+/// Output format of `mta check-config`: the common ones plus GitHub Actions annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+    /// One GitHub Actions workflow command (`::error file=…::…`) per diagnostic.
+    Github,
+}
+
+impl From<Format> for CheckFormat {
+    fn from(f: Format) -> CheckFormat {
+        match f {
+            Format::Text => CheckFormat::Text,
+            Format::Json => CheckFormat::Json,
+        }
+    }
+}
+
 /// A one-line inventory of what the config defines.
 pub fn summary(cfg: &Config) -> String {
     let dom_blocks = cfg.domains.len()
@@ -34,10 +54,11 @@ pub fn summary(cfg: &Config) -> String {
 }
 
 /// The report `mta check-config` prints.
-pub fn check_report(loaded: &Loaded, format: Format) -> String {
+pub fn check_report(loaded: &Loaded, format: impl Into<CheckFormat>) -> String {
     let file = loaded.config.path.display().to_string();
-    match format {
-        Format::Text => {
+    match format.into() {
+        CheckFormat::Github => github_report(loaded, &file),
+        CheckFormat::Text => {
             let mut out = String::new();
             for d in &loaded.diagnostics {
                 out.push_str(&d.to_string());
@@ -58,13 +79,14 @@ pub fn check_report(loaded: &Loaded, format: Format) -> String {
             }
             out
         }
-        Format::Json => {
+        CheckFormat::Json => {
             let diags: Vec<Json> = loaded
                 .diagnostics
                 .iter()
                 .map(|d| {
                     let mut o = json!({
                         "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
+                        "code": d.code.as_str(),
                         "file": d.span.as_ref().map(|s| s.file.to_string()),
                         "line": d.span.as_ref().map(|s| s.line),
                         "column": d.span.as_ref().map(|s| s.col),
@@ -87,6 +109,61 @@ pub fn check_report(loaded: &Loaded, format: Format) -> String {
             serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
         }
     }
+}
+
+/// GitHub's escaping of a workflow command's message: `%`, CR and LF.
+fn gh_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// GitHub's escaping of a workflow command's property value: the message escapes plus `:` and `,`.
+fn gh_property(s: &str) -> String {
+    gh_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// One `::error …::` / `::warning …::` line per diagnostic, then the verdict as a plain log line.
+fn github_report(loaded: &Loaded, file: &str) -> String {
+    let mut out = String::new();
+    for d in &loaded.diagnostics {
+        let kind = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut props = Vec::new();
+        if let Some(s) = &d.span {
+            props.push(format!("file={}", gh_property(&s.file)));
+            if s.line > 0 {
+                props.push(format!("line={}", s.line));
+                props.push(format!("col={}", s.col));
+            }
+        }
+        props.push(format!(
+            "title={}",
+            gh_property(&format!("mta check-config ({})", d.code))
+        ));
+        let mut msg = d.message.clone();
+        if let Some(h) = &d.hint {
+            msg.push_str(&format!(" ({h})"));
+        }
+        out.push_str(&format!(
+            "::{kind} {}::{}\n",
+            props.join(","),
+            gh_data(&msg)
+        ));
+    }
+    let verdict = if loaded.is_valid() {
+        "valid"
+    } else {
+        "INVALID"
+    };
+    out.push_str(&format!(
+        "{file}: {verdict}: {} error(s), {} warning(s)\n",
+        loaded.errors(),
+        loaded.warnings()
+    ));
+    out
 }
 
 fn vmta_lines(cfg: &Config, vmta: Option<&str>) -> Vec<(String, String, String)> {
@@ -181,4 +258,26 @@ pub fn settings_report(cfg: &Config, queue: &str, format: Format) -> Result<Stri
                 + "\n"
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_escapes_follow_the_workflow_command_rules() {
+        assert_eq!(gh_data("50% a:b,c\r\nd"), "50%25 a:b,c%0D%0Ad");
+        assert_eq!(gh_property("50% a:b,c\nd"), "50%25 a%3Ab%2Cc%0Ad");
+    }
+
+    #[test]
+    fn github_report_puts_code_and_location_in_the_properties() {
+        let l = super::super::load_str("a,b:c.conf", "smtp-sorce-host 1.2.3.4 x\n");
+        let out = check_report(&l, CheckFormat::Github);
+        assert!(out.starts_with("::warning title=mta check-config (no-spool)::"));
+        assert!(
+            out.lines().any(|l| l.starts_with("::error file=a%2Cb%3Ac.conf,line=1,col=1,title=mta check-config (unknown-directive)::unknown directive `smtp-sorce-host` (did you mean")),
+            "{out}"
+        );
+    }
 }

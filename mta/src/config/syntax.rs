@@ -1,7 +1,8 @@
 //! The PowerMTA config syntax: lines, `#` comments, `<tag arg> … </tag>` blocks and `include`,
 //! turned into a tree of directives and blocks with source locations. No meaning is given here.
 
-use super::diag::{Diagnostics, Span};
+use super::diag::{Code, Diagnostics, Span};
+use super::host::HostPaths;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,6 +83,8 @@ impl FileSource for DiskFiles {
 
 struct Parser<'a> {
     files: &'a dyn FileSource,
+    /// Where absolute include paths are looked for.
+    host: &'a HostPaths,
     diags: &'a mut Diagnostics,
     /// Open blocks; index 0 is the top level (a pseudo block).
     stack: Vec<Block>,
@@ -90,10 +93,16 @@ struct Parser<'a> {
 }
 
 /// Parses the file at `path` (and what it includes) into the top-level items.
-pub fn parse_file(path: &Path, files: &dyn FileSource, diags: &mut Diagnostics) -> Vec<Item> {
-    let mut p = Parser::new(files, diags);
+/// Absolute include paths are looked for where `host` says.
+pub fn parse_file(
+    path: &Path,
+    files: &dyn FileSource,
+    host: &HostPaths,
+    diags: &mut Diagnostics,
+) -> Vec<Item> {
+    let mut p = Parser::new(files, host, diags);
     let top = Span::new(&Arc::from(path.display().to_string()), 0, 0);
-    p.include(path, &top, false);
+    p.include(path, &format!("`{}`", path.display()), &top, false);
     p.finish()
 }
 
@@ -103,9 +112,10 @@ pub fn parse_str(
     name: &str,
     text: &str,
     files: &dyn FileSource,
+    host: &HostPaths,
     diags: &mut Diagnostics,
 ) -> Vec<Item> {
-    let mut p = Parser::new(files, diags);
+    let mut p = Parser::new(files, host, diags);
     let file: Arc<str> = Arc::from(name);
     p.parse_text(&file, Path::new(name), text.as_bytes());
     p.finish()
@@ -123,9 +133,10 @@ fn root_block() -> Block {
 }
 
 impl<'a> Parser<'a> {
-    fn new(files: &'a dyn FileSource, diags: &'a mut Diagnostics) -> Self {
+    fn new(files: &'a dyn FileSource, host: &'a HostPaths, diags: &'a mut Diagnostics) -> Self {
         Parser {
             files,
+            host,
             diags,
             stack: vec![root_block()],
             active: Vec::new(),
@@ -142,6 +153,7 @@ impl<'a> Parser<'a> {
     fn close_top_unterminated(&mut self) {
         if let Some(b) = self.stack.pop() {
             self.diags.error(
+                Code::Syntax,
                 &b.span,
                 format!("<{}> is never closed (expected </{}>)", b.tag, b.tag),
             );
@@ -155,22 +167,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Reads one file (or the files a wildcard names) into the current block.
-    fn include(&mut self, path: &Path, at: &Span, wildcard_ok: bool) {
+    /// Reads one file (or the files a wildcard names) into the current block; `shown` is how
+    /// messages name it (as written, and where it was looked for).
+    fn include(&mut self, path: &Path, shown: &str, at: &Span, wildcard_ok: bool) {
         let text = path.to_string_lossy();
         if wildcard_ok && text.contains(['*', '?', '[']) {
             let found = self.files.glob(path);
             if found.is_empty() {
-                self.diags
-                    .warn(at, format!("include pattern `{text}` matches no file"));
+                self.diags.warn(
+                    Code::Include,
+                    at,
+                    format!("include pattern {shown} matches no file"),
+                );
             }
             for f in found {
-                self.include(&f, at, false);
+                self.include(&f, &format!("`{}`", f.display()), at, false);
             }
             return;
         }
         if self.active.len() >= MAX_INCLUDE_DEPTH {
             self.diags.error(
+                Code::Include,
                 at,
                 format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels"),
             );
@@ -179,6 +196,7 @@ impl<'a> Parser<'a> {
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path));
         if self.active.iter().any(|(k, _)| *k == key) {
             self.diags.error(
+                Code::Include,
                 at,
                 format!(
                     "include cycle: `{}` includes itself (through {})",
@@ -192,14 +210,15 @@ impl<'a> Parser<'a> {
             Ok(b) => b,
             Err(e) => {
                 let msg = if at.line == 0 {
-                    format!("cannot read config file `{}`: {e}", path.display())
+                    format!("cannot read config file {shown}: {e}")
                 } else {
-                    format!("cannot read included file `{}`: {e}", path.display())
+                    format!("cannot read included file {shown}: {e}")
                 };
                 if at.line == 0 {
-                    self.diags.push(super::diag::Diagnostic::error(None, msg));
+                    self.diags
+                        .push(super::diag::Diagnostic::error(Code::MissingFile, None, msg));
                 } else {
-                    self.diags.error(at, msg);
+                    self.diags.error(Code::MissingFile, at, msg);
                 }
                 return;
             }
@@ -227,6 +246,7 @@ impl<'a> Parser<'a> {
                 let col_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                 let col = String::from_utf8_lossy(&good[col_start..]).chars().count() as u32 + 1;
                 self.diags.error(
+                    Code::Syntax,
                     &Span::new(file, line, col),
                     "the file is not valid UTF-8 (invalid bytes replaced)",
                 );
@@ -259,7 +279,8 @@ impl<'a> Parser<'a> {
         let span = Span::new(file, line_no, col);
         if let Some(rest) = trimmed.strip_prefix("</") {
             let Some(tag) = rest.strip_suffix('>') else {
-                self.diags.error(&span, "closing tag is missing its `>`");
+                self.diags
+                    .error(Code::Syntax, &span, "closing tag is missing its `>`");
                 return;
             };
             let tag = tag.trim().to_ascii_lowercase();
@@ -269,7 +290,7 @@ impl<'a> Parser<'a> {
         if let Some(rest) = trimmed.strip_prefix('<') {
             let Some(inner) = rest.strip_suffix('>') else {
                 self.diags
-                    .error(&span, "block tag is missing its closing `>`");
+                    .error(Code::Syntax, &span, "block tag is missing its closing `>`");
                 return;
             };
             let inner_trim = inner.trim_start();
@@ -278,7 +299,8 @@ impl<'a> Parser<'a> {
                 .unwrap_or(inner_trim.len());
             let tag = inner_trim[..tag_len].to_ascii_lowercase();
             if tag.is_empty() {
-                self.diags.error(&span, "empty block tag `<>`");
+                self.diags
+                    .error(Code::Syntax, &span, "empty block tag `<>`");
                 return;
             }
             let after = &inner_trim[tag_len..];
@@ -322,7 +344,7 @@ impl<'a> Parser<'a> {
     fn handle_include(&mut self, path: &Path, span: &Span, value_span: &Span, value: &str) {
         let scope = self.stack.last().map(|b| b.tag.clone()).unwrap_or_default();
         if !scope.is_empty() && !INCLUDE_SCOPES.contains(&scope.as_str()) {
-            self.diags.error(
+            self.diags.error(Code::Include,
                 span,
                 format!("`include` is not allowed inside <{scope}> (only at top level and in <source>, <domain>, <virtual-mta>, <smtp-pattern-list>)"),
             );
@@ -330,28 +352,33 @@ impl<'a> Parser<'a> {
         }
         let target = unquote(value);
         if target.is_empty() {
-            self.diags.error(value_span, "`include` needs a file name");
+            self.diags
+                .error(Code::Include, value_span, "`include` needs a file name");
             return;
         }
         if target.starts_with("http://") || target.starts_with("https://") {
             self.diags.error(
+                Code::Include,
                 value_span,
                 "remote includes (`include https://…`) are not supported: copy the file locally",
             );
             return;
         }
         let rel = Path::new(target);
-        let full = if rel.is_absolute() {
-            rel.to_path_buf()
+        let (full, shown) = if rel.is_absolute() {
+            (self.host.resolve(rel), self.host.describe(rel))
         } else {
-            path.parent().unwrap_or(Path::new("")).join(rel)
+            let full = path.parent().unwrap_or(Path::new("")).join(rel);
+            let shown = format!("`{}`", full.display());
+            (full, shown)
         };
-        self.include(&full, value_span, true);
+        self.include(&full, &shown, value_span, true);
     }
 
     fn close_block(&mut self, tag: &str, span: &Span) {
         if self.stack.len() <= 1 {
             self.diags.error(
+                Code::Syntax,
                 span,
                 format!("</{tag}> closes a block that was never opened"),
             );
@@ -359,6 +386,7 @@ impl<'a> Parser<'a> {
         }
         if !self.stack.iter().skip(1).any(|b| b.tag == tag) {
             self.diags.error(
+                Code::Syntax,
                 span,
                 format!("</{tag}> closes a block that was never opened"),
             );
@@ -371,6 +399,7 @@ impl<'a> Parser<'a> {
             }
             let (t, s) = (top.tag.clone(), top.span.clone());
             self.diags.error(
+                Code::Syntax,
                 span,
                 format!(
                     "</{tag}> found while <{t}> opened at line {} is still open",
@@ -462,7 +491,7 @@ mod tests {
 
     fn parse(text: &str) -> (Vec<Item>, Vec<String>) {
         let mut d = Diagnostics::default();
-        let items = parse_str("t.conf", text, &DiskFiles, &mut d);
+        let items = parse_str("t.conf", text, &DiskFiles, &HostPaths::local(), &mut d);
         (
             items,
             d.into_sorted().iter().map(|d| d.to_string()).collect(),
@@ -534,7 +563,12 @@ mod tests {
         m.insert(PathBuf::from("/c/d.inc"), "max-smtp-out 3\n".to_string());
         let files = MemFiles(m);
         let mut d = Diagnostics::default();
-        let items = parse_file(Path::new("/c/main.conf"), &files, &mut d);
+        let items = parse_file(
+            Path::new("/c/main.conf"),
+            &files,
+            &HostPaths::local(),
+            &mut d,
+        );
         let diags: Vec<String> = d.into_sorted().iter().map(|d| d.to_string()).collect();
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert!(
@@ -561,7 +595,8 @@ mod tests {
     #[test]
     fn invalid_utf8_is_an_error_with_location() {
         let mut d = Diagnostics::default();
-        let mut p = Parser::new(&DiskFiles, &mut d);
+        let h = HostPaths::local();
+        let mut p = Parser::new(&DiskFiles, &h, &mut d);
         let f: Arc<str> = Arc::from("x.conf");
         p.parse_text(&f, Path::new("x.conf"), b"host-name a\nab\xffc\n");
         let _ = p.finish();

@@ -4,8 +4,8 @@
 //! `/ui` dashboard. Every request passes the `http-access` check; a refusal is a 403 and a log line.
 
 use super::access::{check, Need};
+use super::actions;
 use crate::engine::{mode_name, Engine, QueueSelector, QueueView};
-use crate::queue::Mode;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -25,7 +25,8 @@ pub struct Ctx {
     pub engine: Arc<Engine>,
 }
 
-type Params = Query<HashMap<String, String>>;
+/// A request's query parameters.
+pub(super) type Params = Query<HashMap<String, String>>;
 
 fn need_for(method: &Method, path: &str) -> Need {
     if *method == Method::GET || *method == Method::HEAD {
@@ -60,7 +61,8 @@ async fn acl(
     next.run(req).await
 }
 
-fn bad(msg: impl Into<String>) -> Response {
+/// A 400 with `{"error": msg}`.
+pub(super) fn bad(msg: impl Into<String>) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({ "error": msg.into() })),
@@ -86,13 +88,13 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/chart", get(chart))
         .route("/suppression", get(suppression));
     let actions = Router::new()
-        .route("/queues/pause", post(pause))
-        .route("/queues/resume", post(resume))
-        .route("/queues/mode", post(set_mode))
-        .route("/queues/schedule", post(schedule))
-        .route("/queues/delete", post(delete))
-        .route("/source-ips/disable", post(disable_ip))
-        .route("/source-ips/enable", post(enable_ip))
+        .route("/queues/pause", post(actions::pause))
+        .route("/queues/resume", post(actions::resume))
+        .route("/queues/mode", post(actions::set_mode))
+        .route("/queues/schedule", post(actions::schedule))
+        .route("/queues/delete", post(actions::delete))
+        .route("/source-ips/disable", post(actions::disable_ip))
+        .route("/source-ips/enable", post(actions::enable_ip))
         .route("/counters/reset", post(reset_counters))
         .route("/reload", post(reload))
         .route("/suppression/add", post(suppression_add))
@@ -332,92 +334,6 @@ async fn chart(State(c): State<Ctx>) -> Json<Value> {
         .map(|(t, i, o)| json!({"t": t, "in": i, "out": o}))
         .collect();
     Json(json!({ "perMinute": pts }))
-}
-
-fn selector(p: &HashMap<String, String>) -> Result<QueueSelector, Box<Response>> {
-    let q = p
-        .get("queue")
-        .ok_or_else(|| Box::new(bad("queue=DOMAIN/VMTA is required (*/* for all)")))?;
-    QueueSelector::parse(q).map_err(|e| Box::new(bad(e)))
-}
-
-fn done(verb: &str, n: usize) -> Response {
-    Json(json!({ "ok": true, "matched": n, "message": format!("{n} queue(s) {verb}.") }))
-        .into_response()
-}
-
-async fn pause(State(c): State<Ctx>, Query(p): Params) -> Response {
-    match selector(&p) {
-        Ok(s) => done("paused", c.engine.set_paused(&s, true)),
-        Err(r) => *r,
-    }
-}
-
-async fn resume(State(c): State<Ctx>, Query(p): Params) -> Response {
-    match selector(&p) {
-        Ok(s) => done("resumed", c.engine.set_paused(&s, false)),
-        Err(r) => *r,
-    }
-}
-
-async fn set_mode(State(c): State<Ctx>, Query(p): Params) -> Response {
-    let mode = match p.get("mode").map(String::as_str) {
-        Some("normal") => Mode::Normal,
-        Some("backoff") => Mode::Backoff,
-        _ => return bad("mode=normal or mode=backoff is required"),
-    };
-    match selector(&p) {
-        Ok(s) => done(
-            &format!("set to {}", mode_name(mode)),
-            c.engine.set_mode(&s, mode),
-        ),
-        Err(r) => *r,
-    }
-}
-
-async fn schedule(State(c): State<Ctx>, Query(p): Params) -> Response {
-    match selector(&p) {
-        Ok(s) => done("scheduled", c.engine.schedule(&s)),
-        Err(r) => *r,
-    }
-}
-
-async fn delete(State(c): State<Ctx>, Query(p): Params) -> Response {
-    let job = p.get("job").or_else(|| p.get("jobId")).cloned();
-    let sel = match p.get("queue") {
-        Some(q) => match QueueSelector::parse(q) {
-            Ok(s) => Some(s),
-            Err(e) => return bad(e),
-        },
-        None => None,
-    };
-    if sel.is_none() && job.is_none() {
-        return bad("delete needs queue=DOMAIN/VMTA or job=ID");
-    }
-    let n = c.engine.delete(sel.as_ref(), job.as_deref()).await;
-    Json(json!({ "ok": true, "deleted": n, "message": format!("{n} recipient(s) deleted.") }))
-        .into_response()
-}
-
-async fn disable_ip(State(c): State<Ctx>, Query(p): Params) -> Response {
-    let Some(ip) = p.get("ip").and_then(|i| i.parse().ok()) else {
-        return bad("ip=ADDRESS is required");
-    };
-    let until = p
-        .get("minutes")
-        .and_then(|m| m.parse::<i64>().ok())
-        .map(|m| c.engine.now_ms() + m * 60_000);
-    c.engine.disable_source_ip(ip, until);
-    Json(json!({ "ok": true, "message": format!("source {ip} disabled.") })).into_response()
-}
-
-async fn enable_ip(State(c): State<Ctx>, Query(p): Params) -> Response {
-    let Some(ip) = p.get("ip").and_then(|i| i.parse().ok()) else {
-        return bad("ip=ADDRESS is required");
-    };
-    let was = c.engine.enable_source_ip(ip);
-    Json(json!({ "ok": true, "wasDisabled": was, "message": format!("source {ip} enabled.") }))
-        .into_response()
 }
 
 async fn suppression(State(c): State<Ctx>) -> Json<Value> {

@@ -2,6 +2,7 @@
 //! metrics, the `/ui` dashboard) with `http-access` control, and the traffic monitor behind it.
 
 pub mod access;
+mod actions;
 pub mod cli;
 pub mod http;
 pub mod metrics;

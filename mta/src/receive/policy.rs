@@ -177,7 +177,7 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    const CFG: &str = "host-name mta.example.com\nrelay-domain bounces.example.com\n<source 127.0.0.1>\nalways-allow-relaying yes\nmax-message-size 1M\n</source>\n<source 0/0>\nmax-rcpt-per-message 2\n</source>\n<source 192.0.2.0/24>\nsmtp-service no\n</source>\n<source {auth}>\nalways-allow-relaying yes\n</source>\n<source inbound>\nrequire-auth yes\n</source>\n";
+    const CFG: &str = "host-name mta.example.com\nsmtp-listener 127.0.0.1:2525 source=inbound\nrelay-domain bounces.example.com\n<source 127.0.0.1>\nalways-allow-relaying yes\nmax-message-size 1M\n</source>\n<source 0/0>\nmax-rcpt-per-message 2\n</source>\n<source 192.0.2.0/24>\nsmtp-service no\n</source>\n<source {auth}>\nalways-allow-relaying yes\n</source>\n<source inbound>\nrequire-auth yes\n</source>\n";
 
     fn cfg() -> Config {
         let l = load_str("t.conf", CFG);
