@@ -18,6 +18,7 @@ pub mod mgmt;
 pub mod net;
 pub mod queue;
 pub mod receive;
+pub mod repeats;
 pub mod run;
 pub mod shaping;
 pub mod smtp;

@@ -19,6 +19,8 @@ pub enum RoleKind {
     Vmta,
     /// A sender domain (the domain of `traffic.sender`).
     Sender,
+    /// The envelope sender's domain (`traffic.mail_from`), where DSNs and complaints return.
+    ReturnPath,
 }
 
 impl RoleKind {
@@ -26,6 +28,7 @@ impl RoleKind {
         match self {
             RoleKind::Vmta => "vmta",
             RoleKind::Sender => "sender",
+            RoleKind::ReturnPath => "return-path",
         }
     }
 }
@@ -52,6 +55,7 @@ impl std::str::FromStr for RoleMap {
         let kind = match kind.trim() {
             "vmta" => RoleKind::Vmta,
             "sender" => RoleKind::Sender,
+            "return-path" => RoleKind::ReturnPath,
             _ => return Err(bad()),
         };
         let (from, to) = rest.split_once('=').ok_or_else(bad)?;
@@ -67,7 +71,7 @@ impl std::str::FromStr for RoleMap {
     }
 }
 
-/// Reads a mapping file: TOML with `[vmta]` and `[sender]` tables of `"scenario name" = "config name"`.
+/// Reads a mapping file: TOML with `[vmta]`, `[sender]` and `[return-path]` tables of `"scenario name" = "config name"`.
 pub fn read_map_file(path: &Path) -> Result<Vec<RoleMap>, String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -76,6 +80,8 @@ pub fn read_map_file(path: &Path) -> Result<Vec<RoleMap>, String> {
         vmta: BTreeMap<String, String>,
         #[serde(default)]
         sender: BTreeMap<String, String>,
+        #[serde(default, rename = "return-path")]
+        return_path: BTreeMap<String, String>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let f: File = toml::from_str(&text)
@@ -86,6 +92,7 @@ pub fn read_map_file(path: &Path) -> Result<Vec<RoleMap>, String> {
     };
     Ok(maps(RoleKind::Vmta, f.vmta)
         .chain(maps(RoleKind::Sender, f.sender))
+        .chain(maps(RoleKind::ReturnPath, f.return_path))
         .collect())
 }
 
@@ -240,6 +247,10 @@ pub fn bind(
                 .traffic
                 .iter()
                 .any(|t| t.sender_domain() == m.from.to_ascii_lowercase()),
+            RoleKind::ReturnPath => s
+                .traffic
+                .iter()
+                .any(|t| return_domain(t) == Some(m.from.to_ascii_lowercase())),
         };
         if !used {
             unbound.push(format!(
@@ -306,6 +317,46 @@ pub fn bind(
             }),
             Err(e) => unbound.push(format!("{}: {e}", sender_need(&d, &need))),
         }
+    }
+    // Return paths (an envelope sender of its own): where the config takes DSNs in.
+    let local = mta::receive::local_domains(cfg);
+    let processors: BTreeSet<String> = cfg
+        .bounce_processors
+        .iter()
+        .flat_map(|p| p.addresses.domains.iter().map(|d| d.to_ascii_lowercase()))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for t in &s.traffic {
+        let Some(d) = return_domain(t) else { continue };
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        let swapped = Binding {
+            roles: roles.clone(),
+        }
+        .swap_senders(&d);
+        let (to, why) = match map(RoleKind::ReturnPath, &d) {
+            Some(m) => (m.to.to_ascii_lowercase(), "--map".to_string()),
+            None if local.contains(&swapped) => {
+                (swapped, "the config takes mail for it (bounce processing)".into())
+            }
+            None => match processors.iter().collect::<Vec<_>>().as_slice() {
+                [only] => (
+                    (*only).clone(),
+                    "the config's only bounce-processor domain".into(),
+                ),
+                _ => (
+                    swapped,
+                    "kept: the config has no single bounce-processor domain, so late DSNs to it are not processed".into(),
+                ),
+            },
+        };
+        roles.push(Bound {
+            kind: RoleKind::ReturnPath,
+            role: d,
+            to: Some(to),
+            why,
+        });
     }
     if unbound.is_empty() {
         return Ok(Binding { roles });
@@ -457,6 +508,14 @@ fn bind_sender(
     ))
 }
 
+/// The domain of a stream's own envelope sender, if it has one.
+fn return_domain(t: &crate::scenario::Traffic) -> Option<String> {
+    t.mail_from
+        .as_deref()
+        .and_then(|m| m.rsplit_once('@'))
+        .map(|(_, d)| d.to_ascii_lowercase())
+}
+
 /// Replaces domain `from` with `to` in an address or text, where it stands as a whole domain
 /// (`news.example.com` in `b@bounces.news.example.com`, not in `anews.example.com`).
 fn replace_domain(text: &str, from: &str, to: &str) -> String {
@@ -516,6 +575,16 @@ impl Binding {
             .find(|b| b.kind == kind && b.role.eq_ignore_ascii_case(role))
     }
 
+    /// `text` with every sender domain replaced by its binding.
+    fn swap_senders(&self, text: &str) -> String {
+        self.roles
+            .iter()
+            .filter(|b| b.kind == RoleKind::Sender)
+            .filter_map(|b| b.to.as_deref().map(|t| (b.role.as_str(), t)))
+            .filter(|(a, b)| a != b)
+            .fold(text.to_string(), |t, (a, b)| replace_domain(&t, a, b))
+    }
+
     /// The scenario with its roles replaced by the config's names.
     pub fn apply(&self, l: &Loaded) -> Loaded {
         let mut out = l.clone();
@@ -539,7 +608,13 @@ impl Binding {
                     .map_or(Some(v), |b| b.to.clone());
             }
             t.sender = swap(&t.sender);
-            t.mail_from = t.mail_from.as_deref().map(swap);
+            t.mail_from = t.mail_from.as_deref().map(|m| match m.rsplit_once('@') {
+                Some((local, d)) => match self.to(RoleKind::ReturnPath, d) {
+                    Some(Bound { to: Some(to), .. }) => format!("{local}@{to}"),
+                    _ => swap(m),
+                },
+                None => swap(m),
+            });
             for v in t.headers.values_mut() {
                 *v = swap(v);
             }

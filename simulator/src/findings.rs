@@ -78,19 +78,21 @@ pub fn findings(
     out
 }
 
-/// Bounce reasons covering at least a tenth of the accepted mail (the largest first, at most
-/// three), and what in the config explains an authentication failure.
+/// The reason most accepted mail bounced for, if one did (then also the next reasons covering a
+/// tenth or more, at most three in all), and what in the config explains an authentication
+/// failure among them.
 fn bounce_findings(l: &Loaded, cfg: &Config, o: &Observed, accepted: u64) -> Vec<String> {
     let mut reasons: Vec<(&(String, String, String), &u64)> =
         o.tally.bounce_reasons.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let mut out = Vec::new();
     let mut auth = false;
+    let most_mail = reasons.first().is_some_and(|(_, n)| **n * 2 > accepted);
     for ((provider, cat, reply), n) in reasons.into_iter().take(3) {
-        if accepted == 0 || n * 10 < accepted {
+        if !most_mail || n * 10 < accepted {
             break;
         }
-        let most = if n * 2 > accepted { "most mail: " } else { "" };
+        let most = if out.is_empty() { "most mail: " } else { "" };
         out.push(format!(
             "{most}{n} of {accepted} accepted recipients bounced at {provider} ({cat}): {reply}"
         ));

@@ -14,6 +14,7 @@ pub mod scenario;
 pub mod sim;
 pub mod tally;
 pub mod traffic;
+pub mod under_test;
 pub mod validate;
 pub mod world;
 pub mod world_auth;

@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub no_dkim: bool,
     /// Explicit role bindings (`--map`), before automatic ones.
     pub maps: Vec<crate::bind::RoleMap>,
+    /// Absolute paths of the config (includes, key files) are looked for under this directory.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -66,6 +68,7 @@ impl Default for RunOptions {
             no_tls: false,
             no_dkim: false,
             maps: Vec::new(),
+            root: None,
         }
     }
 }
@@ -226,8 +229,23 @@ async fn run_async(
     let s = &l.scenario;
     let seed = opts.seed.unwrap_or(s.seed);
     let cfg_path = opts.config.clone().unwrap_or_else(|| l.config_path.clone());
-    let loaded = mta::config::load(&cfg_path);
-    let mut config = Arc::new(loaded.into_result().map_err(|e| e.to_string())?);
+    let dir = opts.report_dir.join(&s.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Simulated: the config as the run takes it (host checks deferred, --root, stand-in keys);
+    // live: as the MTA process will read it.
+    let (mut config, under_test_notes) = match live {
+        None => {
+            let ut = crate::under_test::load(&cfg_path, opts.root.as_deref(), &dir.join("keys"))?;
+            (Arc::new(ut.config), ut.notes)
+        }
+        Some(_) => {
+            let loaded = mta::config::load(&cfg_path);
+            (
+                Arc::new(loaded.into_result().map_err(|e| e.to_string())?),
+                Vec::new(),
+            )
+        }
+    };
     // The scenario's roles bound to the config's names, before anything is built.
     let binding = crate::bind::bind(l, &config, &cfg_path.display().to_string(), &opts.maps)
         .map_err(|e| e.to_string())?;
@@ -235,8 +253,6 @@ async fn run_async(
     let l = &bound;
     let s = &l.scenario;
     let config_under_test = config.clone();
-    let dir = opts.report_dir.join(&s.name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let acct_path = dir.join("acct.csv");
     // The traffic's body buffers, given back by the in-process MTA's spool when done.
     let bodies = Arc::new(BodyPool::default());
@@ -310,7 +326,8 @@ async fn run_async(
         s.traffic.iter().any(|t| t.vmta.is_some()),
         live.is_some(),
     )?;
-    let mut bound_notes = binding.notes();
+    let mut bound_notes = under_test_notes;
+    bound_notes.extend(binding.notes());
     if !injection.why.is_empty() {
         bound_notes.push(injection.why.clone());
     }

@@ -104,7 +104,7 @@ fn one(file: &Path, opts: &RunOptions) -> Row {
         Err(e) => return row(stem, Outcome::Error(e.to_string())),
     };
     let name = l.scenario.name.clone();
-    if let Err(e) = preflight(&l, &opts.maps) {
+    if let Err(e) = preflight(&l, opts) {
         return row(name, Outcome::Unbound(e));
     }
     match crate::sim::run(&l, opts) {
@@ -122,12 +122,11 @@ impl Row {
 }
 
 /// The binding and the injection path, checked before the run.
-fn preflight(l: &Loaded, maps: &[crate::bind::RoleMap]) -> Result<(), String> {
-    let cfg = mta::config::load(&l.config_path)
-        .into_result()
-        .map_err(|e| e.to_string())?;
+fn preflight(l: &Loaded, opts: &RunOptions) -> Result<(), String> {
+    let scratch = opts.report_dir.join(&l.scenario.name).join("keys");
+    let cfg = crate::under_test::load(&l.config_path, opts.root.as_deref(), &scratch)?.config;
     let name = l.config_path.display().to_string();
-    let binding = crate::bind::bind(l, &cfg, &name, maps).map_err(|e| e.to_string())?;
+    let binding = crate::bind::bind(l, &cfg, &name, &opts.maps).map_err(|e| e.to_string())?;
     let bound = binding.apply(l);
     let needs_header = bound.scenario.traffic.iter().any(|t| t.vmta.is_some());
     crate::bind::injection(&cfg, needs_header, false).map(|_| ())

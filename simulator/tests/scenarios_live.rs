@@ -38,6 +38,7 @@ fn live_tss04_holds_with_the_mta_as_its_own_process() {
             no_tls: false,
             no_dkim: false,
             maps: Vec::new(),
+            root: None,
         },
         &live,
     )

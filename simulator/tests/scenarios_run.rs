@@ -32,6 +32,7 @@ fn every_scenario_holds_in_simulated_mode() {
                 no_tls: false,
                 no_dkim: false,
                 maps: Vec::new(),
+                root: None,
             },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -114,6 +115,7 @@ fn same_seed_same_accounting_log() {
                     no_tls: false,
                     no_dkim: false,
                     maps: Vec::new(),
+                    root: None,
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -151,6 +153,7 @@ fn unwritable_accounting_log_fails_the_run() {
             no_tls: false,
             no_dkim: false,
             maps: Vec::new(),
+            root: None,
         },
     )
     .err()
@@ -228,6 +231,7 @@ fn mx_rollup_shares_the_connection_limit_across_yahoo_domains() {
             no_tls: false,
             no_dkim: false,
             maps: Vec::new(),
+            root: None,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -264,6 +268,7 @@ fn recipients_per_message_sends_each_message_to_that_many() {
             no_tls: true,
             no_dkim: true,
             maps: Vec::new(),
+            root: None,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

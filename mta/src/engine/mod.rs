@@ -123,6 +123,8 @@ pub struct Engine {
     )>,
     /// Spent records: the engine's own after logging them, or the tap reader's given back.
     records: Arc<crate::acct::RecordPool>,
+    /// Warnings that repeat per message, summarised with a count.
+    repeats: crate::repeats::Repeats,
 }
 
 /// Running totals.
@@ -276,6 +278,7 @@ impl Engine {
         let suppression = open_suppression(&parts.config);
         let config_at_start = parts.config.clone();
         Arc::new(Engine {
+            repeats: crate::repeats::Repeats::default(),
             classifier: std::sync::RwLock::new(Arc::new(classifier)),
             config: std::sync::RwLock::new(parts.config.clone()),
             parts,
@@ -1244,7 +1247,9 @@ impl Engine {
                             .unwrap_or(Duration::from_secs(3600));
                         if let Some(ip) = src {
                             let until = now + after.as_millis() as i64;
-                            tracing::warn!(queue = %key, %ip, reenable_in_s = after.as_secs(), reply = %text, "source IP disabled by smtp-pattern-list");
+                            if let Some(n) = self.repeats.note(&format!("disabled {key} {ip}")) {
+                                tracing::warn!(queue = %key, %ip, reenable_in_s = after.as_secs(), reply = %text, times = n, "source IP disabled by smtp-pattern-list");
+                            }
                             s.disabled_ips.insert(ip, Some(until));
                         }
                         a.defer_queue = true;
@@ -1676,7 +1681,9 @@ impl Engine {
         };
         let cfg = &self.config();
         let Some(dk) = crate::dkim::select_key(cfg, key.vmta(), pool, &author) else {
-            tracing::warn!(queue = %key, %author, "dkim-sign yes but no domain-key fits; sending unsigned");
+            if let Some(n) = self.repeats.note(&format!("unsigned {key} {author}")) {
+                tracing::warn!(queue = %key, %author, messages = n, "dkim-sign yes but no domain-key fits; sending unsigned (logged at the 1st, 10th, 100th ... message)");
+            }
             return (body, dot_free);
         };
         let domain = if dk.domain == "*" {

@@ -133,6 +133,10 @@ struct RoleArgs {
     /// Bindings from a TOML file: `[vmta]` and `[sender]` tables of `"from" = "to"`.
     #[arg(long, value_name = "FILE")]
     map_file: Option<PathBuf>,
+    /// Look for the config's absolute paths (includes, DKIM keys) under this directory, e.g. a
+    /// checkout of the production host's /etc/pmta (simulated runs).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 impl RoleArgs {
@@ -309,6 +313,7 @@ fn main() -> ExitCode {
             no_tls: !tls,
             no_dkim: !dkim,
             maps: Vec::new(),
+            root: None,
         };
         let path = scenario.unwrap_or_else(|| PathBuf::from("scenarios/mixed-production.toml"));
         return bench(&path, &opts);
@@ -362,6 +367,7 @@ fn main() -> ExitCode {
                 no_tls,
                 no_dkim,
                 maps,
+                root: roles.root.clone(),
             };
             run_scenarios(scenarios, live, &opts)
         }
@@ -515,6 +521,7 @@ fn validate(a: ValidateArgs) -> ExitCode {
         config: Some(a.config.clone()),
         report_dir: a.report,
         maps,
+        root: a.roles.root.clone(),
         ..RunOptions::default()
     };
     let rows = simulator::validate::validate(&files, &opts);
