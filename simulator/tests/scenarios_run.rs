@@ -182,6 +182,8 @@ fn dkim_signed_run(
         report_dir: dir.path().to_path_buf(),
         no_tls,
         no_dkim,
+        maps: Vec::new(),
+        root: None,
     };
     let r = run(&l, &opts).unwrap_or_else(|e| panic!("{e}"));
     let v = r
