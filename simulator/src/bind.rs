@@ -425,7 +425,7 @@ fn bind_vmta(
         VmtaKind::Any => (cfg.vmtas.keys().collect(), "virtual MTA"),
     };
     if candidates.is_empty() {
-        if need.kind != VmtaKind::Pool && cfg.vmtas.is_empty() {
+        if cfg.vmtas.is_empty() {
             return Ok((
                 None,
                 "the config has no virtual MTAs: mail goes from its default addresses".into(),
