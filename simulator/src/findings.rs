@@ -79,15 +79,35 @@ pub fn findings(
 }
 
 /// The reason most accepted mail bounced for, if one did (then also the next reasons covering a
-/// tenth or more, at most three in all), and what in the config explains an authentication
-/// failure among them.
+/// tenth or more, at most three in all), or else authentication, if most mail bounced for want of
+/// it at one provider or another; and what in the config explains an authentication failure among
+/// them. The MTA's own DSNs count neither as accepted mail nor as bounces.
 fn bounce_findings(l: &Loaded, cfg: &Config, o: &Observed, accepted: u64) -> Vec<String> {
+    let accepted = accepted.saturating_sub(o.tally.dsns_accepted);
     let mut reasons: Vec<(&(String, String, String), &u64)> =
         o.tally.bounce_reasons.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let mut out = Vec::new();
     let mut auth = false;
     let most_mail = reasons.first().is_some_and(|(_, n)| **n * 2 > accepted);
+    let unauthenticated: u64 = reasons
+        .iter()
+        .filter(|((_, _, r), _)| is_auth_failure(r))
+        .map(|(_, n)| **n)
+        .sum();
+    if !most_mail && unauthenticated * 2 > accepted {
+        out.push(format!(
+            "most mail: {unauthenticated} of {accepted} accepted recipients bounced as unauthenticated"
+        ));
+        for ((provider, cat, reply), n) in reasons
+            .iter()
+            .filter(|((_, _, r), _)| is_auth_failure(r))
+            .take(3)
+        {
+            out.push(format!("{n} at {provider} ({cat}): {reply}"));
+        }
+        return [out, auth_findings(l, cfg)].concat();
+    }
     for ((provider, cat, reply), n) in reasons.into_iter().take(3) {
         if !most_mail || n * 10 < accepted {
             break;
@@ -112,6 +132,7 @@ fn is_auth_failure(reply: &str) -> bool {
         .any(|c| r.contains(c))
         || r.contains("unauthenticated")
         || r.contains("dmarc")
+        || r.contains("failing both spf and dkim")
 }
 
 /// For each sender domain of the traffic: the config signs for it nowhere, or not on some of the

@@ -378,12 +378,13 @@ pub fn read_acct(path: &Path, l: &Loaded) -> Result<Tally, String> {
         col("bounceCat"),
         col("header_Message-ID"),
     );
-    let diag = col("dsnDiag");
+    let (diag, orig) = (col("dsnDiag"), col("orig"));
     let get = |r: &'_ [String], c: Option<usize>| -> String {
         c.and_then(|i| r.get(i)).cloned().unwrap_or_default()
     };
     for r in rows.iter().skip(1).filter(|r| r.len() > 1) {
         let (rc, bc, id, dg) = (get(r, rcpt), get(r, cat), get(r, mid), get(r, diag));
+        let from = get(r, orig);
         tally.add(&RecordView {
             ty: RecordType::from_code(&get(r, ty)),
             time_logged: acct_time(&get(r, tl)).unwrap_or(0),
@@ -392,6 +393,7 @@ pub fn read_acct(path: &Path, l: &Loaded) -> Result<Tally, String> {
             bounce_cat: &bc,
             message_id: &id,
             dsn_diag: &dg,
+            orig: &from,
         });
     }
     Ok(tally)

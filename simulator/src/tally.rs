@@ -25,6 +25,8 @@ pub struct RecordView<'a> {
     pub message_id: &'a str,
     /// The reply or reason quoted (`b` records).
     pub dsn_diag: &'a str,
+    /// The envelope sender; empty for the MTA's own DSNs.
+    pub orig: &'a str,
 }
 
 impl<'a> RecordView<'a> {
@@ -42,6 +44,7 @@ impl<'a> RecordView<'a> {
                 .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
                 .map_or("", |(_, v)| v.as_str()),
             dsn_diag: &r.dsn_diag,
+            orig: &r.orig,
         }
     }
 }
@@ -137,8 +140,11 @@ pub struct Tally {
     pub delivery_ms: BTreeMap<String, Vec<i64>>,
     /// The nothing-lost ledger.
     pub ledger: Ledger,
-    /// Bounced recipients by why: (provider, category, reply with addresses as `{ip}`).
+    /// Bounced recipients by why: (provider, category, reply with addresses as `{ip}`); the
+    /// traffic's mail only, not the MTA's own DSNs.
     pub bounce_reasons: BTreeMap<(String, String, String), u64>,
+    /// Recipients of the MTA's own DSNs (null envelope sender) among `totals.accepted`.
+    pub dsns_accepted: u64,
 }
 
 /// Distinct bounce reasons kept; past it, new ones are counted under `(other replies)`.
@@ -200,6 +206,7 @@ impl Tally {
             delivery_ms: BTreeMap::new(),
             ledger: Ledger::default(),
             bounce_reasons: BTreeMap::new(),
+            dsns_accepted: 0,
         }
     }
 
@@ -223,6 +230,9 @@ impl Tally {
         match ty {
             RecordType::Received => {
                 self.totals.accepted += 1;
+                if r.orig.is_empty() {
+                    self.dsns_accepted += 1;
+                }
                 self.ledger.received(r.message_id, rcpt);
             }
             RecordType::Delivered => {
@@ -257,6 +267,10 @@ impl Tally {
                 };
                 self.timeline
                     .add(cat, "bounces-by-category", r.time_logged, 1.0);
+                self.ledger.ended(r.message_id, rcpt);
+                if r.orig.is_empty() {
+                    return;
+                }
                 let key = (
                     provider.to_string(),
                     cat.to_string(),
@@ -274,7 +288,6 @@ impl Tally {
                     )
                 };
                 *self.bounce_reasons.entry(key).or_insert(0) += 1;
-                self.ledger.ended(r.message_id, rcpt);
             }
             RecordType::RemoteBounce => {
                 *self
