@@ -33,6 +33,49 @@ pub fn injection_verdicts(streams: &[StreamStats]) -> Vec<Verdict> {
         .collect()
 }
 
+/// A failing verdict when most accepted mail bounced for one reason, or as unauthenticated, and
+/// the scenario does not expect that category (no `category` expectation with a minimum for it):
+/// its other verdicts would then speak of mail that never reached the providers' mailboxes.
+pub fn bounce_verdict(l: &Loaded, o: &Observed) -> Option<Verdict> {
+    let accepted = o
+        .tally
+        .totals
+        .accepted
+        .saturating_sub(o.tally.dsns_accepted);
+    let top = o
+        .tally
+        .bounce_reasons
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+    let unauthenticated: u64 = o
+        .tally
+        .bounce_reasons
+        .iter()
+        .filter(|((_, _, r), _)| is_auth_failure(r))
+        .map(|(_, n)| *n)
+        .sum();
+    let ((provider, cat, reply), n) = top;
+    let observed = if n * 2 > accepted {
+        format!("{n} of {accepted} bounced at {provider} ({cat}): {reply}")
+    } else if unauthenticated * 2 > accepted {
+        format!("{unauthenticated} of {accepted} bounced as unauthenticated ({provider}: {reply})")
+    } else {
+        return None;
+    };
+    let expected = l.scenario.expectations.iter().any(|e| {
+        matches!(e, Expectation::Category { category, min: Some(m), .. } if category == cat && *m > 0)
+    });
+    (!expected).then(|| Verdict {
+        expectation: "accepted mail not mostly bounced for a reason the scenario does not expect"
+            .into(),
+        passed: false,
+        exercised: true,
+        expected: "most accepted mail delivered, or bounced as the scenario expects".into(),
+        observed,
+        location: "accounting b records".into(),
+    })
+}
+
 /// The findings of a run, most important first.
 pub fn findings(
     l: &Loaded,
@@ -62,20 +105,64 @@ pub fn findings(
     }
     out.extend(bounce_findings(l, cfg, o, accepted));
     for (e, v) in l.scenario.expectations.iter().zip(verdicts) {
-        if let (
+        if v.passed || !v.exercised {
+            continue;
+        }
+        let f = match e {
             Expectation::Backoff {
                 queue, incident, ..
-            },
-            false,
-            true,
-        ) = (e, v.passed, v.exercised)
-        {
-            if let Some(f) = backoff_finding(l, cfg, o, queue, *incident, &v.observed) {
-                out.push(f);
+            } => backoff_finding(l, cfg, o, queue, *incident, &v.observed),
+            Expectation::FeedbackRecords { .. } => feedback_finding(l, cfg),
+            Expectation::Category { category, .. } if category == "message-expired" => {
+                expiry_finding(l, cfg)
             }
-        }
+            _ => None,
+        };
+        out.extend(f);
     }
     out
+}
+
+/// Why complaints did not become `f` records: where the providers send them, and whether the
+/// config takes that address in with a feedback-loop processor.
+fn feedback_finding(l: &Loaded, cfg: &Config) -> Option<String> {
+    let t = l.scenario.traffic.first()?;
+    let to = l
+        .scenario
+        .fbl_address
+        .clone()
+        .unwrap_or_else(|| format!("fbl@fbl.{}", t.sender_domain()));
+    let file = cfg.path.display();
+    if cfg.feedback_loop_processors.is_empty() {
+        return Some(format!(
+            "complaints (ARF) go to {to}, and {file} has no <feedback-loop-processor>: none becomes an f record"
+        ));
+    }
+    let taken = cfg
+        .feedback_loop_processors
+        .iter()
+        .any(|p| p.addresses.matches(&to));
+    (!taken).then(|| {
+        format!("complaints (ARF) go to {to}, which no <feedback-loop-processor> address-list in {file} matches")
+    })
+}
+
+/// Why mail did not expire: a `bounce-after` in force for the traffic's domains that is longer
+/// than the scenario.
+fn expiry_finding(l: &Loaded, cfg: &Config) -> Option<String> {
+    let t = l.scenario.traffic.first()?;
+    let d = t.domains.keys().next()?;
+    let eff = cfg.domain_settings(d, t.vmta.as_deref());
+    if eff.interval("bounce-after")? < l.duration {
+        return None;
+    }
+    let s = eff.0.get("bounce-after")?;
+    let after = s.value.as_ref().map_or("-".into(), |v| v.to_string());
+    Some(format!(
+        "messages to {d} are kept for bounce-after {after} ({}), longer than the scenario's {}: mail still queued when the provider came back was delivered, not expired",
+        origin(&s.origin),
+        l.scenario.duration
+    ))
 }
 
 /// The reason most accepted mail bounced for, if one did (then also the next reasons covering a

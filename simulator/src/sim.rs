@@ -878,6 +878,7 @@ async fn run_async(
     let streams = stats.lock().map(|v| v.clone()).unwrap_or_default();
     let mut verdicts = check(l, &observed);
     verdicts.extend(crate::findings::injection_verdicts(&streams));
+    verdicts.extend(crate::findings::bounce_verdict(l, &observed));
     let findings = crate::findings::findings(l, &config_under_test, &observed, &streams, &verdicts);
     let depth = depth.lock().map(|d| d.clone()).unwrap_or_default();
     for st in &streams {

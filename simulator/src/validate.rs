@@ -235,3 +235,71 @@ pub fn junit(config: &Path, rows: &[Row]) -> Result<String, String> {
     }
     report.to_string().map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Verdict;
+
+    fn row(verdicts: Vec<(bool, bool)>, findings: &[&str]) -> Row {
+        let verdicts: Vec<Verdict> = verdicts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (passed, exercised))| Verdict {
+                expectation: format!("e{i}"),
+                passed,
+                exercised,
+                expected: "x".into(),
+                observed: "y".into(),
+                location: "z".into(),
+            })
+            .collect();
+        Row {
+            scenario: "s".into(),
+            file: PathBuf::from("s.toml"),
+            outcome: Outcome::Ran(Box::new(Report {
+                scenario: "s".into(),
+                description: String::new(),
+                mode: "simulated".into(),
+                seed: 1,
+                start: String::new(),
+                duration_s: 1.0,
+                passed: verdicts.iter().all(|v| v.passed),
+                verdicts,
+                totals: Default::default(),
+                providers: Default::default(),
+                bucket_s: 1.0,
+                series: Default::default(),
+                backoff: Vec::new(),
+                findings: findings.iter().map(|s| s.to_string()).collect(),
+                injection: Vec::new(),
+                notes: Vec::new(),
+            })),
+            wall: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn verdict_words_and_top_findings() {
+        assert_eq!(row(vec![(true, true)], &[]).verdict(), "PASSED");
+        let hollow = row(vec![(true, true), (false, false)], &[]);
+        assert_eq!(hollow.verdict(), "NOT EXERCISED");
+        assert_eq!(hollow.top_finding(), "e1: expected x, observed y");
+        let failed = row(vec![(false, true), (false, false)], &["the reason"]);
+        assert_eq!(failed.verdict(), "FAILED");
+        assert_eq!(failed.top_finding(), "the reason");
+        let unbound = Row {
+            outcome: Outcome::Unbound("needs:\n  - vmta `x`: which one?\noffers".into()),
+            ..row(vec![], &[])
+        };
+        assert_eq!(unbound.verdict(), "UNBOUND");
+        assert_eq!(unbound.top_finding(), "vmta `x`: which one?");
+        let all = [failed, unbound];
+        let text = render_text(Path::new("c.conf"), &all);
+        assert!(text.starts_with("findings for c.conf:"), "{text}");
+        assert!(
+            text.contains("0 of 2 scenarios held against c.conf"),
+            "{text}"
+        );
+    }
+}

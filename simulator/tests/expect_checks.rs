@@ -44,6 +44,19 @@ fn observed(
     );
     let start = l.start_ms + 20 * 60_000;
     let end = start + 45 * 60_000;
+    // A connection met the incident: Yahoo gave it the TSS04 reply.
+    if let Some(v) = o.events.get_mut("yahoo") {
+        v.push(Event {
+            t_ms: start + 30_000,
+            ip,
+            conn: 99,
+            kind: EventKind::Refused(Box::new(simulator::isp::engine::Refusal {
+                phase: simulator::profile::Phase::Rcpt,
+                rcpt: Some("u@yahoo.com".into()),
+                reply: "421 4.7.0 [TSS04] Messages from 203.0.113.11 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes".into(),
+            })),
+        });
+    }
     let mut modes = vec![change(start + enter_after_s * 1000, Mode::Backoff)];
     if let Some(s) = leave_after_end_s {
         modes.push(change(end + s * 1000, Mode::Normal));
@@ -82,6 +95,30 @@ fn the_storm_scenario_passes_and_fails_for_the_right_reasons() {
         !slow[0].passed && slow[0].observed.contains("back to normal only at"),
         "{:?}",
         slow[0]
+    );
+    // Backoff during an incident no connection met is not a pass: NOT EXERCISED.
+    let mut unmet = observed(&l, 120, Some(1800), 20);
+    if let Some(v) = unmet.events.get_mut("yahoo") {
+        for e in v.iter_mut() {
+            if matches!(e.kind, EventKind::Refused(_)) {
+                e.kind = EventKind::Connect { open: 1 };
+            }
+        }
+    }
+    let v = &check(&l, &unmet)[0];
+    assert!(
+        !v.passed && !v.exercised && v.observed.contains("never gave the incident's reply"),
+        "{v:?}"
+    );
+    // And with no connection at all in its window.
+    let mut none = observed(&l, 120, Some(1800), 20);
+    if let Some(v) = none.events.get_mut("yahoo") {
+        v.retain(|e| !matches!(e.kind, EventKind::Refused(_)));
+    }
+    let v = &check(&l, &none)[0];
+    assert!(
+        !v.exercised && v.observed.starts_with("no connection reached yahoo"),
+        "{v:?}"
     );
     let busy = check(&l, &observed(&l, 120, Some(1800), 21));
     assert!(
