@@ -3,13 +3,10 @@
 //! `--map`, by the same name, or automatically where the config leaves one choice (its only pool,
 //! the only pool named for the stream's purpose, the only domain it signs for). What cannot be
 //! bound is an error before the run that lists what the scenario needs and what the config offers.
-//! Where the injector connects is chosen from the config's listeners and `<source>` rules.
 
 use crate::scenario::{Expectation, Loaded, Purpose, SenderRole, VmtaKind, VmtaRole};
-use mta::config::model::SourceSelector;
 use mta::config::Config;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 /// The two kinds of role.
@@ -631,94 +628,6 @@ impl Binding {
         }
         out
     }
-}
-
-/// Where the injector connects: the client address it connects from and the listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Injection {
-    /// The client address (a `<source>` network's first address, or 127.0.0.1).
-    pub client: IpAddr,
-    /// The listener.
-    pub listener: SocketAddr,
-    /// Why, for the notes (empty when it is the default: 127.0.0.1 to the first listener).
-    pub why: String,
-}
-
-/// An unspecified listener address (`0/0:25`) is reached on 127.0.0.1.
-pub fn reachable(a: SocketAddr) -> SocketAddr {
-    if a.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
-    } else {
-        a
-    }
-}
-
-/// Picks a listener and client address that `cfg`'s `<source>` rules let relay (and take
-/// `X-Virtual-MTA` from, when `needs_header`). `loopback_only`: live runs connect from 127.0.0.1.
-pub fn injection(
-    cfg: &Config,
-    needs_header: bool,
-    loopback_only: bool,
-) -> Result<Injection, String> {
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut listeners: Vec<(SocketAddr, Option<&str>)> = cfg
-        .listeners
-        .iter()
-        .map(|l| (reachable(l.addr), l.source.as_deref()))
-        .collect();
-    if listeners.is_empty() {
-        listeners.push((SocketAddr::new(lo, 25), None));
-    }
-    let mut clients = vec![lo];
-    if !loopback_only {
-        for s in &cfg.sources {
-            if let SourceSelector::Net(n) = &s.selector {
-                if n.prefix_len() > 0 {
-                    if let Some(ip) = n.hosts().next() {
-                        if !clients.contains(&ip) {
-                            clients.push(ip);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut no_header = None;
-    for (addr, source) in &listeners {
-        for ip in &clients {
-            let eff = cfg.source_settings(Some(*ip), *source);
-            if !eff.bool("smtp-service") || !eff.bool("always-allow-relaying") {
-                continue;
-            }
-            let why = if (*addr, *ip) == (listeners[0].0, lo) {
-                String::new()
-            } else {
-                format!("the injector connects from {ip} to {addr}, where the config's <source> rules let it relay")
-            };
-            let found = Injection {
-                client: *ip,
-                listener: *addr,
-                why,
-            };
-            if !needs_header || eff.bool("process-x-virtual-mta") {
-                return Ok(found);
-            }
-            no_header.get_or_insert(found);
-        }
-    }
-    if let Some(i) = no_header {
-        return Err(format!(
-            "the traffic names virtual MTAs (X-Virtual-MTA), but the only source that may relay ({} to {}) does not have `process-x-virtual-mta yes`",
-            i.client, i.listener
-        ));
-    }
-    let ls: Vec<String> = listeners.iter().map(|(a, _)| a.to_string()).collect();
-    Err(format!(
-        "no listener ({}) lets the injector relay from {}: add a <source> for the injector's address with `always-allow-relaying yes` (and `process-x-virtual-mta yes`){}",
-        ls.join(", "),
-        clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" or "),
-        if loopback_only { " for 127.0.0.1" } else { "" }
-    ))
 }
 
 #[cfg(test)]

@@ -1,17 +1,108 @@
-//! The injector: each traffic stream's messages sent over SMTP to the MTA under test, from the
-//! client address and to the listener the binding chose, counting what the MTA took and what it
-//! refused (with its replies), so a stream whose mail is refused fails the run with the reason.
+//! The injector: where it connects (a listener and client address the config's `<source>` rules
+//! let relay) and each traffic stream's messages sent there over SMTP, counting what the MTA took
+//! and what it refused (with its replies), so a stream whose mail is refused fails the run with
+//! the reason.
 
-use crate::bind::Injection;
 use crate::scenario::Traffic;
 use crate::traffic::{BodyPool, Generator, Prepared};
+use mta::config::model::SourceSelector;
 use mta::config::values::{parse_interval, parse_rate};
+use mta::config::Config;
 use mta::net::Net;
 use mta::smtp::client::{Client, Timeouts};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Where the injector connects: the client address it connects from and the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injection {
+    /// The client address (a `<source>` network's first address, or 127.0.0.1).
+    pub client: IpAddr,
+    /// The listener.
+    pub listener: SocketAddr,
+    /// Why, for the notes (empty when it is the default: 127.0.0.1 to the first listener).
+    pub why: String,
+}
+
+/// An unspecified listener address (`0/0:25`) is reached on 127.0.0.1.
+pub fn reachable(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
+    } else {
+        a
+    }
+}
+
+/// Picks a listener and client address that `cfg`'s `<source>` rules let relay (and take
+/// `X-Virtual-MTA` from, when `needs_header`). `loopback_only`: live runs connect from 127.0.0.1.
+pub fn injection(
+    cfg: &Config,
+    needs_header: bool,
+    loopback_only: bool,
+) -> Result<Injection, String> {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut listeners: Vec<(SocketAddr, Option<&str>)> = cfg
+        .listeners
+        .iter()
+        .map(|l| (reachable(l.addr), l.source.as_deref()))
+        .collect();
+    if listeners.is_empty() {
+        listeners.push((SocketAddr::new(lo, 25), None));
+    }
+    let mut clients = vec![lo];
+    if !loopback_only {
+        for s in &cfg.sources {
+            if let SourceSelector::Net(n) = &s.selector {
+                if n.prefix_len() > 0 {
+                    if let Some(ip) = n.hosts().next() {
+                        if !clients.contains(&ip) {
+                            clients.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut no_header = None;
+    for (addr, source) in &listeners {
+        for ip in &clients {
+            let eff = cfg.source_settings(Some(*ip), *source);
+            if !eff.bool("smtp-service") || !eff.bool("always-allow-relaying") {
+                continue;
+            }
+            let why = if (*addr, *ip) == (listeners[0].0, lo) {
+                String::new()
+            } else {
+                format!("the injector connects from {ip} to {addr}, where the config's <source> rules let it relay")
+            };
+            let found = Injection {
+                client: *ip,
+                listener: *addr,
+                why,
+            };
+            if !needs_header || eff.bool("process-x-virtual-mta") {
+                return Ok(found);
+            }
+            no_header.get_or_insert(found);
+        }
+    }
+    if let Some(i) = no_header {
+        return Err(format!(
+            "the traffic names virtual MTAs (X-Virtual-MTA), but the only source that may relay ({} to {}) does not have `process-x-virtual-mta yes`",
+            i.client, i.listener
+        ));
+    }
+    let ls: Vec<String> = listeners.iter().map(|(a, _)| a.to_string()).collect();
+    Err(format!(
+        "no listener ({}) lets the injector relay from {}: add a <source> for the injector's address with `always-allow-relaying yes` (and `process-x-virtual-mta yes`){}",
+        ls.join(", "),
+        clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" or "),
+        if loopback_only { " for 127.0.0.1" } else { "" }
+    ))
+}
 
 /// Distinct refusal replies kept per stream (the rest are counted under the last kept).
 const MAX_REPLIES: usize = 20;

@@ -321,7 +321,7 @@ async fn run_async(
         .map(|l| l.addr)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 25)));
     let mta_addr = sim_addr(mta_addr);
-    let injection = crate::bind::injection(
+    let injection = crate::inject::injection(
         &config,
         s.traffic.iter().any(|t| t.vmta.is_some()),
         live.is_some(),

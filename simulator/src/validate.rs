@@ -129,7 +129,7 @@ fn preflight(l: &Loaded, opts: &RunOptions) -> Result<(), String> {
     let binding = crate::bind::bind(l, &cfg, &name, &opts.maps).map_err(|e| e.to_string())?;
     let bound = binding.apply(l);
     let needs_header = bound.scenario.traffic.iter().any(|t| t.vmta.is_some());
-    crate::bind::injection(&cfg, needs_header, false).map(|_| ())
+    crate::inject::injection(&cfg, needs_header, false).map(|_| ())
 }
 
 /// The findings of every scenario, deduplicated, each with the scenarios it came from.

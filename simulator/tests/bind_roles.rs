@@ -2,7 +2,8 @@
 //! config's only choice, by `--map`; unbound roles and impossible injection are errors that list
 //! what the scenario needs and what the config offers.
 
-use simulator::bind::{bind, injection, RoleKind, RoleMap};
+use simulator::bind::{bind, RoleKind, RoleMap};
+use simulator::inject::injection;
 use simulator::scenario::{scenario_files, Expectation, Loaded};
 use std::path::Path;
 
