@@ -350,11 +350,23 @@ fn check_one(l: &Loaded, o: &Observed, e: &Expectation) -> Verdict {
                 if which.is_empty() { queue.clone() } else { which },
             )
         }
-        Expectation::Category { category, min, max } => {
+        Expectation::Category {
+            category,
+            or,
+            min,
+            max,
+        } => {
             let (min0, max0) = (*min, *max);
             let min = &min.map(|m| scale_count(m, o.volume));
             let max = &max.map(|m| scale_count(m, o.volume));
-            let n = o.tally.bounces_in(category);
+            let n: u64 = std::iter::once(category)
+                .chain(or)
+                .map(|c| o.tally.bounces_in(c))
+                .sum();
+            let category = &std::iter::once(category.as_str())
+                .chain(or.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" or ");
             if o.tally.totals.accepted == 0 {
                 return hollow(
                     format!("bounces in category {category}"),

@@ -62,9 +62,22 @@ pub fn bounce_verdict(l: &Loaded, o: &Observed) -> Option<Verdict> {
     } else {
         return None;
     };
-    let expected = l.scenario.expectations.iter().any(|e| {
-        matches!(e, Expectation::Category { category, min: Some(m), .. } if category == cat && *m > 0)
+    let wanted = l.scenario.expectations.iter().any(|e| {
+        matches!(e, Expectation::Category { category, or, min: Some(m), .. } if (category == cat || or.contains(cat)) && *m > 0)
     });
+    // Mailbox states and expiry are what a scenario drives with its addresses and outages; a
+    // policy or spam refusal is expected only if one of its incidents gives that reply.
+    let driven = matches!(
+        cat.as_str(),
+        "bad-mailbox" | "inactive-mailbox" | "quota-issues" | "message-expired"
+    ) || l.scenario.incidents.iter().any(|i| match &i.kind {
+        IncidentKind::Reply { reply: r, .. } | IncidentKind::Blocklist { reply: r, .. } => {
+            let head = r.split('{').next().unwrap_or(r).trim();
+            !head.is_empty() && reply.contains(head)
+        }
+        _ => false,
+    });
+    let expected = wanted && driven && n * 2 > accepted;
     (!expected).then(|| Verdict {
         expectation: "accepted mail not mostly bounced for a reason the scenario does not expect"
             .into(),

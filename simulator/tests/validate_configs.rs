@@ -568,3 +568,41 @@ fn cli_exit_status_table_and_junit() {
         "{xml}"
     );
 }
+
+#[test]
+fn bounces_the_scenario_drives_are_expected_and_others_fail_the_run() {
+    // With its own config the scenario's bounces are the ones it drives (bad mailboxes, iCloud's
+    // CS01 incident): it holds, whichever category the config files CS01 under.
+    let hot = ws().join("fixtures/configs/hot.conf");
+    let (rows, _r) = run(&hot, None, &["bounce-categories"], 0.1, Vec::new());
+    assert_eq!(rows[0].verdict(), "PASSED", "{:?}", findings(&rows[0]));
+    let cfg = operator("prod-mailer.conf");
+    let root = operator("root");
+    let (rows, _r) = run(&cfg, Some(&root), &["bounce-categories"], 0.1, Vec::new());
+    assert_eq!(
+        rows[0].verdict(),
+        "PASSED",
+        "{:?}",
+        report(&rows[0]).verdicts
+    );
+    // Unsigned mail: most of it bounces 5.7.26 at Gmail, policy-related like the scenario's
+    // expected refusal, yet not the reply any of its incidents gives: the run fails on it.
+    let (rows, _r) = run(
+        &operator("stock-sample.conf"),
+        None,
+        &["bounce-categories"],
+        0.1,
+        Vec::new(),
+    );
+    let rep = report(&rows[0]);
+    assert_eq!(rows[0].verdict(), "FAILED");
+    let v = rep
+        .verdicts
+        .iter()
+        .find(|v| {
+            v.expectation
+                .starts_with("accepted mail not mostly bounced")
+        })
+        .unwrap_or_else(|| panic!("{:?}", rep.verdicts));
+    assert!(!v.passed && v.observed.contains("5.7.26"), "{v:?}");
+}

@@ -285,6 +285,10 @@ pub enum Expectation {
     Category {
         /// The bounce category.
         category: String,
+        /// Further categories counted with it (a refusal the config's own patterns may file
+        /// elsewhere than the built-in rules do, e.g. `policy-related` or `spam-related`).
+        #[serde(default)]
+        or: Vec<String>,
         /// At least.
         min: Option<u64>,
         /// At most.
@@ -685,14 +689,16 @@ impl Loaded {
                     interval(f, &k("enter_within"), enter_within)?;
                     interval(f, &k("leave_within"), leave_within)?;
                 }
-                Expectation::Category { category, .. }
-                    if !mta::config::model::BOUNCE_CATEGORIES.contains(&category.as_str()) =>
-                {
-                    return Err(invalid(
-                        f,
-                        &k("category"),
-                        format!("`{category}` is not a bounce category"),
-                    ));
+                Expectation::Category { category, or, .. } => {
+                    for c in std::iter::once(category).chain(or) {
+                        if !mta::config::model::BOUNCE_CATEGORIES.contains(&c.as_str()) {
+                            return Err(invalid(
+                                f,
+                                &k("category"),
+                                format!("`{c}` is not a bounce category"),
+                            ));
+                        }
+                    }
                 }
                 Expectation::DkimVerified { share: sh } => share(f, &k("share"), *sh)?,
                 Expectation::DeliveryTime {
