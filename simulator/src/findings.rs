@@ -126,6 +126,14 @@ pub fn findings(
                 queue, incident, ..
             } => backoff_finding(l, cfg, o, queue, *incident, &v.observed),
             Expectation::FeedbackRecords { .. } => feedback_finding(l, cfg),
+            Expectation::DkimVerified { .. } => {
+                for f in auth_findings(l, cfg) {
+                    if !out.contains(&f) {
+                        out.push(f);
+                    }
+                }
+                None
+            }
             Expectation::Category { category, .. } if category == "message-expired" => {
                 expiry_finding(l, cfg)
             }
@@ -258,7 +266,16 @@ fn auth_findings(l: &Loaded, cfg: &Config) -> Vec<String> {
             ));
             continue;
         }
-        let vmtas: Vec<String> = match t.vmta.as_deref() {
+        // Mail without X-Virtual-MTA goes where the injection source's default-virtual-mta says.
+        let route = t.vmta.clone().or_else(|| {
+            cfg.sources
+                .iter()
+                .find_map(|s| match &s.settings.get("default-virtual-mta")?.value {
+                    mta::config::values::Value::Text(v) => Some(v.clone()),
+                    _ => None,
+                })
+        });
+        let vmtas: Vec<String> = match route.as_deref() {
             Some(p) if cfg.pools.contains_key(p) => cfg.pools[p]
                 .members
                 .iter()
@@ -276,7 +293,7 @@ fn auth_findings(l: &Loaded, cfg: &Config) -> Vec<String> {
                     .vmtas
                     .get(v)
                     .is_some_and(|x| x.domain_keys.iter().any(fits))
-                || t.vmta
+                || route
                     .as_deref()
                     .and_then(|p| cfg.pools.get(p))
                     .is_some_and(|p| p.domain_keys.iter().any(fits))
@@ -289,7 +306,7 @@ fn auth_findings(l: &Loaded, cfg: &Config) -> Vec<String> {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                t.vmta.as_deref().unwrap_or("")
+                route.as_deref().unwrap_or("")
             ));
         }
     }

@@ -288,12 +288,24 @@ fn each_planted_mistake_shows_up() {
         .notes
         .iter()
         .any(|n| n.contains("role sender `news.example.com` bound to `news.shop.example`")));
+    // ... and the findings name the vMTA without a key.
+    has_finding(
+        row(&rows, "dkim-signed"),
+        &[
+            "vMTA shop-mkt-3 of `",
+            "has no DKIM key for news.shop.example",
+        ],
+    );
     // 4. Complaints to the address the feedback loops know are not processed.
     let f = report(row(&rows, "fbl-complaints"));
     let v = &f.verdicts[0];
     assert!(
         !v.passed && v.exercised && v.observed == "0" && v.expectation.contains("f records"),
         "{v:?}"
+    );
+    has_finding(
+        row(&rows, "fbl-complaints"),
+        &["complaints (ARF) go to fbl@fbl.news.shop.example, which no <feedback-loop-processor> address-list"],
     );
 }
 
