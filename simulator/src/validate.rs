@@ -83,6 +83,25 @@ impl Row {
     }
 }
 
+/// The suite in `dir`: every scenario file there that is part of it (`suite = true`, the
+/// default), and the names of those left out, with their descriptions. A file that cannot be read
+/// stays in, so that its row says why.
+pub fn suite_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut keep = Vec::new();
+    let mut left = Vec::new();
+    for f in crate::scenario::scenario_files(dir)? {
+        let out = std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|t| toml::from_str::<crate::scenario::Scenario>(&t).ok())
+            .filter(|s| !s.suite);
+        match out {
+            Some(s) => left.push(format!("{} ({})", s.name, s.description)),
+            None => keep.push(f),
+        }
+    }
+    Ok((keep, left))
+}
+
 /// Runs every scenario in `files` against `opts.config` (which must be set).
 pub fn validate(files: &[PathBuf], opts: &RunOptions) -> Vec<Row> {
     files.iter().map(|f| one(f, opts)).collect()

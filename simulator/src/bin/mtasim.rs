@@ -64,7 +64,8 @@ enum Command {
         /// The MTA config under test.
         #[arg(long)]
         config: PathBuf,
-        /// Scenario files (default: every *.toml in --suite).
+        /// Scenario files (default: every *.toml in --suite that is part of the suite, i.e. does
+        /// not say `suite = false`).
         scenarios: Vec<PathBuf>,
         /// The suite's directory.
         #[arg(long, default_value = "scenarios")]
@@ -501,8 +502,13 @@ fn validate(a: ValidateArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let files = if a.scenarios.is_empty() {
-        match simulator::scenario::scenario_files(&a.suite) {
-            Ok(f) if !f.is_empty() => f,
+        match simulator::validate::suite_files(&a.suite) {
+            Ok((f, left)) if !f.is_empty() => {
+                for l in left {
+                    println!("not in the suite (run it by name to include it): {l}");
+                }
+                f
+            }
             Ok(_) => {
                 eprintln!("mtasim: {}: no scenario files (*.toml)", a.suite.display());
                 return ExitCode::from(2);

@@ -358,6 +358,10 @@ pub struct Scenario {
     pub duration: String,
     /// Live runs multiply every duration by this (e.g. 0.01).
     pub live_scale: Option<f64>,
+    /// Part of the incident suite `mtasim validate` runs by default (false for a scenario built
+    /// around its own config, e.g. one with timers short enough for a live run).
+    #[serde(default = "yes")]
+    pub suite: bool,
     /// Where providers that send ARF reports send them (the address registered with their
     /// feedback loops); default `fbl@fbl.<From domain>`.
     pub fbl_address: Option<String>,
@@ -373,6 +377,10 @@ pub struct Scenario {
     /// Expectations.
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expectation>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn profiles_dir() -> String {
