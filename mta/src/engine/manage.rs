@@ -513,6 +513,46 @@ pub fn mode_name(m: Mode) -> &'static str {
     }
 }
 
+impl Engine {
+    /// Messages still held (not every recipient finished).
+    pub fn pending_messages(&self) -> usize {
+        self.with(|s| s.messages.len())
+    }
+
+    /// Queue names with their mode changes (for reports and status).
+    pub fn mode_history(
+        &self,
+    ) -> std::collections::BTreeMap<String, Vec<crate::shaping::ModeChange>> {
+        self.with(|s| {
+            s.queues
+                .iter()
+                .map(|(k, q)| (k.to_string(), q.shaper.history.clone()))
+                .collect()
+        })
+    }
+
+    /// Waiting recipients per destination domain (summed over vMTAs).
+    pub fn queue_depths(&self) -> std::collections::BTreeMap<String, usize> {
+        self.with(|s| {
+            let mut m = std::collections::BTreeMap::new();
+            for (k, q) in &s.queues {
+                *m.entry(k.domain.clone()).or_insert(0) += q.queue.recipients();
+            }
+            m
+        })
+    }
+
+    /// Waiting recipients over all queues.
+    pub fn queued_recipients(&self) -> usize {
+        self.with(|s| s.queues.values().map(|q| q.queue.recipients()).sum())
+    }
+
+    /// Mode of a queue, if it exists.
+    pub fn mode_of(&self, key: &QueueKey) -> Option<Mode> {
+        self.with(|s| s.queues.get(key).map(|q| q.shaper.mode()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
