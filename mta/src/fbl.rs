@@ -60,7 +60,7 @@ fn addr(s: &str) -> String {
 
 /// Header `name` of a header block or message (unfolded).
 fn header_of(text: &str, name: &str) -> Option<String> {
-    crate::engine::header(text.as_bytes(), name)
+    crate::headers::header(text.as_bytes(), name)
 }
 
 /// A redacted or placeholder recipient (AOL and others) counts as unknown.

@@ -24,39 +24,8 @@ pub struct Entry {
     pub since_ms: i64,
 }
 
-/// What `suppress-after` asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Policy {
-    /// Hard bounces suppress.
-    pub hard_bounce: bool,
-    /// Complaints suppress.
-    pub complaint: bool,
-}
-
-impl Policy {
-    /// Parses `hard-bounce,complaint` (either, both, or `none`).
-    pub fn parse(s: &str) -> Result<Policy, String> {
-        let mut p = Policy::default();
-        for w in s.split([',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
-            match w {
-                "hard-bounce" => p.hard_bounce = true,
-                "complaint" => p.complaint = true,
-                "none" => {}
-                other => {
-                    return Err(format!(
-                        "`{other}`: expected hard-bounce, complaint or none"
-                    ))
-                }
-            }
-        }
-        Ok(p)
-    }
-
-    /// True if anything is suppressed.
-    pub fn any(&self) -> bool {
-        self.hard_bounce || self.complaint
-    }
-}
+/// What `suppress-after` asks for (parsed with the config).
+pub use crate::config::values::SuppressPolicy as Policy;
 
 /// Bounce categories that count as hard bounces.
 pub const HARD_CATEGORIES: [&str; 3] = ["bad-mailbox", "bad-domain", "inactive-mailbox"];

@@ -5,43 +5,8 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
 
-/// Accounting columns known to PowerMTA 5 (reference part A, "d/b fields" and "f/rb extras").
-pub const ALL_FIELDS: &[&str] = &[
-    "type",
-    "timeLogged",
-    "timeQueued",
-    "timeImprinted",
-    "timeFirstAttempt",
-    "totalSecondsQueued",
-    "orig",
-    "rcpt",
-    "orcpt",
-    "dsnAction",
-    "dsnStatus",
-    "dsnDiag",
-    "dsnMta",
-    "bounceCat",
-    "srcType",
-    "srcMta",
-    "dlvType",
-    "dlvSourceIp",
-    "dlvDestinationIp",
-    "dlvEsmtpAvailable",
-    "dlvSize",
-    "vmta",
-    "jobId",
-    "envId",
-    "queue",
-    "vmtaPool",
-    "feedbackType",
-    "format",
-    "userAgent",
-    "reportingMta",
-    "reportedDomain",
-    "repSourceIp",
-    "rcvSourceIp",
-    "dsnReportingMta",
-];
+/// Accounting columns known to PowerMTA 5 (defined with the config, which checks `record-fields`).
+pub use crate::config::model::ACCT_FIELDS as ALL_FIELDS;
 
 /// Accounting record types (reference part A, "Record types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

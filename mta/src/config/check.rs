@@ -475,12 +475,12 @@ fn check_misc(cfg: &Config, diags: &mut Diagnostics) {
             Value::Int(p) => p.to_string(),
             other => other.to_string(),
         };
-        if let Err(e) = crate::mgmt::parse_listen(&text) {
+        if let Err(e) = super::values::parse_listen(&text) {
             diags.error(Code::BadValue, &s.span, format!("http-mgmt-port: {e}"));
         }
     }
     if let Some(s) = cfg.global.get("suppress-after") {
-        if let Err(e) = crate::suppress::Policy::parse(&s.value.to_string()) {
+        if let Err(e) = super::values::SuppressPolicy::parse(&s.value.to_string()) {
             diags.error(Code::BadValue, &s.span, format!("suppress-after: {e}"));
         }
     }

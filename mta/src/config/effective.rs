@@ -463,6 +463,47 @@ impl QueueSettings {
     }
 }
 
+/// Where the management server listens: `http-mgmt-port PORT` binds 127.0.0.1 (loopback only,
+/// our default); the extension form `http-mgmt-port IP:PORT` binds that address. `None` when
+/// the config has no `http-mgmt-port`.
+pub fn mgmt_listen_addr(cfg: &Config) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(s) = cfg.global.get("http-mgmt-port") else {
+        return Ok(None);
+    };
+    let text = match &s.value {
+        super::values::Value::Int(p) => p.to_string(),
+        super::values::Value::Text(t) => t.clone(),
+        other => other.to_string(),
+    };
+    super::values::parse_listen(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: http-mgmt-port: {e}", s.span))
+}
+
+/// The domains the MTA takes mail for itself: `relay-domain` entries and every `host-name`.
+pub fn local_domains(cfg: &Config) -> std::collections::BTreeSet<String> {
+    let mut out: std::collections::BTreeSet<String> = cfg.relay_domains.iter().cloned().collect();
+    if let Some(super::values::Value::Text(h)) = cfg.global.get("host-name").map(|s| &s.value) {
+        out.insert(h.to_ascii_lowercase());
+    }
+    out.extend(cfg.vmtas.values().filter_map(|v| v.host_name.clone()));
+    out.extend(
+        cfg.vmtas
+            .values()
+            .flat_map(|v| v.source_hosts.iter().filter_map(|h| h.host_name.clone())),
+    );
+    // The processors' `domain` lines are taken in here too; their single addresses are matched
+    // one by one ([`SessionPolicy::takes`]).
+    for p in cfg
+        .bounce_processors
+        .iter()
+        .chain(&cfg.feedback_loop_processors)
+    {
+        out.extend(p.addresses.domains.iter().map(|d| d.to_ascii_lowercase()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::load_str;

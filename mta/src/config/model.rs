@@ -61,7 +61,43 @@ pub const BOUNCE_CATEGORIES: &[&str] = &[
 pub const RECORD_TYPES: &[&str] = &["d", "b", "t", "tq", "r", "f", "rb", "rs"];
 
 /// Accounting columns known to PowerMTA 5 (defined with the accounting record).
-pub use crate::acct::record::ALL_FIELDS as ACCT_FIELDS;
+/// Accounting columns known to PowerMTA 5 (reference part A, "d/b fields" and "f/rb extras").
+pub const ACCT_FIELDS: &[&str] = &[
+    "type",
+    "timeLogged",
+    "timeQueued",
+    "timeImprinted",
+    "timeFirstAttempt",
+    "totalSecondsQueued",
+    "orig",
+    "rcpt",
+    "orcpt",
+    "dsnAction",
+    "dsnStatus",
+    "dsnDiag",
+    "dsnMta",
+    "bounceCat",
+    "srcType",
+    "srcMta",
+    "dlvType",
+    "dlvSourceIp",
+    "dlvDestinationIp",
+    "dlvEsmtpAvailable",
+    "dlvSize",
+    "vmta",
+    "jobId",
+    "envId",
+    "queue",
+    "vmtaPool",
+    "feedbackType",
+    "format",
+    "userAgent",
+    "reportingMta",
+    "reportedDomain",
+    "repSourceIp",
+    "rcvSourceIp",
+    "dsnReportingMta",
+];
 
 /// A `<domain>` pattern (reference part A, "Domain patterns").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

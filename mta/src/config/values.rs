@@ -444,6 +444,54 @@ pub fn split_regex(t: &str) -> Result<(Pattern, &str), String> {
     Err("regex is not closed with `/` (write a literal `#` as \\x23: `#` starts a comment)".into())
 }
 
+/// Parses a listen address: `PORT` (on 127.0.0.1) or `IP:PORT` (`[IPv6]:PORT`), as
+/// `http-mgmt-port` takes it.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(p) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            p,
+        ));
+    }
+    text.parse::<std::net::SocketAddr>()
+        .map_err(|_| format!("`{text}` is neither a port nor IP:PORT"))
+}
+
+/// What `suppress-after` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuppressPolicy {
+    /// Hard bounces suppress.
+    pub hard_bounce: bool,
+    /// Complaints suppress.
+    pub complaint: bool,
+}
+
+impl SuppressPolicy {
+    /// Parses `hard-bounce,complaint` (either, both, or `none`).
+    pub fn parse(s: &str) -> Result<SuppressPolicy, String> {
+        let mut p = SuppressPolicy::default();
+        for w in s.split([',', ' ']).map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "hard-bounce" => p.hard_bounce = true,
+                "complaint" => p.complaint = true,
+                "none" => {}
+                other => {
+                    return Err(format!(
+                        "`{other}`: expected hard-bounce, complaint or none"
+                    ))
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// True if anything is suppressed.
+    pub fn any(&self) -> bool {
+        self.hard_bounce || self.complaint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,7 +232,7 @@ impl Verifier {
     /// The outcome for the first DKIM signature of `message`: `None` when it has none, or names a
     /// key that is not published (a real receiver would find none either).
     pub async fn verify(&self, message: &[u8]) -> Option<DkimResult> {
-        let sig = crate::engine::header(message, "DKIM-Signature")?;
+        let sig = crate::headers::header(message, "DKIM-Signature")?;
         let tag = |t: &str| {
             sig.split(';').find_map(|p| {
                 p.trim()

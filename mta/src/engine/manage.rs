@@ -356,7 +356,9 @@ impl Engine {
         if spools(&old) != spools(&new) {
             notes.push("<spool> changes take effect at the next restart".into());
         }
-        if crate::mgmt::listen_addr(&old).ok() != crate::mgmt::listen_addr(&new).ok() {
+        if crate::config::effective::mgmt_listen_addr(&old).ok()
+            != crate::config::effective::mgmt_listen_addr(&new).ok()
+        {
             notes.push("http-mgmt-port changes take effect at the next restart".into());
         }
         let classifier = crate::bounce::Classifier::from_config(&new).unwrap_or_else(|e| {
@@ -480,12 +482,12 @@ impl Engine {
     }
 
     /// The monitor (traffic, recent events).
-    pub fn monitor(&self) -> &crate::mgmt::Monitor {
+    pub fn monitor(&self) -> &crate::monitor::Monitor {
         &self.monitor
     }
 
     /// The monitor, for a tap reader that feeds it (see [`super::Parts::monitor_on_tap`]).
-    pub fn shared_monitor(&self) -> Arc<crate::mgmt::Monitor> {
+    pub fn shared_monitor(&self) -> Arc<crate::monitor::Monitor> {
         self.monitor.clone()
     }
 }

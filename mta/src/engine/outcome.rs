@@ -133,7 +133,7 @@ impl Engine {
             .rsplit_once('@')
             .map(|(_, d)| d.to_ascii_lowercase())
             .unwrap_or_default();
-        if crate::receive::local_domains(&self.config()).contains(&sender_domain) {
+        if crate::config::effective::local_domains(&self.config()).contains(&sender_domain) {
             tracing::debug!(sender = %env.mail_from, "no DSN to a local bounce address");
             return;
         }

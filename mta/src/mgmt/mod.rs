@@ -6,30 +6,11 @@ mod actions;
 pub mod cli;
 pub mod http;
 pub mod metrics;
-pub mod monitor;
 
-pub use monitor::Monitor;
+/// The traffic monitor lives below the engine that feeds it (`crate::monitor`).
+pub use crate::monitor::{self, Monitor};
 
-use crate::config::values::Value;
-use crate::config::Config;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-/// Where the management server listens: `http-mgmt-port PORT` binds 127.0.0.1 (loopback only,
-/// our default); the extension form `http-mgmt-port IP:PORT` binds that address. `None` when
-/// the config has no `http-mgmt-port`.
-pub fn listen_addr(cfg: &Config) -> Result<Option<SocketAddr>, String> {
-    let Some(s) = cfg.global.get("http-mgmt-port") else {
-        return Ok(None);
-    };
-    let text = match &s.value {
-        Value::Int(p) => p.to_string(),
-        Value::Text(t) => t.clone(),
-        other => other.to_string(),
-    };
-    parse_listen(&text)
-        .map(Some)
-        .map_err(|e| format!("{}: http-mgmt-port: {e}", s.span))
-}
+pub use crate::config::effective::mgmt_listen_addr as listen_addr;
 
 /// Reads and checks the config at `path` and, if it is valid, puts it in force (`mta reload`,
 /// SIGHUP, POST /api/v1/reload). An invalid file changes nothing: the error lists its diagnostics.
@@ -49,15 +30,7 @@ pub fn reload_from_disk(
     Ok(engine.reload(loaded.config))
 }
 
-/// Parses `PORT` or `IP:PORT` (`[IPv6]:PORT`).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    if let Ok(p) = text.parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p));
-    }
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("`{text}` is neither a port nor IP:PORT"))
-}
+pub use crate::config::values::parse_listen;
 
 #[cfg(test)]
 mod tests {

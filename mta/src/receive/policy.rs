@@ -32,31 +32,7 @@ fn refuse(code: u16, enhanced: &'static str, text: impl Into<String>) -> Refusal
     }
 }
 
-/// The domains the MTA takes mail for itself: `relay-domain` entries and every `host-name`.
-pub fn local_domains(cfg: &Config) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = cfg.relay_domains.iter().cloned().collect();
-    if let Some(crate::config::values::Value::Text(h)) =
-        cfg.global.get("host-name").map(|s| &s.value)
-    {
-        out.insert(h.to_ascii_lowercase());
-    }
-    out.extend(cfg.vmtas.values().filter_map(|v| v.host_name.clone()));
-    out.extend(
-        cfg.vmtas
-            .values()
-            .flat_map(|v| v.source_hosts.iter().filter_map(|h| h.host_name.clone())),
-    );
-    // The processors' `domain` lines are taken in here too; their single addresses are matched
-    // one by one ([`SessionPolicy::takes`]).
-    for p in cfg
-        .bounce_processors
-        .iter()
-        .chain(&cfg.feedback_loop_processors)
-    {
-        out.extend(p.addresses.domains.iter().map(|d| d.to_ascii_lowercase()));
-    }
-    out
-}
+pub use crate::config::effective::local_domains;
 
 /// The rules for one inbound connection.
 #[derive(Debug, Clone)]
