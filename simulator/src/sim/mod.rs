@@ -8,23 +8,29 @@
 //!   clock, and the MTA as its own process (see [`crate::live`]).
 
 use crate::expect::{check, Observed};
-use crate::isp::server::{Backchannel, ChaosKind, ChaosRule, IspHandler, SenderSink};
-use crate::isp::{Engine as Isp, Override};
-use crate::live::{LiveOptions, LivePlan, MtaProcess};
-use crate::report::{BackoffPeriod, Report};
+use crate::isp::server::{Backchannel, IspHandler, SenderSink};
+use crate::isp::Engine as Isp;
+use crate::live::{LiveOptions, LivePlan};
+use crate::report::Report;
 use crate::scenario::{IncidentKind, Loaded};
 use crate::traffic::BodyPool;
-use mta::acct::{Accounting, Record};
+
+mod incidents;
+mod mta_run;
+mod progress;
+mod record_sink;
+mod report_build;
+
 use mta::clock::Clock;
-use mta::config::values::parse_interval;
 use mta::dns::{Mx, StaticResolver};
-use mta::engine::{Engine, Parts};
 use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::server::{serve, ServerOptions};
-use mta::spool::{BodyBuffers, MemorySpool, Spool};
+use mta::spool::BodyBuffers;
+use mta_run::Mta;
+use report_build::{build_report, RunInfo};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,111 +120,6 @@ pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Rep
         .map_err(|e| e.to_string())?;
     let scaled = crate::live::scaled(l, Clock::live().now_ms());
     rt.block_on(run_async(&scaled, opts, Some(live)))
-}
-
-/// The in-process MTA's records on their way to acct.csv and the expectations' tally, on a
-/// thread of their own (the second core): both are pure sinks, fed in the engine's order through
-/// the tap, so the accounting log is the same byte for byte.
-struct RecordSink {
-    done: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(crate::tally::Tally, Option<String>)>,
-    acct: Arc<Accounting>,
-}
-
-/// Spent records handed back to the engine at once.
-const SPENT_BATCH: usize = 256;
-
-/// Lines the accounting file may hold back (a full disk) before the run gives up writing it:
-/// the accounting keeps unwritten lines for a retry, which must not grow without bound.
-const ACCT_BACKLOG_LIMIT: usize = mta::acct::DEFAULT_BACKLOG_LIMIT;
-
-impl RecordSink {
-    fn start(
-        mut tap: tokio::sync::mpsc::UnboundedReceiver<Box<Record>>,
-        acct: Accounting,
-        mut tally: crate::tally::Tally,
-        monitor: Arc<mta::mgmt::Monitor>,
-        pool: Arc<mta::acct::RecordPool>,
-    ) -> RecordSink {
-        use std::sync::atomic::Ordering;
-        use tokio::sync::mpsc::error::TryRecvError;
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acct = Arc::new(acct);
-        let (stop, out) = (done.clone(), acct.clone());
-        // Polled rather than woken: a waiting receiver would cost the engine a futex wake per
-        // record; a sleeping one costs nothing, and a millisecond of lag does not matter.
-        let thread = std::thread::spawn(move || {
-            let mut given_up: Option<String> = None;
-            let mut n: u64 = 0;
-            // Spent records go back to the engine in batches, to be built anew from.
-            let mut spent = Vec::with_capacity(SPENT_BATCH);
-            let mut take = |r: Box<Record>| {
-                monitor.observe(&r);
-                if given_up.is_none() {
-                    out.log(&r);
-                    n += 1;
-                    if n.is_multiple_of(4096) && out.pending() > ACCT_BACKLOG_LIMIT {
-                        given_up = out.failure().or_else(|| Some("write failed".into()));
-                    }
-                }
-                tally.add(&crate::tally::RecordView::of(&r));
-                spent.push(r);
-                if spent.len() == SPENT_BATCH {
-                    pool.give_back(&mut spent);
-                }
-            };
-            loop {
-                match tap.try_recv() {
-                    Ok(r) => take(r),
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) if stop.load(Ordering::Acquire) => {
-                        // Everything sent before `done` was set is visible now: take it, stop.
-                        while let Ok(r) = tap.try_recv() {
-                            take(r);
-                        }
-                        break;
-                    }
-                    Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-            (tally, given_up)
-        });
-        RecordSink { done, thread, acct }
-    }
-
-    /// Takes the records logged so far, writes the accounting file out and returns the tally;
-    /// an error if acct.csv could not be written in full.
-    fn finish(self, now_ms: i64) -> Result<crate::tally::Tally, String> {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
-        let (tally, given_up) = self
-            .thread
-            .join()
-            .map_err(|_| "the accounting thread panicked".to_string())?;
-        if let Some(err) = given_up {
-            return Err(format!(
-                "the accounting log could not be written ({err}); gave up after {ACCT_BACKLOG_LIMIT} unwritten lines"
-            ));
-        }
-        self.acct.flush(now_ms);
-        match self.acct.failure() {
-            Some(err) => Err(format!("the accounting log could not be written: {err}")),
-            None => Ok(tally),
-        }
-    }
-}
-
-/// The MTA of a run: the engine in this process, or an `mta run` process.
-enum Mta {
-    InProcess {
-        records: RecordSink,
-        engine: Arc<Engine>,
-        stop_tx: tokio::sync::oneshot::Sender<()>,
-        sched: tokio::task::JoinHandle<()>,
-    },
-    Process {
-        process: MtaProcess,
-        mgmt: SocketAddr,
-    },
 }
 
 async fn run_async(
@@ -515,224 +416,34 @@ async fn run_async(
         None => None,
     };
     // The MTA, with its accounting going to the report directory and to the expectations.
-    let mta = match (&plan, live) {
-        (Some((p, path)), Some(lo)) => {
-            let mut process = MtaProcess::start(&lo.mta_bin, path, &p.dir.join("mta.log"))?;
-            // Ready when the management port and the submission listener answer.
-            let mut ready = false;
-            for _ in 0..400 {
-                if let Some(st) = process.exited() {
-                    let log = std::fs::read_to_string(p.dir.join("mta.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
-                    return Err(format!(
-                        "the MTA exited at start ({st}); its log ends:\n{}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ));
-                }
-                if tokio::net::TcpStream::connect(mta_addr).await.is_ok()
-                    && tokio::net::TcpStream::connect(p.mgmt).await.is_ok()
-                {
-                    ready = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if !ready {
-                return Err(format!("the MTA did not listen on {mta_addr} within 20 s"));
-            }
-            Mta::Process {
-                process,
-                mgmt: p.mgmt,
-            }
-        }
-        _ => {
-            let acct_cfg = mta::config::load_str("acct.conf", &format!("<acct-file {}>\nrecords r,d,b,t,tq,f,rb\nrecord-fields * *,header_Message-ID\nmove-interval never\n</acct-file>\n", acct_path.display()));
-            let acct2 = Accounting::new(&acct_cfg.config.acct_files);
-            let (tap_tx, tap_rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
-            let engine = Engine::new(Parts {
-                config: config.clone(),
-                spool: Arc::new(Spool::Memory(
-                    MemorySpool::with_budget(SPOOL_MEMORY_BUDGET, &std::env::temp_dir())
-                        .map_err(|e| format!("simulated spool: {e}"))?
-                        .recycling(bodies.clone()),
-                )),
-                // The engine's records leave through the tap; `records` writes acct.csv from them.
-                acct: Arc::new(Accounting::new(&[])),
-                net: net.clone(),
-                dns: Arc::new(dns.clone()),
-                clock,
-                tap: Some(tap_tx),
-                dkim_signing: !opts.no_dkim,
-                monitor_on_tap: true,
-            });
-            // The HTTP status counters are fed on the record thread too.
-            let records = RecordSink::start(
-                tap_rx,
-                acct2,
-                crate::tally::Tally::new(l),
-                engine.shared_monitor(),
-                engine.record_pool(),
-            );
-            // Every smtp-listener of the config, with its source name (0/0 listens on 127.0.0.1).
-            let mut listeners: Vec<(SocketAddr, Option<String>)> = config
-                .listeners
-                .iter()
-                .map(|l| (sim_addr(l.addr), l.source.clone()))
-                .collect();
-            if listeners.is_empty() {
-                listeners.push((mta_addr, None));
-            }
-            for (addr, source) in listeners {
-                let mut listener = net.listen(addr).await.map_err(|e| e.to_string())?;
-                let engine = engine.clone();
-                tokio::spawn(async move {
-                    while let Ok(c) = listener.accept().await {
-                        let mut h = mta::receive::session::InboundSession::new(
-                            engine.clone(),
-                            c.peer,
-                            c.local,
-                            source.clone(),
-                        );
-                        tokio::spawn(Box::pin(async move {
-                            serve(c.stream, &mut h, &ServerOptions::default()).await
-                        }));
-                    }
-                });
-            }
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let sched = tokio::spawn(engine.clone().run(async move {
-                let _ = stop_rx.await;
-            }));
-            Mta::InProcess {
-                records,
-                engine,
-                stop_tx,
-                sched,
-            }
-        }
-    };
+    let mta = mta_run::start(mta_run::Start {
+        plan: &plan,
+        live,
+        mta_addr,
+        acct_path: &acct_path,
+        config: &config,
+        no_dkim: opts.no_dkim,
+        bodies: &bodies,
+        net: &net,
+        dns: &dns,
+        clock,
+        l,
+    })
+    .await?;
     // Incidents.
     let mut notes: Vec<String> = bound_notes;
-    for inc in &s.incidents {
-        let (from, until) = crate::expect::incident_window(l, inc);
-        let (at, lasts) = (from - l.start_ms, until - from);
-        let ips = addr_of.get(&inc.provider).cloned().unwrap_or_default();
-        let chaos = |kind: ChaosKind| {
-            if let Ok(mut v) = back.chaos.lock() {
-                v.push(ChaosRule {
-                    provider: inc.provider.clone(),
-                    from_ms: from,
-                    until_ms: until,
-                    kind,
-                });
-            }
-        };
-        match &inc.kind {
-            IncidentKind::Reply {
-                reply,
-                phase,
-                share,
-                disconnect,
-            } => {
-                if let Some(isp) = isps.get(&inc.provider) {
-                    isp.add_override(Override {
-                        response: crate::profile::Response {
-                            reply: reply.clone(),
-                            at: *phase,
-                            disconnect: *disconnect,
-                        },
-                        share: *share,
-                        from_ms: from,
-                        until_ms: until,
-                    });
-                }
-            }
-            IncidentKind::Unreachable | IncidentKind::Refused if live.is_some() => {
-                // Handled by the provider's listeners (see above).
-            }
-            IncidentKind::Unreachable | IncidentKind::Refused => {
-                let net = sim_net.clone();
-                let unreachable = matches!(inc.kind, IncidentKind::Unreachable);
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
-                    for ip in &ips {
-                        if unreachable {
-                            net.set_unreachable(*ip, true)
-                        } else {
-                            net.set_refused(*ip, true)
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(lasts as u64)).await;
-                    for ip in &ips {
-                        if unreachable {
-                            net.set_unreachable(*ip, false)
-                        } else {
-                            net.set_refused(*ip, false)
-                        }
-                    }
-                });
-            }
-            IncidentKind::DnsFailure { failure } => {
-                let domains = l
-                    .profiles
-                    .iter()
-                    .find(|p| p.name == inc.provider)
-                    .map(|p| p.domains.clone())
-                    .unwrap_or_default();
-                let (failure, lasts) = (failure.clone(), Duration::from_millis(lasts as u64));
-                // Live: the real DNS server fails the names; simulated: the in-process zones do.
-                let server = dns_server.clone();
-                let dns = dns.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(at as u64)).await;
-                    if let Some(server) = server {
-                        let f = match failure.as_str() {
-                            "nxdomain" => crate::dns::Failure::NxDomain,
-                            "timeout" => crate::dns::Failure::Timeout,
-                            _ => crate::dns::Failure::ServFail,
-                        };
-                        for d in &domains {
-                            server.inject(d, f, Some(lasts));
-                        }
-                        return;
-                    }
-                    dns.edit(|z| {
-                        for d in &domains {
-                            let e = match failure.as_str() {
-                                "nxdomain" => mta::dns::DnsError::NxDomain(d.clone()),
-                                "timeout" => mta::dns::DnsError::Timeout(d.clone()),
-                                _ => mta::dns::DnsError::ServFail(d.clone()),
-                            };
-                            z.failures.insert(d.clone(), e);
-                        }
-                    });
-                    tokio::time::sleep(lasts).await;
-                    dns.edit(|z| {
-                        for d in &domains {
-                            z.failures.remove(d);
-                        }
-                    });
-                });
-            }
-            IncidentKind::Drop { share } => chaos(ChaosKind::Drop { share: *share }),
-            IncidentKind::Slow { share, delay } => chaos(ChaosKind::Slow {
-                share: *share,
-                delay: parse_interval(delay).unwrap_or(Duration::from_secs(30)),
-            }),
-            IncidentKind::Blocklist { ip, reply } => match ip.parse() {
-                Ok(ip) => chaos(ChaosKind::Blocklist {
-                    ip,
-                    reply: reply.clone(),
-                }),
-                Err(_) => tracing::warn!(%ip, "blocklist incident: not an address"),
-            },
-            IncidentKind::ComplaintRate { share } => {
-                if let Ok(mut v) = back.complaint_rates.lock() {
-                    v.push((inc.provider.clone(), from, until, *share));
-                }
-            }
-        }
-    }
+    incidents::schedule(
+        l,
+        &incidents::Targets {
+            isps: &isps,
+            addr_of: &addr_of,
+            back: &back,
+            sim_net: &sim_net,
+            dns: &dns,
+            dns_server: &dns_server,
+            live: live.is_some(),
+        },
+    );
     // Traffic, from the client address and to the listener the config lets relay.
     let stats: crate::inject::Stats = Arc::new(Mutex::new(
         s.traffic
@@ -759,66 +470,7 @@ async fn run_async(
         })
         .collect();
     // Queue depth per provider, sampled over the scenario's duration, with a progress bar.
-    let depth: Arc<Mutex<Vec<DepthSample>>> = Arc::default();
-    {
-        let depth = depth.clone();
-        // What the progress bar and the depth chart read: the engine, or the MTA's HTTP API.
-        let probe: Box<dyn Fn() -> (BTreeMap<String, usize>, String) + Send> = match &mta {
-            Mta::InProcess { engine, .. } => {
-                let engine = engine.clone();
-                Box::new(move || {
-                    let d = engine.queue_depths();
-                    let st = engine.stats.lock().map(|s| *s).unwrap_or_default();
-                    let msg = format!(
-                        "received {} delivered {} queued {}",
-                        st.received,
-                        st.delivered,
-                        d.values().sum::<usize>()
-                    );
-                    (d, msg)
-                })
-            }
-            Mta::Process { mgmt, .. } => {
-                let mgmt = *mgmt;
-                Box::new(move || {
-                    let d = tokio::task::block_in_place(|| crate::live::queue_depths(mgmt));
-                    let msg = format!("queued {} (live)", d.values().sum::<usize>());
-                    (d, msg)
-                })
-            }
-        };
-        let step = (l.duration.as_millis() as u64 / 300).max(1000);
-        let total_ms = l.duration.as_millis() as u64;
-        let bar = indicatif::ProgressBar::new(total_ms / 1000);
-        if std::env::var_os("MTASIM_NO_PROGRESS").is_some()
-            || !std::io::IsTerminal::is_terminal(&std::io::stderr())
-        {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(if live.is_some() {
-                "{prefix} [{bar:30}] {pos}/{len} s (live) {msg}"
-            } else {
-                "{prefix} [{bar:30}] {pos}/{len} simulated s {msg}"
-            })
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(s.name.clone());
-        tokio::spawn(async move {
-            let mut t = 0;
-            while t <= total_ms {
-                let (d, msg) = probe();
-                bar.set_position(t / 1000);
-                bar.set_message(msg);
-                if let Ok(mut v) = depth.lock() {
-                    v.push((clock.now_ms(), d));
-                }
-                tokio::time::sleep(Duration::from_millis(step)).await;
-                t += step;
-            }
-            bar.finish_and_clear();
-        });
-    }
+    let depth = progress::sample(&mta, l, live.is_some(), clock);
     tokio::time::sleep(l.duration).await;
     for i in &injectors {
         i.abort();
@@ -903,118 +555,4 @@ async fn run_async(
             streams,
         },
     ))
-}
-
-/// Where a run's report goes, how it ran, and what it noted on the way.
-struct RunInfo<'a> {
-    dir: &'a Path,
-    mode: &'a str,
-    notes: Vec<String>,
-    findings: Vec<String>,
-    streams: Vec<crate::inject::StreamStats>,
-}
-
-fn build_report(
-    l: &Loaded,
-    seed: u64,
-    o: &Observed,
-    verdicts: Vec<crate::report::Verdict>,
-    depth: &[DepthSample],
-    run: RunInfo<'_>,
-) -> Report {
-    let RunInfo {
-        dir,
-        mode,
-        mut notes,
-        findings,
-        streams,
-    } = run;
-    let mut tl = o.tally.timeline.clone();
-    for (t, per_domain) in depth {
-        let mut per_provider: BTreeMap<&str, usize> = BTreeMap::new();
-        for (d, n) in per_domain {
-            *per_provider
-                .entry(l.provider_of(d).map_or("other", |p| p.name.as_str()))
-                .or_insert(0) += n;
-        }
-        for (p, n) in per_provider {
-            tl.gauge(p, "queue-depth", *t, n as f64);
-        }
-    }
-    let totals = o.tally.totals.clone();
-    let mut providers = o.tally.providers.clone();
-    for (p, evs) in &o.events {
-        let pt = providers.entry(p.clone()).or_default();
-        for e in evs {
-            match e.kind {
-                crate::isp::EventKind::Connect { open } => {
-                    pt.connections += 1;
-                    pt.max_connections_per_ip = pt.max_connections_per_ip.max(open);
-                    tl.gauge(p, "connections", e.t_ms, f64::from(open));
-                }
-                crate::isp::EventKind::Accepted { tls, .. } => {
-                    pt.messages += 1;
-                    pt.messages_tls += u64::from(tls);
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut backoff = Vec::new();
-    for (q, changes) in &o.modes {
-        let mut open: Option<&mta::shaping::ModeChange> = None;
-        for c in changes {
-            match (c.to, open) {
-                (mta::queue::Mode::Backoff, None) => open = Some(c),
-                (mta::queue::Mode::Normal, Some(b)) => {
-                    backoff.push(BackoffPeriod {
-                        queue: q.clone(),
-                        from_s: (b.at_ms - l.start_ms) as f64 / 1000.0,
-                        to_s: Some((c.at_ms - l.start_ms) as f64 / 1000.0),
-                        cause: b.cause.clone(),
-                    });
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(b) = open {
-            backoff.push(BackoffPeriod {
-                queue: q.clone(),
-                from_s: (b.at_ms - l.start_ms) as f64 / 1000.0,
-                to_s: None,
-                cause: b.cause.clone(),
-            });
-        }
-    }
-    let (series, bucket_s) = tl.finish();
-    let passed = verdicts.iter().all(|v| v.passed);
-    let report = Report {
-        scenario: l.scenario.name.clone(),
-        description: l.scenario.description.clone(),
-        mode: mode.into(),
-        seed,
-        start: l.scenario.start.clone(),
-        duration_s: l.duration.as_secs_f64(),
-        passed,
-        verdicts,
-        totals,
-        providers,
-        bucket_s,
-        series,
-        backoff,
-        findings,
-        injection: streams,
-        notes: {
-            notes.insert(
-                0,
-                format!("accounting log: {}", dir.join("acct.csv").display()),
-            );
-            notes
-        },
-    };
-    if let Err(e) = report.write(dir) {
-        tracing::error!(%e, "could not write the report");
-    }
-    report
 }
