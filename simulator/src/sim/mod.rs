@@ -8,16 +8,16 @@
 //!   clock, and the MTA as its own process (see [`crate::live`]).
 
 use crate::expect::{check, Observed};
-use crate::isp::server::{Backchannel, IspHandler, SenderSink};
-use crate::isp::Engine as Isp;
+use crate::isp::server::{Backchannel, SenderSink};
 use crate::live::{LiveOptions, LivePlan};
 use crate::report::Report;
-use crate::scenario::{IncidentKind, Loaded};
+use crate::scenario::Loaded;
 use crate::traffic::BodyPool;
 
 mod incidents;
 mod mta_run;
 mod progress;
+mod providers;
 mod record_sink;
 mod report_build;
 
@@ -25,7 +25,6 @@ use mta::clock::Clock;
 use mta::dns::{Mx, StaticResolver};
 use mta::net::{LiveNet, Net, SimNet};
 use mta::smtp::server::{serve, ServerOptions};
-use mta::spool::BodyBuffers;
 use mta_run::Mta;
 use report_build::{build_report, RunInfo};
 use std::collections::BTreeMap;
@@ -252,117 +251,19 @@ async fn run_async(
     });
     // The world: every provider's MX hosts on their own addresses, with DNS for them, offering
     // STARTTLS with one self-signed certificate for all of them where the profile says so.
-    let mx_names: Vec<String> = l
-        .profiles
-        .iter()
-        .flat_map(|p| p.mx.iter().map(|m| m.host.clone()))
-        .collect();
-    let tls = match opts.no_tls {
-        true => None,
-        false => Some(mta::smtp::client::self_signed_acceptor(&mx_names)?),
-    };
-    // The world: every provider's MX hosts on their own addresses, with DNS for them.
-    let mut isps: BTreeMap<String, Isp> = BTreeMap::new();
-    let mut addr_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for (pi, p) in l.profiles.iter().enumerate() {
-        let isp = Isp::new(p.clone());
-        let mut ips = Vec::new();
-        // Live runs have no in-memory network to switch off: the provider's own listeners close
-        // new connections at once (`refused`) or hold them silent (`unreachable`) in the window.
-        let outages: Arc<Vec<(i64, i64, bool)>> = Arc::new(if live.is_some() {
-            s.incidents
-                .iter()
-                .filter(|i| i.provider == p.name)
-                .filter_map(|i| {
-                    let unreachable = match i.kind {
-                        IncidentKind::Unreachable => true,
-                        IncidentKind::Refused => false,
-                        _ => return None,
-                    };
-                    let (from, until) = crate::expect::incident_window(l, i);
-                    Some((from, until, unreachable))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        });
-        for (i, mx) in p.mx.iter().enumerate() {
-            let ip = IpAddr::V4(mx_addr(pi, i));
-            ips.push(ip);
-            dns.edit(|z| {
-                z.ip.insert(mx.host.clone(), vec![ip]);
-            });
-            let mut listener = net
-                .listen(SocketAddr::new(ip, smtp_port))
-                .await
-                .map_err(|e| format!("{ip}:{smtp_port}: {e}"))?;
-            let isp2 = isp.clone();
-            let dkim2 = dkim.clone();
-            let host = mx.host.clone();
-            let back2 = back.clone();
-            let tls = tls.clone().filter(|_| p.tls.offered);
-            let outages = outages.clone();
-            let pool: Arc<dyn BodyBuffers> = bodies.clone();
-            tokio::spawn(async move {
-                let opts = ServerOptions {
-                    host_name: host.clone(),
-                    max_message_size: None,
-                    tls,
-                    ..ServerOptions::default()
-                };
-                while let Ok(c) = listener.accept().await {
-                    let now = clock.now_ms();
-                    if let Some(&(_, until, unreachable)) =
-                        outages.iter().find(|(f, u, _)| now >= *f && now < *u)
-                    {
-                        if unreachable {
-                            let stream = c.stream;
-                            tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis((until - now) as u64))
-                                    .await;
-                                drop(stream);
-                            });
-                        }
-                        continue;
-                    }
-                    let mut h = IspHandler {
-                        isp: isp2.clone(),
-                        dkim: dkim2.clone(),
-                        clock,
-                        session: None,
-                        peer: c.peer.ip(),
-                        from: String::new(),
-                        rcpts: 0,
-                        accepted: Vec::new(),
-                        local: ip,
-                        host: host.clone(),
-                        back: back2.clone(),
-                        slow: Duration::ZERO,
-                        drop_at_data: false,
-                        helo: String::new(),
-                        spf_seen: None,
-                        bodies: Some(pool.clone()),
-                    };
-                    let o = opts.clone();
-                    tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
-                }
-            });
-        }
-        for d in &p.domains {
-            let mx: Vec<Mx> =
-                p.mx.iter()
-                    .map(|m| Mx {
-                        preference: m.preference,
-                        host: m.host.clone(),
-                    })
-                    .collect();
-            dns.edit(|z| {
-                z.mx.insert(d.clone(), mx);
-            });
-        }
-        addr_of.insert(p.name.clone(), ips);
-        isps.insert(p.name.clone(), isp);
-    }
+    let (isps, addr_of) = providers::start(providers::World {
+        l,
+        no_tls: opts.no_tls,
+        net: &net,
+        smtp_port,
+        dns: &dns,
+        live: live.is_some(),
+        dkim: &dkim,
+        bodies: &bodies,
+        back: &back,
+        clock,
+    })
+    .await?;
     // The senders' own domains (where DSNs go) are hosted by a sink that takes everything.
     {
         let mut listener = net
