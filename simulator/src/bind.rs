@@ -172,11 +172,7 @@ fn purpose_word(p: Purpose) -> &'static str {
 
 /// The domains `cfg` signs for by name (lower-cased), and whether it has a `*` key.
 pub fn signing_domains(cfg: &Config) -> (BTreeSet<String>, bool) {
-    let keys = cfg
-        .domain_keys
-        .iter()
-        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+    let keys = cfg.all_domain_keys();
     let mut names = BTreeSet::new();
     let mut any = false;
     for k in keys {

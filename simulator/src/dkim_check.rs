@@ -22,11 +22,7 @@ impl DkimChecker {
         sender_domains: &[String],
     ) -> Result<DkimChecker, String> {
         let v = Verifier::new()?;
-        let keys = cfg
-            .domain_keys
-            .iter()
-            .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-            .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+        let keys = cfg.all_domain_keys();
         for k in keys {
             let txt = mta::dkim::keys::public_txt(&k.path).map_err(|e| e.to_string())?;
             let domains: Vec<String> = if k.domain == "*" {

@@ -3,7 +3,7 @@
 
 use crate::report::Report;
 use crate::scenario::Loaded;
-use crate::sim::RunOptions;
+use crate::sim::{RunError, RunOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,32 +123,11 @@ fn one(file: &Path, opts: &RunOptions) -> Row {
         Err(e) => return row(stem, Outcome::Error(e.to_string())),
     };
     let name = l.scenario.name.clone();
-    if let Err(e) = preflight(&l, opts) {
-        return row(name, Outcome::Unbound(e));
-    }
     match crate::sim::run(&l, opts) {
         Ok(r) => row(name, Outcome::Ran(Box::new(r))),
-        Err(e) => row(name, Outcome::Error(e)),
+        Err(RunError::Unbound(e)) => row(name, Outcome::Unbound(e)),
+        Err(RunError::Failed(e)) => row(name, Outcome::Error(e)),
     }
-    .with_wall(started)
-}
-
-impl Row {
-    fn with_wall(mut self, started: Instant) -> Row {
-        self.wall = started.elapsed();
-        self
-    }
-}
-
-/// The binding and the injection path, checked before the run.
-fn preflight(l: &Loaded, opts: &RunOptions) -> Result<(), String> {
-    let scratch = opts.report_dir.join(&l.scenario.name).join("keys");
-    let cfg = crate::under_test::load(&l.config_path, opts.root.as_deref(), &scratch)?.config;
-    let name = l.config_path.display().to_string();
-    let binding = crate::bind::bind(l, &cfg, &name, &opts.maps).map_err(|e| e.to_string())?;
-    let bound = binding.apply(l);
-    let needs_header = bound.scenario.traffic.iter().any(|t| t.vmta.is_some());
-    crate::inject::injection(&cfg, needs_header, false).map(|_| ())
 }
 
 /// The findings of every scenario, deduplicated, each with the scenarios it came from.

@@ -197,11 +197,7 @@ pub fn zones(profiles: &[Profile], cfg: Option<&mta::config::Config>) -> Result<
         }
     }
     // SPF, DKIM and DMARC for every signing domain.
-    let keys = cfg
-        .domain_keys
-        .iter()
-        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+    let keys = cfg.all_domain_keys();
     let mut domains = BTreeSet::new();
     for k in keys {
         if k.domain == "*" {

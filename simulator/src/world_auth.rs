@@ -342,11 +342,7 @@ pub fn plan(cfg: Option<&mta::config::Config>, opts: &SenderOptions) -> Result<P
             let to = map_config_ip(ip, p.ips.len());
             push_ip(&mut p, to, ip, h.host_name.clone())?;
         }
-        let keys = cfg
-            .domain_keys
-            .iter()
-            .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-            .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+        let keys = cfg.all_domain_keys();
         for k in keys {
             if k.domain == "*" {
                 star_keys.push(k.clone());

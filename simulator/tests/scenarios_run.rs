@@ -157,7 +157,8 @@ fn unwritable_accounting_log_fails_the_run() {
         },
     )
     .err()
-    .unwrap_or_else(|| panic!("the run passed without its accounting log"));
+    .unwrap_or_else(|| panic!("the run passed without its accounting log"))
+    .to_string();
     assert!(
         err.contains("accounting log could not be written")
             && err.contains(&acct.display().to_string()),

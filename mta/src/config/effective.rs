@@ -199,6 +199,14 @@ fn describe(level: &str, b: &DomainBlock) -> String {
 type Layered<'a> = ((u32, u32), u8, bool, usize, String, &'a DomainBlock);
 
 impl Config {
+    /// Every `domain-key` line: global, then each vMTA's, then each pool's.
+    pub fn all_domain_keys(&self) -> impl Iterator<Item = &super::model::DomainKey> {
+        self.domain_keys
+            .iter()
+            .chain(self.vmtas.values().flat_map(|v| v.domain_keys.iter()))
+            .chain(self.pools.values().flat_map(|p| p.domain_keys.iter()))
+    }
+
     /// The pools `vmta` belongs to, in name order.
     pub fn pools_of(&self, vmta: &str) -> Vec<&str> {
         self.pools

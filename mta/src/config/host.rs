@@ -239,12 +239,7 @@ fn is_executable(_: &std::fs::Metadata) -> bool {
 
 /// DKIM key files: readable (a host check), and then a usable key of a sensible size.
 fn check_keys(cfg: &Config, host: &HostPaths, diags: &mut Diagnostics) {
-    let all: Vec<&DomainKey> = cfg
-        .domain_keys
-        .iter()
-        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()))
-        .collect();
+    let all: Vec<&DomainKey> = cfg.all_domain_keys().collect();
     for k in all {
         let shown = host.describe(&k.path);
         let at = host.resolve(&k.path);

@@ -60,7 +60,6 @@ pub const BOUNCE_CATEGORIES: &[&str] = &[
 /// Accounting record types (reference part A, "Record types").
 pub const RECORD_TYPES: &[&str] = &["d", "b", "t", "tq", "r", "f", "rb", "rs"];
 
-/// Accounting columns known to PowerMTA 5 (defined with the accounting record).
 /// Accounting columns known to PowerMTA 5 (reference part A, "d/b fields" and "f/rb extras").
 pub const ACCT_FIELDS: &[&str] = &[
     "type",

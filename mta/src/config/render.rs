@@ -64,16 +64,7 @@ pub fn check_report(loaded: &Loaded, format: impl Into<CheckFormat>) -> String {
                 out.push_str(&d.to_string());
                 out.push('\n');
             }
-            let verdict = if loaded.is_valid() {
-                "valid"
-            } else {
-                "INVALID"
-            };
-            out.push_str(&format!(
-                "{file}: {verdict}: {} error(s), {} warning(s)\n",
-                loaded.errors(),
-                loaded.warnings()
-            ));
+            out.push_str(&verdict_line(loaded, &file));
             if loaded.is_valid() {
                 out.push_str(&format!("{file}: {}\n", summary(&loaded.config)));
             }
@@ -153,17 +144,22 @@ fn github_report(loaded: &Loaded, file: &str) -> String {
             gh_data(&msg)
         ));
     }
+    out.push_str(&verdict_line(loaded, file));
+    out
+}
+
+/// `FILE: valid|INVALID: N error(s), M warning(s)` and a line end.
+fn verdict_line(loaded: &Loaded, file: &str) -> String {
     let verdict = if loaded.is_valid() {
         "valid"
     } else {
         "INVALID"
     };
-    out.push_str(&format!(
+    format!(
         "{file}: {verdict}: {} error(s), {} warning(s)\n",
         loaded.errors(),
         loaded.warnings()
-    ));
-    out
+    )
 }
 
 fn vmta_lines(cfg: &Config, vmta: Option<&str>) -> Vec<(String, String, String)> {

@@ -49,11 +49,7 @@ pub fn p_tag(txt: &str) -> Option<String> {
 
 /// Checks every `domain-key` of `cfg` (global, vMTA and pool level) through `dns`.
 pub async fn check_config(cfg: &Config, dns: &dyn Resolver) -> Vec<KeyCheck> {
-    let keys = cfg
-        .domain_keys
-        .iter()
-        .chain(cfg.vmtas.values().flat_map(|v| v.domain_keys.iter()))
-        .chain(cfg.pools.values().flat_map(|p| p.domain_keys.iter()));
+    let keys = cfg.all_domain_keys();
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for k in keys {

@@ -383,41 +383,25 @@ impl Engine {
             if acted.bounce_queue {
                 bounce_queue = Some(reply.clone());
             }
-            if reply.is_permanent()
+            let bounce = reply.is_permanent()
                 || acted.bounce_queue
-                || (acted.bounce_rcpt && reply.is_transient())
-            {
-                self.finish(
-                    key,
-                    w.id,
-                    *r,
-                    Outcome {
-                        ty: RecordType::Bounced,
-                        reply,
-                        category,
-                        conn: Some(conn),
-                        notify: true,
-                    },
-                )
-                .await;
+                || (acted.bounce_rcpt && reply.is_transient());
+            let ty = if bounce {
+                RecordType::Bounced
             } else {
-                self.finish(
-                    key,
-                    w.id,
-                    *r,
-                    Outcome {
-                        ty: RecordType::Transient,
-                        reply,
-                        category,
-                        conn: Some(conn),
-                        notify: true,
-                    },
-                )
-                .await;
+                RecordType::Transient
+            };
+            let o = Outcome {
+                ty,
+                reply,
+                category,
+                conn: Some(conn),
+                notify: true,
+            };
+            self.finish(key, w.id, *r, o).await;
+            if !bounce {
                 retry.push(*r);
-                if acted.defer_queue || reply.code == 421 {
-                    stop = true;
-                }
+                stop |= acted.defer_queue || reply.code == 421;
             }
         }
         if !retry.is_empty() {

@@ -60,31 +60,7 @@ enum Command {
     /// Validate a config: run the incident suite (every scenario in --suite, or the scenarios
     /// given) against it, binding each scenario's roles to the config; print the findings, one
     /// row per scenario, and exit 0 only if every scenario held.
-    Validate {
-        /// The MTA config under test.
-        #[arg(long)]
-        config: PathBuf,
-        /// Scenario files (default: every *.toml in --suite that is part of the suite, i.e. does
-        /// not say `suite = false`).
-        scenarios: Vec<PathBuf>,
-        /// The suite's directory.
-        #[arg(long, default_value = "scenarios")]
-        suite: PathBuf,
-        #[command(flatten)]
-        roles: RoleArgs,
-        /// Multiply every stream's message count by this; count thresholds scale with it.
-        #[arg(long, default_value_t = 1.0)]
-        volume: f64,
-        /// Seed (overrides each scenario's).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Where reports go (one directory per scenario below it).
-        #[arg(long, default_value = "reports/validate")]
-        report: PathBuf,
-        /// Also write JUnit XML here (one test suite per scenario, a test case per expectation).
-        #[arg(long)]
-        junit: Option<PathBuf>,
-    },
+    Validate(ValidateArgs),
     /// Throughput benchmark: one scenario in simulated mode (default: mixed-production at full
     /// volume), without STARTTLS and DKIM unless asked; prints simulated messages per wall-second
     /// and peak memory, and writes them to reports/<scenario>/bench.json.
@@ -127,11 +103,13 @@ enum WorldWhat {
 /// How a scenario's roles bind to the config under test.
 #[derive(clap::Args, Debug, Clone, Default)]
 struct RoleArgs {
-    /// Bind a role explicitly: `vmta:SCENARIO-NAME=CONFIG-NAME` (a vMTA or pool) or
-    /// `sender:SCENARIO-DOMAIN=CONFIG-DOMAIN` (repeatable).
+    /// Bind a role explicitly: `vmta:SCENARIO-NAME=CONFIG-NAME` (a vMTA or pool),
+    /// `sender:SCENARIO-DOMAIN=CONFIG-DOMAIN` or `return-path:SCENARIO-DOMAIN=CONFIG-DOMAIN`
+    /// (repeatable).
     #[arg(long = "map", value_name = "KIND:FROM=TO")]
     maps: Vec<simulator::bind::RoleMap>,
-    /// Bindings from a TOML file: `[vmta]` and `[sender]` tables of `"from" = "to"`.
+    /// Bindings from a TOML file: `[vmta]`, `[sender]` and `[return-path]` tables of
+    /// `"from" = "to"`.
     #[arg(long, value_name = "FILE")]
     map_file: Option<PathBuf>,
     /// Look for the config's absolute paths (includes, DKIM keys) under this directory, e.g. a
@@ -319,27 +297,8 @@ fn main() -> ExitCode {
         let path = scenario.unwrap_or_else(|| PathBuf::from("scenarios/mixed-production.toml"));
         return bench(&path, &opts);
     }
-    if let Some(Command::Validate {
-        config,
-        scenarios,
-        suite,
-        roles,
-        volume,
-        seed,
-        report,
-        junit,
-    }) = cli.command
-    {
-        return validate(ValidateArgs {
-            config,
-            scenarios,
-            suite,
-            roles,
-            volume,
-            seed,
-            report,
-            junit,
-        });
+    if let Some(Command::Validate(a)) = cli.command {
+        return validate(a);
     }
     match cli.command {
         Some(Command::Run {
@@ -474,14 +433,30 @@ fn run_scenarios(scenarios: Vec<PathBuf>, live: bool, opts: &RunOptions) -> Exit
 }
 
 /// `mtasim validate`'s arguments.
+#[derive(clap::Args)]
 struct ValidateArgs {
+    /// The MTA config under test.
+    #[arg(long)]
     config: PathBuf,
+    /// Scenario files (default: every *.toml in --suite that is part of the suite, i.e. does
+    /// not say `suite = false`).
     scenarios: Vec<PathBuf>,
+    /// The suite's directory.
+    #[arg(long, default_value = "scenarios")]
     suite: PathBuf,
+    #[command(flatten)]
     roles: RoleArgs,
+    /// Multiply every stream's message count by this; count thresholds scale with it.
+    #[arg(long, default_value_t = 1.0)]
     volume: f64,
+    /// Seed (overrides each scenario's).
+    #[arg(long)]
     seed: Option<u64>,
+    /// Where reports go (one directory per scenario below it).
+    #[arg(long, default_value = "reports/validate")]
     report: PathBuf,
+    /// Also write JUnit XML here (one test suite per scenario, a test case per expectation).
+    #[arg(long)]
     junit: Option<PathBuf>,
 }
 

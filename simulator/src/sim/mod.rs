@@ -94,7 +94,7 @@ pub fn mx_addr(p: usize, i: usize) -> Ipv4Addr {
 }
 
 /// Runs a scenario in simulated mode and writes its report; returns the report.
-pub fn run(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
+pub fn run(l: &Loaded, opts: &RunOptions) -> Result<Report, RunError> {
     // Timers only: the simulated world has no sockets, and with the I/O driver every timer set
     // earlier than the next wake-up woke it through an eventfd write (a system call per timer).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,11 +106,11 @@ pub fn run(l: &Loaded, opts: &RunOptions) -> Result<Report, String> {
 }
 
 /// Runs a scenario in live mode (see [`crate::live`]) and writes its report; returns the report.
-pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Report, String> {
+pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Report, RunError> {
     if opts.no_dkim {
-        return Err(
+        return Err(RunError::Failed(
             "--no-dkim is for simulated runs (the MTA process signs as its config says)".into(),
-        );
+        ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,11 +121,35 @@ pub fn run_live(l: &Loaded, opts: &RunOptions, live: &LiveOptions) -> Result<Rep
     rt.block_on(run_async(&scaled, opts, Some(live)))
 }
 
+/// Why a run did not give a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The scenario's roles could not be bound to the config, or no listener lets the injector
+    /// relay: found before anything ran.
+    Unbound(String),
+    /// The run could not be set up or finished (config, files, the MTA process ...).
+    Failed(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Unbound(e) | RunError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for RunError {
+    fn from(e: String) -> RunError {
+        RunError::Failed(e)
+    }
+}
+
 async fn run_async(
     l: &Loaded,
     opts: &RunOptions,
     live: Option<&LiveOptions>,
-) -> Result<Report, String> {
+) -> Result<Report, RunError> {
     let s = &l.scenario;
     let seed = opts.seed.unwrap_or(s.seed);
     let cfg_path = opts.config.clone().unwrap_or_else(|| l.config_path.clone());
@@ -148,7 +172,7 @@ async fn run_async(
     };
     // The scenario's roles bound to the config's names, before anything is built.
     let binding = crate::bind::bind(l, &config, &cfg_path.display().to_string(), &opts.maps)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RunError::Unbound(e.to_string()))?;
     let bound = binding.apply(l);
     let l = &bound;
     let s = &l.scenario;
@@ -225,7 +249,8 @@ async fn run_async(
         &config,
         s.traffic.iter().any(|t| t.vmta.is_some()),
         live.is_some(),
-    )?;
+    )
+    .map_err(RunError::Unbound)?;
     let mut bound_notes = under_test_notes;
     bound_notes.extend(binding.notes());
     if !injection.why.is_empty() {
