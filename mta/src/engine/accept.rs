@@ -58,6 +58,7 @@ impl Engine {
                     first_attempt_ms: None,
                     pools,
                     signatures: BTreeMap::new(),
+                    last_reply: BTreeMap::new(),
                 },
             );
             for ((key, rcpts), qs) in groups.into_iter().zip(settings) {
@@ -67,15 +68,9 @@ impl Engine {
                     None => {
                         // Created between the two looks (live mode): settings as usual.
                         let qs = qs.unwrap_or_else(|| self.queue_settings(&key));
-                        s.queues.entry(key.clone()).or_insert(QueueState {
-                            queue: Queue::new(key.clone(), qs.clone()),
-                            shaper: Shaper::new(&key.to_string(), qs),
-                            last_error: None,
-                            not_before_ms: 0,
-                            paused: false,
-                            opened: 0,
-                            arrivals: Arc::new(Notify::new()),
-                        })
+                        s.queues
+                            .entry(key.clone())
+                            .or_insert_with(|| QueueState::new(&key, qs))
                     }
                 };
                 let max_rcpt = q

@@ -42,6 +42,17 @@ pub struct QueueView {
     pub next_retry_ms: Option<i64>,
     /// The last error reply.
     pub last_error: Option<String>,
+    /// When the queue next tries to send (Unix ms): the end of what it waits for; `None` while
+    /// it sends, or waits for an operator or for nothing.
+    pub next_attempt_ms: Option<i64>,
+    /// Why it waits, in words: "retry after <reply>", "backoff since <time> because <reply>; …",
+    /// "rate gate …", "connection limit N reached", "reconnect delay for <ip> after <reply>", …
+    pub waiting: String,
+    /// The same as a name: `empty`, `sending`, `paused`, `retry`, `retry-queue`, `reconnect`,
+    /// `rate`, `connection-limit`, `vmta-limit`, `sources-disabled`.
+    pub waiting_kind: String,
+    /// The reply that put the queue in backoff, and since when (Unix ms), while it is in backoff.
+    pub backoff_since_ms: Option<i64>,
 }
 
 /// A source IP's state.
@@ -124,6 +135,20 @@ impl Engine {
                         .filter_map(|id| s.messages.get(id).map(|m| m.env.size))
                         .sum();
                     let last = q.shaper.history.last();
+                    let retry_reply = q.queue.peek_next().and_then(|w| {
+                        let m = s.messages.get(&w.id)?;
+                        w.rcpts.iter().find_map(|r| m.last_reply.get(r))
+                    });
+                    let backoff_since_ms = (q.shaper.mode() == Mode::Backoff)
+                        .then(|| {
+                            q.shaper
+                                .history
+                                .iter()
+                                .rev()
+                                .find(|c| c.to == Mode::Backoff)
+                                .map(|c| c.at_ms)
+                        })
+                        .flatten();
                     QueueView {
                         name: k.to_string(),
                         domain: k.domain.clone(),
@@ -141,6 +166,13 @@ impl Engine {
                             .next_due_ms()
                             .map(|t| t.max(q.queue.held_until_ms.unwrap_or(t))),
                         last_error: q.last_error.clone(),
+                        next_attempt_ms: q.blocked.until(),
+                        waiting: super::waiting::reason(
+                            q,
+                            retry_reply.map(|r| r.to_string()).as_deref(),
+                        ),
+                        waiting_kind: q.blocked.kind().to_string(),
+                        backoff_since_ms,
                     }
                 })
                 .collect()

@@ -29,6 +29,7 @@ mod manage;
 mod outcome;
 mod plan;
 mod session;
+mod waiting;
 pub use manage::{
     mode_name, QueueSelector, QueueView, SourceIpView, VmtaView, AUTH_FAILURES_PER_IP,
     AUTH_WINDOW_MS,
@@ -74,6 +75,32 @@ struct QueueState {
     opened: u64,
     /// Signalled when mail is queued: wakes connections idling under `connection-idle-timeout`.
     arrivals: Arc<Notify>,
+    /// Why `not_before_ms` is set.
+    not_before_why: &'static str,
+    /// The provider's connection-level signals: refusals in a row, reconnect delays per address.
+    signals: crate::shaping::Reconnect,
+    /// The reply that put the whole queue on hold (`held_until_ms`), and when (Unix ms).
+    held_by: Option<(i64, String)>,
+    /// Why the queue sent nothing more at the scheduler's last pass.
+    blocked: waiting::Blocked,
+}
+
+impl QueueState {
+    fn new(key: &QueueKey, qs: QueueSettings) -> QueueState {
+        QueueState {
+            queue: Queue::new(key.clone(), qs.clone()),
+            shaper: Shaper::new(&key.to_string(), qs),
+            last_error: None,
+            not_before_ms: 0,
+            paused: false,
+            opened: 0,
+            arrivals: Arc::new(Notify::new()),
+            not_before_why: "",
+            signals: Default::default(),
+            held_by: None,
+            blocked: Default::default(),
+        }
+    }
 }
 
 struct MsgState {
@@ -85,6 +112,8 @@ struct MsgState {
     /// DKIM-Signature headers made for this message, by (domain, selector): a message is signed
     /// once, not again on each retry.
     signatures: BTreeMap<(String, String), Arc<String>>,
+    /// The last reply of each recipient deferred so far: what its expiry quotes.
+    last_reply: BTreeMap<u32, Reply>,
 }
 
 struct State {

@@ -42,8 +42,12 @@ impl Engine {
         let wants_dsn = o.ty == RecordType::Bounced && o.notify;
         // The record is built under the lock from the message's envelope; the envelope itself is
         // cloned only when a DSN needs it.
+        let deferred = matches!(o.ty, RecordType::Transient | RecordType::TransientQueue);
         let Some((mut rec, first, pool, env)) = self.with(|s| {
-            s.messages.get(&id).map(|m| {
+            s.messages.get_mut(&id).map(|m| {
+                if deferred {
+                    m.last_reply.insert(rcpt, o.reply.clone());
+                }
                 let rec = self.base_record(o.ty, now, &m.env, rcpt as usize);
                 let env = (wants_dsn && !m.env.mail_from.is_empty()).then(|| m.env.clone());
                 (rec, m.first_attempt_ms, m.pools.get(&rcpt).cloned(), env)
@@ -317,6 +321,14 @@ impl Engine {
                     .await;
                 }
             } else {
+                // One `tq` record per message; every recipient keeps the reply as its last.
+                self.with(|s| {
+                    if let Some(m) = s.messages.get_mut(&w.id) {
+                        for r in w.rcpts.iter().skip(1) {
+                            m.last_reply.insert(*r, reply.clone());
+                        }
+                    }
+                });
                 if let Some(r) = w.rcpts.first() {
                     self.finish(
                         key,

@@ -1,6 +1,7 @@
 //! Planning: the scheduler loop, which queues are due, which connection to open from which
 //! source address, and what each attempt takes from the spool.
 
+use super::waiting::Blocked;
 use super::*;
 
 impl Engine {
@@ -12,11 +13,17 @@ impl Engine {
             let now = self.now_ms();
             let (starts, expired, next) = self.plan(now);
             for (key, w, q_reply) in expired {
-                let reply = q_reply.unwrap_or_else(|| {
-                    Reply::new(554, "4.4.7", "message expired: bounce-after reached")
-                });
-                let reply = expired_reply(&reply);
                 for r in &w.rcpts {
+                    // The recipient's own last reply; the queue's last error if it never got one.
+                    let own = self.with(|s| {
+                        s.messages
+                            .get(&w.id)
+                            .and_then(|m| m.last_reply.get(r).cloned())
+                    });
+                    let reply = match own.or_else(|| q_reply.clone()) {
+                        Some(last) => expired_reply(&last),
+                        None => Reply::new(554, "4.4.7", "message expired: bounce-after reached"),
+                    };
                     self.finish(
                         &key,
                         w.id,
@@ -86,18 +93,32 @@ impl Engine {
                 };
                 upd(q.queue.next_expiry_ms());
                 upd(q.shaper.backoff_until_ms());
+                q.signals.prune(now);
+                q.blocked = Blocked::Sending;
                 if q.not_before_ms > now {
                     upd(Some(q.not_before_ms));
+                    q.blocked = Blocked::NotBefore(q.not_before_ms);
                     continue;
                 }
                 if q.paused {
+                    q.blocked = Blocked::Paused;
                     continue;
                 }
                 let Some(due) = q.queue.next_due_ms() else {
+                    q.blocked = if q.shaper.connections() > 0 {
+                        Blocked::Sending
+                    } else {
+                        Blocked::Empty
+                    };
                     continue;
                 };
                 if due > now {
                     upd(Some(due));
+                    q.blocked = match q.queue.held_until_ms {
+                        Some(h) if h >= due => Blocked::Held(h),
+                        _ if q.shaper.connections() > 0 => Blocked::Sending,
+                        _ => Blocked::Retry(due),
+                    };
                     continue;
                 }
                 // One new connection per queue per pass, up to the limits.
@@ -118,19 +139,28 @@ impl Engine {
                 if q.shaper.connections() > 0 && queued <= q.shaper.connections() * 20 {
                     continue;
                 }
+                // A refusal beside open connections lowered the ceiling for a while.
+                if q.signals
+                    .ceiling(now)
+                    .is_some_and(|c| q.shaper.connections() >= c)
+                {
+                    q.blocked = Blocked::ConnectionLimit;
+                    continue;
+                }
                 // No connection before the message rate lets one through soon enough for a
                 // session to wait for it: such a connection would QUIT at once, and reconnecting
                 // like that trips the receiver's connection-rate limits.
                 let wait = q.shaper.message_wait(now);
                 if wait > RATE_WAIT_IN_SESSION_MS {
-                    upd(Some(now.saturating_add(
-                        (wait - RATE_WAIT_IN_SESSION_MS).min(3_600_000),
-                    )));
+                    let t = now.saturating_add((wait - RATE_WAIT_IN_SESSION_MS).min(3_600_000));
+                    upd(Some(t));
+                    q.blocked = Blocked::Rate(t);
                     continue;
                 }
                 if let Some(t) = all_sources_disabled(&cfg, key.vmta(), disabled_ips, now) {
                     // Every source address of the vMTA is out of service: wait for the first back.
                     upd(Some(t));
+                    q.blocked = Blocked::SourcesDisabled(t);
                     continue;
                 }
                 match q.shaper.open_connection(now) {
@@ -150,10 +180,17 @@ impl Engine {
                             }
                             q.shaper.close_connection();
                             upd(Some(now + 1000));
+                            q.blocked = Blocked::SharedLimit;
                         }
                     }
-                    Err(crate::shaping::Wait::Rate(ms)) => upd(Some(now + ms.min(3_600_000))),
-                    Err(crate::shaping::Wait::Connections) => {}
+                    Err(crate::shaping::Wait::Rate(ms)) => {
+                        let t = now + ms.min(3_600_000);
+                        upd(Some(t));
+                        q.blocked = Blocked::Rate(t);
+                    }
+                    Err(crate::shaping::Wait::Connections) => {
+                        q.blocked = Blocked::ConnectionLimit;
+                    }
                 }
             }
             (starts, expired, next)

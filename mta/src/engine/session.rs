@@ -2,6 +2,7 @@
 //! address, EHLO, STARTTLS, DKIM signing and the transactions.
 
 use super::*;
+use crate::shaping::reconnect::{Ended, Next};
 
 impl Engine {
     /// One outbound connection for `key`: delivers due recipients until the queue is empty, the
@@ -27,6 +28,10 @@ impl Engine {
                 return;
             }
         };
+        let Some(targets) = self.ready_targets(&key, targets) else {
+            self.release(&key);
+            return;
+        };
         // MX rollup: queues whose domains share mail hosts share one connection limit per vMTA.
         let rollup_key = (!qs.disable_mx_rollup).then(|| {
             let mut hosts: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
@@ -44,6 +49,7 @@ impl Engine {
                 if *n >= limit {
                     if let Some(q) = s.queues.get_mut(&key) {
                         q.not_before_ms = now + 1000;
+                        q.not_before_why = "MX rollup group full";
                     }
                     false
                 } else {
@@ -162,6 +168,14 @@ impl Engine {
                             .await;
                         return;
                     }
+                    // One refused connection is not a verdict on the queue: it goes on over its
+                    // other connections, unless refusals keep coming with nothing open.
+                    if !acted.skip_mx && !acted.defer_queue && !greeting.is_permanent() {
+                        let next = self.connection_ended(&key, dest.ip(), false, &greeting);
+                        if let Next::Reconnect(_) = next {
+                            return;
+                        }
+                    }
                     last_err = Some(greeting);
                     if !acted.skip_mx {
                         break;
@@ -193,6 +207,8 @@ impl Engine {
     ) {
         let conn = ConnText::new(&key.domain, dlv_ip, Some(dest), client.caps.summary());
         let mut sent = 0u64;
+        // Recipients delivered over this connection.
+        let mut delivered = 0u64;
         // Since when the connection has had nothing to send (`connection-idle-timeout`).
         let mut idle_since: Option<i64> = None;
         let mut arrivals = None;
@@ -255,20 +271,32 @@ impl Engine {
                 }
             };
             sent += 1;
-            let Settled { stop, bounce_queue } = self.settle(key, qs, w, &t, &conn, dlv_ip).await;
-            if let Some(r) = bounce_queue {
+            let on = Conn {
+                text: &conn,
+                src: dlv_ip,
+                dest,
+                delivered,
+            };
+            let settled = self.settle(key, qs, w, &t, &on).await;
+            delivered += settled.delivered;
+            if let Some(r) = settled.bounce_queue {
                 self.fail_queue(key, &r, true, dlv_ip, Some(dest)).await;
                 break;
             }
-            if stop {
+            if settled.stop {
                 // The server pushed back on the whole queue: hold the rest until the retry time.
                 let now = self.now_ms();
                 self.with(|s| {
                     if let Some(q) = s.queues.get_mut(key) {
                         let hold = now + q.shaper.retry_delay(1).as_millis() as i64;
                         q.queue.held_until_ms = Some(hold);
+                        q.held_by = q.last_error.clone().map(|e| (now, e));
                     }
                 });
+                break;
+            }
+            if settled.closed {
+                // The server closed this connection (a `421`): the queue goes on without it.
                 break;
             }
         }
@@ -339,20 +367,19 @@ impl Engine {
 
     /// Settles one transaction: a record per recipient (delivered, bounced or deferred, with the
     /// queue's pattern-list actions applied), the deferred ones put back; says whether the server
-    /// pushed back on the whole queue and whether a `bounce-queue` rule fired.
+    /// pushed back on the whole queue, closed the connection, or a `bounce-queue` rule fired.
     async fn settle(
         &self,
         key: &QueueKey,
         qs: &QueueSettings,
         w: Waiting<MessageId>,
         t: &crate::smtp::client::Transaction,
-        conn: &ConnText,
-        dlv_ip: Option<IpAddr>,
+        on: &Conn<'_>,
     ) -> Settled {
+        let mut out = Settled::default();
         let mut retry: Vec<u32> = Vec::new();
-        let mut stop = false;
-        // A `bounce-queue` rule on a MAIL, RCPT or data reply: the whole queue bounces.
-        let mut bounce_queue: Option<Reply> = None;
+        // The `421` that closed the connection, when no rule made it a verdict on the queue.
+        let mut closing: Option<&Reply> = None;
         for (i, r) in w.rcpts.iter().enumerate() {
             let reply = t.outcome(i);
             if reply.is_positive() {
@@ -361,27 +388,24 @@ impl Engine {
                     if let Some(q) = s.queues.get_mut(key) {
                         q.shaper.delivered(now);
                         q.queue.mode = q.shaper.mode();
+                        q.signals.delivered(on.dest.ip());
                     }
                 });
-                self.finish(
-                    key,
-                    w.id,
-                    *r,
-                    Outcome {
-                        ty: RecordType::Delivered,
-                        reply,
-                        category: "",
-                        conn: Some(conn),
-                        notify: true,
-                    },
-                )
-                .await;
+                out.delivered += 1;
+                let o = Outcome {
+                    ty: RecordType::Delivered,
+                    reply,
+                    category: "",
+                    conn: Some(on.text),
+                    notify: true,
+                };
+                self.finish(key, w.id, *r, o).await;
                 continue;
             }
-            let acted = self.apply_patterns(key, reply, dlv_ip);
+            let acted = self.apply_patterns(key, reply, on.src);
             let category = self.category(reply, t.command(i));
             if acted.bounce_queue {
-                bounce_queue = Some(reply.clone());
+                out.bounce_queue = Some(reply.clone());
             }
             let bounce = reply.is_permanent()
                 || acted.bounce_queue
@@ -395,37 +419,116 @@ impl Engine {
                 ty,
                 reply,
                 category,
-                conn: Some(conn),
+                conn: Some(on.text),
                 notify: true,
             };
             self.finish(key, w.id, *r, o).await;
             if !bounce {
                 retry.push(*r);
-                stop |= acted.defer_queue || reply.code == 421;
+                out.stop |= acted.defer_queue;
+                if reply.code == 421 && !acted.defer_queue {
+                    closing.get_or_insert(reply);
+                }
             }
         }
-        if !retry.is_empty() {
-            let partial = retry.len() < w.rcpts.len();
-            let again = Waiting {
-                id: w.id,
-                rcpts: retry,
-                received_ms: w.received_ms,
-                attempts: w.attempts,
-            };
-            let last = t.outcome(0).clone();
-            // Recipients deferred one by one while others of the same transaction were
-            // taken wait `retry-recipients-after` (reference part A: per-recipient 4xx hold);
-            // when nothing was taken, or the server pushed back on the queue, the retry
-            // schedule applies.
-            let delay = if partial && !stop {
-                qs.retry_recipients_after
-            } else {
-                None
-            };
-            self.requeue_after(key, again, self.now_ms(), &last, delay)
-                .await;
+        if retry.is_empty() {
+            out.closed = closing.is_some();
+            return out;
         }
-        Settled { stop, bounce_queue }
+        let partial = retry.len() < w.rcpts.len();
+        let again = Waiting {
+            id: w.id,
+            rcpts: retry,
+            received_ms: w.received_ms,
+            attempts: w.attempts,
+        };
+        let last = t.outcome(0).clone();
+        // Recipients deferred one by one while others of the same transaction were taken wait
+        // `retry-recipients-after` (reference part A: per-recipient 4xx hold); when nothing was
+        // taken, or the server pushed back on the queue, the retry schedule applies.
+        let mut delay = if partial && !out.stop {
+            qs.retry_recipients_after
+        } else {
+            None
+        };
+        if let (Some(c), false) = (closing, out.stop) {
+            // The server closed the connection: its recipients go out again after the reconnect
+            // delay, unless refusals in a row make it a verdict on the queue after all.
+            let here = on.delivered + out.delivered > 0;
+            match self.connection_ended(key, on.dest.ip(), here, c) {
+                Next::Reconnect(d) => {
+                    delay = Some(d);
+                    out.closed = true;
+                }
+                Next::DeferQueue => out.stop = true,
+            }
+        }
+        self.requeue_after(key, again, self.now_ms(), &last, delay)
+            .await;
+        out
+    }
+
+    /// A connection of `key` to `ip` ended on the connection-level `reply` (a 4xx banner, or a
+    /// `421` on a command), after delivering (`delivered_here`) or not: what the queue does next
+    /// ([`crate::shaping::reconnect`]). A reconnect delay is noted where the scheduler and the
+    /// operator see it.
+    pub(super) fn connection_ended(
+        &self,
+        key: &QueueKey,
+        ip: IpAddr,
+        delivered_here: bool,
+        reply: &Reply,
+    ) -> Next {
+        let now = self.now_ms();
+        let text = reply.to_string();
+        let name = key.to_string();
+        let next = self.with(|s| {
+            let Some(q) = s.queues.get_mut(key) else {
+                return Next::DeferQueue;
+            };
+            let how = if delivered_here {
+                Ended::Closed
+            } else {
+                // This connection still holds its slot.
+                Ended::Refused {
+                    others_open: q.shaper.connections().saturating_sub(1),
+                }
+            };
+            q.signals.ended(ip, how, now, &name, &text)
+        });
+        let what = if delivered_here { "closed" } else { "refused" };
+        if let Some(n) = self.repeats.note(&format!("{what} {key} {ip}")) {
+            tracing::info!(queue = %key, %ip, reply = %text, times = n, outcome = ?next, "connection {what} by the server (logged at the 1st, 10th, 100th ... time)");
+        }
+        next
+    }
+
+    /// The targets a new connection may use now: those not in a reconnect delay. `None` (and
+    /// the queue waits for the first to be ready) when every one is.
+    fn ready_targets(&self, key: &QueueKey, targets: Vec<SocketAddr>) -> Option<Vec<SocketAddr>> {
+        let now = self.now_ms();
+        self.with(|s| {
+            let Some(q) = s.queues.get_mut(key) else {
+                return Some(targets);
+            };
+            let mut first: Option<i64> = None;
+            let ready: Vec<SocketAddr> = targets
+                .into_iter()
+                .filter(|t| match q.signals.wait_until(t.ip(), now) {
+                    Some(until) => {
+                        first = Some(first.map_or(until, |f| f.min(until)));
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            if ready.is_empty() {
+                q.not_before_ms = first.unwrap_or(now + 1000);
+                q.not_before_why = "reconnect delay";
+                return None;
+            }
+            Some(ready)
+        })
     }
 
     /// DKIM-signs the body of a queue that signs (the caller checks `dkim-sign yes` and that
@@ -506,9 +609,27 @@ impl Engine {
 }
 
 /// How a transaction ended for its queue.
+#[derive(Default)]
 pub(super) struct Settled {
-    /// The server pushed back on the whole queue (`421`, or a `defer-queue`/backoff rule).
+    /// The server pushed back on the whole queue (a `defer-queue`/backoff rule, or refusals in a
+    /// row with nothing open).
     stop: bool,
+    /// The server closed this connection (a `421` no rule acted on); the queue goes on.
+    closed: bool,
     /// A `bounce-queue` rule fired on this reply.
     bounce_queue: Option<Reply>,
+    /// Recipients delivered in this transaction.
+    delivered: u64,
+}
+
+/// The open connection a transaction went over.
+pub(super) struct Conn<'a> {
+    /// Its side of the accounting records.
+    text: &'a ConnText,
+    /// Our source address.
+    src: Option<IpAddr>,
+    /// The server's address.
+    dest: SocketAddr,
+    /// Recipients delivered over it before this transaction.
+    delivered: u64,
 }

@@ -212,20 +212,23 @@ pub fn render_status(v: &Value) -> String {
     tidy(o)
 }
 
-/// `show queues` / `show topqueues` as a table (`limit` rows).
+/// `show queues` / `show topqueues` as a table (`limit` rows): per queue its size, connections,
+/// mode, when it next tries and why it waits; the last error below when it says more.
 pub fn render_queues(v: &Value, limit: usize) -> String {
     let empty = Vec::new();
     let qs = v["queues"].as_array().unwrap_or(&empty);
+    let now = v["timeMs"].as_i64();
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<40} {:>8} {:>9} {:>6} {:<8} {:<6} last error",
-        "queue", "#rcpt", "kbytes", "conn", "mode", "paused"
+        "{:<32} {:>8} {:>9} {:>5} {:<8} {:<6} {:<9} waiting",
+        "queue", "#rcpt", "kbytes", "conn", "mode", "paused", "next"
     );
     for q in qs.iter().take(limit) {
+        let waiting = q["waiting"].as_str().unwrap_or("");
         let _ = writeln!(
             o,
-            "{:<40} {:>8} {:>9} {:>6} {:<8} {:<6} {}",
+            "{:<32} {:>8} {:>9} {:>5} {:<8} {:<6} {:<9} {}",
             n(&q["name"]),
             n(&q["rcpt"]),
             n(&q["kb"]),
@@ -236,12 +239,30 @@ pub fn render_queues(v: &Value, limit: usize) -> String {
             } else {
                 "no"
             },
-            q["lastError"].as_str().unwrap_or("")
+            next_in(q["nextAttemptMs"].as_i64(), now),
+            waiting
         );
+        if let Some(e) = q["lastError"].as_str().filter(|e| !waiting.contains(e)) {
+            let _ = writeln!(o, "    last error: {e}");
+        }
     }
     let total = v["total"].as_u64().unwrap_or(qs.len() as u64);
     let _ = writeln!(o, "{} of {} queues shown.", qs.len().min(limit), total);
     tidy(o)
+}
+
+/// "in 4m05s" from now to `at` (both Unix ms); "now" when due, "-" when nothing is timed.
+fn next_in(at: Option<i64>, now: Option<i64>) -> String {
+    let (Some(at), Some(now)) = (at, now) else {
+        return "-".into();
+    };
+    let s = (at - now).max(0) / 1000;
+    match s {
+        0 => "now".into(),
+        s if s < 60 => format!("in {s}s"),
+        s if s < 3600 => format!("in {}m{:02}s", s / 60, s % 60),
+        s => format!("in {}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// `show domains` as a table.
@@ -412,11 +433,14 @@ mod tests {
     }
 
     fn sample_queues() -> Value {
-        serde_json::json!({"total": 3, "queues": [
+        serde_json::json!({"total": 3, "timeMs": 1_000_000, "queues": [
             {"name": "yahoo.com/mkt-1", "domain": "yahoo.com", "vmta": "mkt-1", "rcpt": 80, "kb": 300, "conn": 2, "maxConn": 20,
-             "mode": "backoff", "paused": false, "lastError": "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred"},
+             "mode": "backoff", "paused": false, "lastError": "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred",
+             "nextAttemptMs": 1_245_000, "waitingKind": "retry-queue",
+             "waiting": "backoff since 1970-01-01 00:16:00+0000 because 421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred; queue deferred: retry after 421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred"},
             {"name": "gmail.com/mkt-1", "domain": "gmail.com", "vmta": "mkt-1", "rcpt": 15, "kb": 40, "conn": 5, "maxConn": 10,
-             "mode": "normal", "paused": true, "lastError": null},
+             "mode": "normal", "paused": true, "lastError": "550 5.1.1 The email account that you tried to reach does not exist.",
+             "nextAttemptMs": null, "waitingKind": "paused", "waiting": "paused by an operator"},
             {"name": "aol.com/mkt-2", "domain": "aol.com", "vmta": "mkt-2", "rcpt": 5, "kb": 10, "conn": 0, "maxConn": 20,
              "mode": "normal", "paused": false, "lastError": null}
         ]})

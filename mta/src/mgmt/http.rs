@@ -182,7 +182,7 @@ async fn queues(State(c): State<Ctx>, Query(p): Params) -> Json<Value> {
     if let Some(n) = p.get("maxItems").and_then(|n| n.parse::<usize>().ok()) {
         q.truncate(n);
     }
-    Json(json!({ "queues": q, "total": total }))
+    Json(json!({ "queues": q, "total": total, "timeMs": c.engine.now_ms() }))
 }
 
 async fn queue_detail(State(c): State<Ctx>, Query(p): Params) -> Response {
@@ -230,6 +230,7 @@ async fn queue_detail(State(c): State<Ctx>, Query(p): Params) -> Response {
         .collect::<Vec<_>>();
     Json(json!({
         "queue": v,
+        "timeMs": c.engine.now_ms(),
         "settings": settings,
         "lastErrors": errors,
         "lastEvents": events,

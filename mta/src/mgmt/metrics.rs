@@ -66,7 +66,27 @@ pub fn render(e: &Engine) -> Result<String, String> {
     let q_conn = Family::<Labels, Gauge>::default();
     let q_backoff = Family::<Labels, Gauge>::default();
     let q_paused = Family::<Labels, Gauge>::default();
+    let q_next = Family::<Labels, Gauge>::default();
+    let q_why = Family::<Labels, Gauge>::default();
+    let waiting = Family::<Labels, Gauge>::default();
+    for q in &queues {
+        waiting
+            .get_or_create(&l(&[("reason", &q.waiting_kind)]))
+            .inc();
+    }
     for (i, q) in queues.iter().enumerate() {
+        if i < MAX_QUEUE_SERIES {
+            let labels = l(&[("queue", &q.name), ("vmta", &q.vmta)]);
+            if let Some(t) = q.next_attempt_ms {
+                q_next.get_or_create(&labels).set(t / 1000);
+            }
+            let why = l(&[
+                ("queue", &q.name),
+                ("vmta", &q.vmta),
+                ("reason", &q.waiting_kind),
+            ]);
+            q_why.get_or_create(&why).set(1);
+        }
         let labels = if i < MAX_QUEUE_SERIES {
             l(&[("queue", &q.name), ("vmta", &q.vmta)])
         } else {
@@ -87,6 +107,21 @@ pub fn render(e: &Engine) -> Result<String, String> {
         q_backoff,
     );
     reg.register("queue_paused", "Queues paused by an operator", q_paused);
+    reg.register(
+        "queue_next_attempt_timestamp_seconds",
+        "When a waiting queue next tries to send (Unix seconds), for queues that wait on a time",
+        q_next,
+    );
+    reg.register(
+        "queue_waiting",
+        "Why each queue waits (1 per queue, the reason as a label)",
+        q_why,
+    );
+    reg.register(
+        "queues_waiting",
+        "Queues per reason they wait (empty, sending, retry, retry-queue, reconnect, rate, ...)",
+        waiting,
+    );
 
     let v_rcpt = Family::<Labels, Gauge>::default();
     let v_conn = Family::<Labels, Gauge>::default();

@@ -153,6 +153,12 @@ impl<Id: Clone> Queue<Id> {
         Some(self.held_until_ms.map_or(next, |h| next.max(h)))
     }
 
+    /// The group that is due next, without taking it.
+    pub fn peek_next(&self) -> Option<&Waiting<Id>> {
+        let Reverse((_, seq)) = self.heap.peek()?;
+        self.items.get(seq)
+    }
+
     /// Takes the next group that is due at `now_ms`.
     pub fn pop_due(&mut self, now_ms: i64) -> Option<Waiting<Id>> {
         if self.held_until_ms.is_some_and(|h| h > now_ms) {

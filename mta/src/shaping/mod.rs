@@ -4,8 +4,10 @@
 //! history of every mode change with the rule and reply that caused it.
 
 pub mod rate;
+pub mod reconnect;
 
 pub use rate::Gcra;
+pub use reconnect::Reconnect;
 
 use crate::config::model::{PatternAction, PatternRule, SmtpPatternList};
 use crate::config::QueueSettings;

@@ -45,7 +45,9 @@ def main():
             "backoff": str(status["queue"]["smtp"]["backoff"]),
         }
         assert shown == expected, f"cards {shown} != API {expected}"
-        queues = {q["name"]: q for q in api(base, "/api/v1/queues")["queues"]}
+        listing = api(base, "/api/v1/queues")
+        queues = {q["name"]: q for q in listing["queues"]}
+        queues_time = listing["timeMs"]
         # Read the table in one script call (it is re-rendered every 2 s).
         table = driver.execute_script(
             "return [...document.querySelectorAll('#queues tbody tr')].map(r => "
@@ -53,6 +55,17 @@ def main():
         shown_rcpt = {r["name"]: r["rcpt"] for r in table}
         assert shown_rcpt[queue] == str(queues[queue]["rcpt"]), \
             f"queue table {shown_rcpt} differs from the API"
+        # Why each queue waits, and when it tries next: every recipient got `451 4.3.0 try later`
+        # and waits retry-after 1h.
+        api_q = queues[queue]
+        assert api_q["waitingKind"] == "retry", f"waiting: {api_q}"
+        assert "retry after 451 4.3.0 try later" in api_q["waiting"], f"waiting: {api_q}"
+        assert api_q["nextAttemptMs"] - queues_time > 50 * 60 * 1000, f"next attempt: {api_q}"
+        cells = driver.execute_script(
+            "const r = document.querySelector('#queues tbody tr[data-queue=\"" + queue + "\"]');"
+            "return [r.querySelector('td.waiting').textContent, r.querySelector('td.next').textContent]")
+        assert cells[0] == api_q["waiting"], f"waiting cell {cells[0]!r}"
+        assert cells[1].startswith("in ") and ("h" in cells[1] or "m" in cells[1]), f"next cell {cells[1]!r}"
         sizes = [int(r["rcpt"]) for r in table]
         assert sizes == sorted(sizes, reverse=True), f"not sorted by size: {sizes}"
         assert len(table) == len(queues), f"{len(table)} rows for {len(queues)} queues"
@@ -72,6 +85,8 @@ def main():
             By.CSS_SELECTOR, f'tr[data-queue="{queue}"]').get_attribute("class"))
         after = {q["name"]: q for q in api(base, "/api/v1/queues")["queues"]}
         assert after[queue]["paused"] is True, "the API does not show the queue paused"
+        wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, f'tr[data-queue="{queue}"] td.waiting').text == "paused by an operator")
         others = [n for n, q in after.items() if n != queue and q["paused"]]
         assert not others, f"other queues paused too: {others}"
         # Sorting by name is a click on the header.
