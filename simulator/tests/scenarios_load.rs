@@ -175,11 +175,14 @@ fn config_override_replaces_the_scenarios_config() {
 fn the_suite_leaves_out_scenarios_built_around_their_own_config() {
     let (keep, left) = simulator::validate::suite_files(Path::new("../scenarios"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left.len(), 2, "{left:?}");
     assert!(left[0].starts_with("live-tss04 ("), "{left:?}");
-    assert!(keep.iter().all(|f| !f.ends_with("live-tss04.toml")));
+    assert!(left[1].starts_with("stock-2000 ("), "{left:?}");
+    assert!(keep
+        .iter()
+        .all(|f| !f.ends_with("live-tss04.toml") && !f.ends_with("stock-2000.toml")));
     assert_eq!(
-        keep.len() + 1,
+        keep.len() + 2,
         scenario_files(Path::new("../scenarios")).map_or(0, |v| v.len())
     );
 }

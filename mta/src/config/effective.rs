@@ -12,6 +12,12 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// How long an idle outbound connection waits for more mail when the config does not set
+/// `connection-idle-timeout`: Postfix's `smtp_connection_cache_time_limit` (2 s). Mail trickling
+/// in then reuses the connection instead of opening one per message, which trips the providers'
+/// connection-rate limits (PowerMTA documents 0, QUIT at once; an explicit 0 keeps that).
+pub const DEFAULT_IDLE_KEEP: Duration = Duration::from_secs(2);
+
 /// Where an effective value came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "from", rename_all = "lowercase")]
@@ -389,7 +395,8 @@ pub struct QueueSettings {
     /// `retry-recipients-after`.
     pub retry_recipients_after: Option<Duration>,
     /// `connection-idle-timeout`: how long an outbound connection with nothing to send waits
-    /// for more mail before QUIT (`None` or zero = QUIT at once).
+    /// for more mail before QUIT (`None`: QUIT at once, as an explicit 0 says; when the config
+    /// does not set it, [`DEFAULT_IDLE_KEEP`]).
     pub connection_idle_timeout: Option<Duration>,
     /// `bounce-after`.
     pub bounce_after: Option<Duration>,
@@ -445,9 +452,15 @@ impl QueueSettings {
             retry_after: e.intervals("retry-after"),
             backoff_retry_after: e.intervals("backoff-retry-after"),
             retry_recipients_after: e.interval("retry-recipients-after"),
-            connection_idle_timeout: e
-                .interval("connection-idle-timeout")
-                .filter(|d| !d.is_zero()),
+            connection_idle_timeout: match e.0.get("connection-idle-timeout") {
+                Some(Effective {
+                    origin: Origin::Config { .. },
+                    ..
+                }) => e
+                    .interval("connection-idle-timeout")
+                    .filter(|d| !d.is_zero()),
+                _ => Some(DEFAULT_IDLE_KEEP),
+            },
             bounce_after: e.interval("bounce-after"),
             backoff_to_normal_after: e.interval("backoff-to-normal-after"),
             backoff_to_normal_after_delivery: e.bool("backoff-to-normal-after-delivery"),

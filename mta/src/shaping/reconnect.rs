@@ -13,8 +13,9 @@
 //! - a refusal while other connections of the queue are open says "too many connections": the
 //!   queue opens no more than it has open (at least 1) for a minute (Postfix's concurrency
 //!   feedback, in one step);
-//! - [`REFUSALS_BEFORE_DEFER`] refusals in a row with no other connection open: the queue is
-//!   deferred as before (Postfix marks a destination dead after one cohort of failed connections).
+//! - [`REFUSALS_BEFORE_DEFER`] refusals in a row, going on for [`REFUSING_FOR_MS`], with no other
+//!   connection open: the queue is deferred as before (Postfix marks a destination dead after one
+//!   cohort of failed connections).
 
 use super::jitter;
 use std::collections::BTreeMap;
@@ -22,8 +23,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Refused connections in a row (no delivery between, none of the queue's connections open) after
-/// which the whole queue waits `retry-after`.
+/// which the whole queue waits `retry-after`, once they have gone on for [`REFUSING_FOR_MS`].
 pub const REFUSALS_BEFORE_DEFER: u32 = 3;
+/// How long refusals in a row must have gone on before they defer the queue: a connection-rate
+/// limit counted over a minute clears within one, a block does not.
+pub const REFUSING_FOR_MS: i64 = 30_000;
 /// The reconnect delay after a server closed a connection that delivered.
 const CLOSED_DELAY: Duration = Duration::from_secs(1);
 /// The first reconnect delay after a refusal; it doubles per refusal in a row at that address.
@@ -66,6 +70,8 @@ struct AtIp {
 #[derive(Debug, Clone, Default)]
 pub struct Reconnect {
     refusals: u32,
+    /// When the refusals in a row began (Unix ms).
+    refusing_since: i64,
     at_ip: BTreeMap<IpAddr, AtIp>,
     ceiling: Option<(u64, i64)>,
     /// The last connection-level reply: address, when (Unix ms), the reply.
@@ -83,9 +89,15 @@ impl Reconnect {
                 jitter(CLOSED_DELAY, &format!("{name} {ip} {now_ms}"), 0.5)
             }
             Ended::Refused { others_open } => {
+                if self.refusals == 0 {
+                    self.refusing_since = now_ms;
+                }
                 self.refusals += 1;
                 at.refusals += 1;
-                if others_open == 0 && self.refusals >= REFUSALS_BEFORE_DEFER {
+                if others_open == 0
+                    && self.refusals >= REFUSALS_BEFORE_DEFER
+                    && now_ms - self.refusing_since >= REFUSING_FOR_MS
+                {
                     self.refusals = 0;
                     at.refusals = 0;
                     return Next::DeferQueue;
@@ -197,14 +209,20 @@ mod tests {
             "a refusal beside two open connections caps at two"
         );
         assert_eq!(r.ceiling(10 + CEILING_HOLD_MS), None, "for a minute");
-        // The third refusal in a row with nothing open defers the queue.
+        // A third refusal in a row with nothing open, before they have gone on for 30 s: go on.
+        assert!(matches!(
+            r.ended(ip(2), refused, 20, "q", "421"),
+            Next::Reconnect(_)
+        ));
+        // Once they have, it defers the queue ...
+        let late = REFUSING_FOR_MS;
         assert_eq!(
-            r.ended(ip(2), refused, 20, "q", "421 busy"),
+            r.ended(ip(2), refused, late, "q", "421 busy"),
             Next::DeferQueue
         );
-        // ... and starts counting afresh.
+        // ... and counting starts afresh.
         assert!(matches!(
-            r.ended(ip(2), refused, 30, "q", "421"),
+            r.ended(ip(2), refused, late + 10, "q", "421"),
             Next::Reconnect(_)
         ));
     }
