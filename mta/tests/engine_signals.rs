@@ -41,6 +41,8 @@ struct Provider {
     conns: Arc<Mutex<Vec<(i64, bool)>>>,
     /// Every accepted message: time ms.
     accepted: Arc<Mutex<Vec<i64>>>,
+    /// Messages taken per connection, as connections close.
+    per_conn: Arc<Mutex<Vec<usize>>>,
     clock: Clock,
     msgs: usize,
     counted: bool,
@@ -50,6 +52,9 @@ impl Drop for Provider {
     fn drop(&mut self) {
         if self.counted {
             self.open.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(mut v) = self.per_conn.lock() {
+                v.push(self.msgs);
+            }
         }
     }
 }
@@ -125,6 +130,7 @@ async fn world(domain_star: &str, rules: Rules) -> World {
         open: Arc::default(),
         conns: Arc::default(),
         accepted: Arc::default(),
+        per_conn: Arc::default(),
         clock,
         msgs: 0,
         counted: false,
@@ -228,7 +234,16 @@ async fn a_per_connection_cap_closes_one_connection_not_the_queue() {
         "all delivered within a minute, not after retry-after 10m"
     );
     let t = records(&w, RecordType::Transient);
-    assert!(!t.is_empty(), "the cap was hit (a t record per 421)");
+    // The same close after 5 messages twice in a row is the server's cap: after that, connections
+    // end with QUIT after 5 and no recipient is turned away.
+    assert_eq!(t.len(), 2, "the cap was hit twice, then learned: {t:?}");
+    let per_conn = w
+        .provider
+        .per_conn
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    assert!(per_conn.iter().all(|n| *n <= 5), "{per_conn:?}");
     assert!(t.iter().all(|r| r.dsn_diag.contains(CAP_REPLY)), "{t:?}");
     assert!(
         records(&w, RecordType::TransientQueue).is_empty(),

@@ -29,6 +29,7 @@ mod manage;
 mod outcome;
 mod plan;
 mod session;
+mod signals;
 mod waiting;
 pub use manage::{
     mode_name, QueueSelector, QueueView, SourceIpView, VmtaView, AUTH_FAILURES_PER_IP,

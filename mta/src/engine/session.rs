@@ -2,7 +2,7 @@
 //! address, EHLO, STARTTLS, DKIM signing and the transactions.
 
 use super::*;
-use crate::shaping::reconnect::{Ended, Next};
+use crate::shaping::reconnect::Next;
 
 impl Engine {
     /// One outbound connection for `key`: delivers due recipients until the queue is empty, the
@@ -206,14 +206,25 @@ impl Engine {
         dest: SocketAddr,
     ) {
         let conn = ConnText::new(&key.domain, dlv_ip, Some(dest), client.caps.summary());
+        // `max-msg-per-connection`, or fewer when the server showed a cap of its own.
+        let learned = self.with(|s| {
+            let now = self.now_ms();
+            s.queues.get(key).and_then(|q| q.signals.learned_cap(now))
+        });
+        let max_msgs = match (qs.max_msg_per_connection, learned) {
+            (0, Some(c)) => c,
+            (m, Some(c)) => m.min(c),
+            (m, None) => m,
+        };
         let mut sent = 0u64;
-        // Recipients delivered over this connection.
+        // Recipients delivered over this connection, and messages it took.
         let mut delivered = 0u64;
+        let mut taken = 0u64;
         // Since when the connection has had nothing to send (`connection-idle-timeout`).
         let mut idle_since: Option<i64> = None;
         let mut arrivals = None;
         loop {
-            if qs.max_msg_per_connection > 0 && sent >= qs.max_msg_per_connection {
+            if max_msgs > 0 && sent >= max_msgs {
                 break;
             }
             let now = self.now_ms();
@@ -276,9 +287,11 @@ impl Engine {
                 src: dlv_ip,
                 dest,
                 delivered,
+                taken_before: taken,
             };
             let settled = self.settle(key, qs, w, &t, &on).await;
             delivered += settled.delivered;
+            taken += u64::from(settled.delivered > 0);
             if let Some(r) = settled.bounce_queue {
                 self.fail_queue(key, &r, true, dlv_ip, Some(dest)).await;
                 break;
@@ -380,6 +393,7 @@ impl Engine {
         let mut retry: Vec<u32> = Vec::new();
         // The `421` that closed the connection, when no rule made it a verdict on the queue.
         let mut closing: Option<&Reply> = None;
+        let mut at_mail = false;
         for (i, r) in w.rcpts.iter().enumerate() {
             let reply = t.outcome(i);
             if reply.is_positive() {
@@ -428,6 +442,7 @@ impl Engine {
                 out.stop |= acted.defer_queue;
                 if reply.code == 421 && !acted.defer_queue {
                     closing.get_or_insert(reply);
+                    at_mail |= t.command(i) == "MAIL";
                 }
             }
         }
@@ -455,6 +470,9 @@ impl Engine {
             // The server closed the connection: its recipients go out again after the reconnect
             // delay, unless refusals in a row make it a verdict on the queue after all.
             let here = on.delivered + out.delivered > 0;
+            if at_mail && here {
+                self.closed_at_mail(key, on.taken_before);
+            }
             match self.connection_ended(key, on.dest.ip(), here, c) {
                 Next::Reconnect(d) => {
                     delay = Some(d);
@@ -466,69 +484,6 @@ impl Engine {
         self.requeue_after(key, again, self.now_ms(), &last, delay)
             .await;
         out
-    }
-
-    /// A connection of `key` to `ip` ended on the connection-level `reply` (a 4xx banner, or a
-    /// `421` on a command), after delivering (`delivered_here`) or not: what the queue does next
-    /// ([`crate::shaping::reconnect`]). A reconnect delay is noted where the scheduler and the
-    /// operator see it.
-    pub(super) fn connection_ended(
-        &self,
-        key: &QueueKey,
-        ip: IpAddr,
-        delivered_here: bool,
-        reply: &Reply,
-    ) -> Next {
-        let now = self.now_ms();
-        let text = reply.to_string();
-        let name = key.to_string();
-        let next = self.with(|s| {
-            let Some(q) = s.queues.get_mut(key) else {
-                return Next::DeferQueue;
-            };
-            let how = if delivered_here {
-                Ended::Closed
-            } else {
-                // This connection still holds its slot.
-                Ended::Refused {
-                    others_open: q.shaper.connections().saturating_sub(1),
-                }
-            };
-            q.signals.ended(ip, how, now, &name, &text)
-        });
-        let what = if delivered_here { "closed" } else { "refused" };
-        if let Some(n) = self.repeats.note(&format!("{what} {key} {ip}")) {
-            tracing::info!(queue = %key, %ip, reply = %text, times = n, outcome = ?next, "connection {what} by the server (logged at the 1st, 10th, 100th ... time)");
-        }
-        next
-    }
-
-    /// The targets a new connection may use now: those not in a reconnect delay. `None` (and
-    /// the queue waits for the first to be ready) when every one is.
-    fn ready_targets(&self, key: &QueueKey, targets: Vec<SocketAddr>) -> Option<Vec<SocketAddr>> {
-        let now = self.now_ms();
-        self.with(|s| {
-            let Some(q) = s.queues.get_mut(key) else {
-                return Some(targets);
-            };
-            let mut first: Option<i64> = None;
-            let ready: Vec<SocketAddr> = targets
-                .into_iter()
-                .filter(|t| match q.signals.wait_until(t.ip(), now) {
-                    Some(until) => {
-                        first = Some(first.map_or(until, |f| f.min(until)));
-                        false
-                    }
-                    None => true,
-                })
-                .collect();
-            if ready.is_empty() {
-                q.not_before_ms = first.unwrap_or(now + 1000);
-                q.not_before_why = "reconnect delay";
-                return None;
-            }
-            Some(ready)
-        })
     }
 
     /// DKIM-signs the body of a queue that signs (the caller checks `dkim-sign yes` and that
@@ -632,4 +587,7 @@ pub(super) struct Conn<'a> {
     dest: SocketAddr,
     /// Recipients delivered over it before this transaction.
     delivered: u64,
+    /// Messages it took (a recipient delivered) before this transaction: what a server's
+    /// per-connection count sees.
+    taken_before: u64,
 }

@@ -10,6 +10,9 @@
 //!   Outlook's `RP-002`): the next connection to that address waits 0.5 to 1.5 s;
 //! - a refused connection (a 4xx banner, or a `421` before anything was delivered on it): 5 s,
 //!   doubling with each refusal in a row at that address, at most 60 s, ±50% jitter;
+//! - a server that closes at MAIL after the same number of messages twice in a row has a
+//!   per-connection cap: the queue's connections end with QUIT after that many messages for an
+//!   hour ([`Reconnect::learned_cap`]), so the cap costs no deferral;
 //! - a refusal while other connections of the queue are open says "too many connections": the
 //!   queue opens no more than it has open (at least 1) for a minute (Postfix's concurrency
 //!   feedback, in one step);
@@ -36,6 +39,8 @@ const REFUSED_DELAY: Duration = Duration::from_secs(5);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// How long a lowered connection ceiling holds before the queue may open more again.
 const CEILING_HOLD_MS: i64 = 60_000;
+/// How long a learned per-connection cap holds (then the server may show a new one).
+const CAP_HOLD_MS: i64 = 3_600_000;
 
 /// How a connection ended on a connection-level reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +79,10 @@ pub struct Reconnect {
     refusing_since: i64,
     at_ip: BTreeMap<IpAddr, AtIp>,
     ceiling: Option<(u64, i64)>,
+    /// Messages after which a server last closed at MAIL, and whether that was seen twice (the
+    /// cap then holds until the time given).
+    cap_seen: Option<u64>,
+    cap: Option<(u64, i64)>,
     /// The last connection-level reply: address, when (Unix ms), the reply.
     pub last: Option<(IpAddr, i64, String)>,
 }
@@ -115,6 +124,23 @@ impl Reconnect {
         };
         at.until_ms = now_ms + delay.as_millis() as i64;
         Next::Reconnect(delay)
+    }
+
+    /// The server closed a connection at MAIL after `messages` messages: twice the same number in
+    /// a row is its per-connection cap.
+    pub fn closed_at_mail(&mut self, messages: u64, now_ms: i64) {
+        if messages == 0 {
+            return;
+        }
+        if self.cap_seen == Some(messages) {
+            self.cap = Some((messages, now_ms + CAP_HOLD_MS));
+        }
+        self.cap_seen = Some(messages);
+    }
+
+    /// The per-connection cap learned from the server, if one holds at `now_ms`.
+    pub fn learned_cap(&self, now_ms: i64) -> Option<u64> {
+        self.cap.filter(|(_, t)| *t > now_ms).map(|(n, _)| n)
     }
 
     /// A recipient was delivered over a connection to `ip`: the refusals in a row end.
@@ -245,6 +271,25 @@ mod tests {
         r.delivered(ip(1));
         r.prune(1_000_000);
         assert!(r.at_ip.is_empty());
+    }
+
+    #[test]
+    fn the_same_close_at_mail_twice_is_a_cap_for_an_hour() {
+        let mut r = Reconnect::default();
+        r.closed_at_mail(20, 0);
+        assert_eq!(r.learned_cap(0), None, "once is not yet a cap");
+        r.closed_at_mail(17, 1);
+        r.closed_at_mail(20, 2);
+        assert_eq!(r.learned_cap(2), None, "20, 17, 20: not twice in a row");
+        r.closed_at_mail(20, 3);
+        assert_eq!(r.learned_cap(3), Some(20));
+        assert_eq!(r.learned_cap(3 + CAP_HOLD_MS), None, "for an hour");
+        r.closed_at_mail(0, 4);
+        assert_eq!(
+            r.learned_cap(4),
+            Some(20),
+            "a close before any message says nothing"
+        );
     }
 
     #[test]
