@@ -735,6 +735,17 @@ async fn tss04_puts_the_queue_in_backoff_at_once_and_it_returns_on_time() {
     let (m, reply) = mode(&w);
     assert_eq!(m, "backoff");
     assert!(reply.contains("[TSS04]"), "{reply}");
+    // The queue says since when and because of which reply, not merely its last error.
+    let v = w.engine.queue_views();
+    let q = v.iter().find(|q| q.domain == "yahoo.test");
+    let waiting = q.map(|q| q.waiting.clone()).unwrap_or_default();
+    let since = q.and_then(|q| q.backoff_since_ms).unwrap_or(0) - START_MS;
+    assert!((120_000..121_000).contains(&since), "{since}");
+    assert!(
+        waiting.starts_with("backoff since 2026-05-28 20:28:")
+            && waiting.contains(&format!("because 421 4.7.0 {TSS04}; ")),
+        "{waiting}"
+    );
     // backoff-to-normal-after 10m, jittered by up to 10%: still in backoff at 2m + 8.9m ...
     tokio::time::sleep(Duration::from_secs(7 * 60 + 54)).await;
     assert_eq!(mode(&w).0, "backoff");

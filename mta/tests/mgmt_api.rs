@@ -277,6 +277,12 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
         "{q}"
     );
     assert_eq!(q["queues"][0]["name"], "dest.test/v1", "largest first");
+    // Why it waits and until when: every recipient got `451 4.3.0 try later`; retry-after 1h.
+    let dest = queue(&q, "dest.test/v1");
+    assert_eq!(dest["waitingKind"], "retry", "{dest}");
+    assert_eq!(dest["waiting"], "retry after 451 4.3.0 try later", "{dest}");
+    let next_in = dest["nextAttemptMs"].as_i64().unwrap_or(0) - q["timeMs"].as_i64().unwrap_or(0);
+    assert!((50 * 60_000..=3_600_000).contains(&next_in), "{dest}");
     let status = json("127.0.0.71", "GET", s.mgmt, "/status?format=json").await;
     assert_eq!(status["status"]["queue"]["smtp"]["rcp"], 8, "{status}");
     assert_eq!(
@@ -295,6 +301,13 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
         metrics.contains("mta_queue_recipients{queue=\"dest.test/v1\",vmta=\"v1\"} 5"),
         "{metrics}"
     );
+    for series in [
+        "mta_queue_waiting{queue=\"dest.test/v1\",vmta=\"v1\",reason=\"retry\"} 1",
+        "mta_queues_waiting{reason=\"retry\"} 2",
+        "mta_queue_next_attempt_timestamp_seconds{queue=\"dest.test/v1\",vmta=\"v1\"} ",
+    ] {
+        assert!(metrics.contains(series), "no {series} in {metrics}");
+    }
     assert!(
         metrics.contains("# EOF"),
         "OpenMetrics text ends with # EOF"
@@ -335,6 +348,11 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
     let q = json(op, "GET", s.mgmt, "/api/v1/queues").await;
     assert_eq!(queue(&q, "dest.test/v1")["mode"], "backoff");
     assert_eq!(queue(&q, "dest.test/v1")["modeCause"], "operator");
+    let waiting = queue(&q, "dest.test/v1")["waiting"].as_str().unwrap_or("");
+    assert!(
+        waiting.starts_with("backoff since 20") && waiting.contains(" (operator); "),
+        "{waiting}"
+    );
     let (code, out, err) = cli(&[
         "set",
         "queue",
@@ -420,6 +438,10 @@ async fn operators_pause_resume_delete_and_reset_backoff() {
         .find(|l| l.starts_with("dest.test/v1"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains(" yes "), "paused column: {line}");
+    assert!(
+        line.ends_with("paused by an operator"),
+        "waiting column: {line}"
+    );
     assert!(out.contains("queues shown."), "{out}");
 
     // Resume: all five are delivered.

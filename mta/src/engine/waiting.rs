@@ -97,11 +97,11 @@ pub(super) fn reason(q: &QueueState, retry_reply: Option<&str>) -> String {
             .rev()
             .find(|c| c.to == Mode::Backoff);
         if let Some(c) = since {
-            out = format!(
-                "backoff since {} because {}; {out}",
-                crate::acct::record::iso_time(c.at_ms),
-                c.reply.as_deref().unwrap_or(&c.cause)
-            );
+            let at = crate::acct::record::iso_time(c.at_ms);
+            out = match &c.reply {
+                Some(reply) => format!("backoff since {at} because {reply}; {out}"),
+                None => format!("backoff since {at} ({}); {out}", c.cause),
+            };
         }
     }
     out
