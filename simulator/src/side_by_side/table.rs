@@ -38,6 +38,7 @@ impl Comparison {
                 let _ = writeln!(o, " {:>8} {:>8}", row.deferred(), row.rejected);
             }
         }
+        o.push_str(&self.replies());
         o.push('\n');
         for s in &self.sides {
             let took = s
@@ -52,6 +53,26 @@ impl Comparison {
             );
             for e in &s.injection_errors {
                 let _ = writeln!(o, "    injection: {e}");
+            }
+        }
+        o
+    }
+
+    /// The providers' most frequent 4xx/5xx replies to each side, under a heading.
+    fn replies(&self) -> String {
+        let mut o = String::from("\nMost frequent refusals (the world's replies):\n");
+        for s in &self.sides {
+            for p in &s.providers {
+                for r in p.replies.iter().take(3) {
+                    let text: String = r.reply.chars().take(110).collect();
+                    let _ = writeln!(
+                        o,
+                        "  {:<13} {:<8} {:>6} x {text}",
+                        s.side.name(),
+                        p.provider,
+                        r.count
+                    );
+                }
             }
         }
         o
