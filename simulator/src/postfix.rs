@@ -271,13 +271,13 @@ impl Postfix {
             Command::new("chown").arg("postfix").arg(dir.join("data")),
             &maillog,
         )?;
-        let mut pf = Postfix {
+        let pf = Postfix {
             dir,
             listen: c.listen,
-            running: false,
+            // For Drop: a start that fails half-way may leave a master behind.
+            running: true,
         };
         run(&mut pf.command("start"), &maillog)?;
-        pf.running = true;
         pf.wait_listening(Duration::from_secs(20))?;
         Ok(pf)
     }
