@@ -43,6 +43,8 @@ struct Provider {
     accepted: Arc<Mutex<Vec<i64>>>,
     /// Messages taken per connection, as connections close.
     per_conn: Arc<Mutex<Vec<usize>>>,
+    /// Every message body taken.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     clock: Clock,
     msgs: usize,
     counted: bool,
@@ -90,8 +92,11 @@ impl Handler for Provider {
             _ => Outcome::ok("2.1.5", "Ok"),
         }
     }
-    async fn message(&mut self, _: Data) -> Outcome {
+    async fn message(&mut self, d: Data) -> Outcome {
         self.msgs += 1;
+        if let Ok(mut b) = self.bodies.lock() {
+            b.push(d.body.to_vec());
+        }
         if let Ok(mut a) = self.accepted.lock() {
             a.push(self.clock.now_ms());
         }
@@ -122,7 +127,9 @@ async fn world(domain_star: &str, rules: Rules) -> World {
             preference: 10,
             host: "mx.provider.test".into(),
         };
-        z.mx.insert("provider.test".into(), vec![mx]);
+        z.mx.insert("provider.test".into(), vec![mx.clone()]);
+        // DSNs to the sender go to the same server.
+        z.mx.insert("sender.test".into(), vec![mx]);
         z.ip.insert("mx.provider.test".into(), vec![ip]);
     });
     let provider = Provider {
@@ -131,6 +138,7 @@ async fn world(domain_star: &str, rules: Rules) -> World {
         conns: Arc::default(),
         accepted: Arc::default(),
         per_conn: Arc::default(),
+        bodies: Arc::default(),
         clock,
         msgs: 0,
         counted: false,
@@ -366,5 +374,18 @@ async fn an_expired_recipient_quotes_its_own_last_reply() {
             r.rcpt,
             r.dsn_diag
         );
+        // ... and so does the DSN the sender gets.
+        let bodies = w
+            .provider
+            .bodies
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        let dsn = bodies
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .find(|b| b.contains(&format!("Final-Recipient: rfc822; {}", r.rcpt)))
+            .unwrap_or_else(|| panic!("no DSN for {}", r.rcpt));
+        assert!(dsn.contains(&own), "the DSN for {} quotes: {dsn}", r.rcpt);
     }
 }
