@@ -114,9 +114,10 @@ impl Engine {
                 };
                 if due > now {
                     upd(Some(due));
+                    // (An open connection meanwhile is finishing or idle: the queue still
+                    // waits for its next recipient's time.)
                     q.blocked = match q.queue.held_until_ms {
                         Some(h) if h >= due => Blocked::Held(h),
-                        _ if q.shaper.connections() > 0 => Blocked::Sending,
                         _ => Blocked::Retry(due),
                     };
                     continue;

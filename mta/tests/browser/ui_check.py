@@ -61,10 +61,16 @@ def main():
         assert api_q["waitingKind"] == "retry", f"waiting: {api_q}"
         assert "retry after 451 4.3.0 try later" in api_q["waiting"], f"waiting: {api_q}"
         assert api_q["nextAttemptMs"] - queues_time > 50 * 60 * 1000, f"next attempt: {api_q}"
-        cells = driver.execute_script(
+        # The table is redrawn every 2 s: wait for a drawing made after the API's answer.
+        cells_js = (
             "const r = document.querySelector('#queues tbody tr[data-queue=\"" + queue + "\"]');"
-            "return [r.querySelector('td.waiting').textContent, r.querySelector('td.next').textContent]")
-        assert cells[0] == api_q["waiting"], f"waiting cell {cells[0]!r}"
+            "return r ? [r.querySelector('td.waiting').textContent,"
+            " r.querySelector('td.next').textContent] : ['', '']")
+        try:
+            wait.until(lambda d: d.execute_script(cells_js)[0] == api_q["waiting"])
+        except Exception:
+            raise AssertionError(f"waiting cell {driver.execute_script(cells_js)!r} != {api_q['waiting']!r}")
+        cells = driver.execute_script(cells_js)
         assert cells[1].startswith("in ") and ("h" in cells[1] or "m" in cells[1]), f"next cell {cells[1]!r}"
         sizes = [int(r["rcpt"]) for r in table]
         assert sizes == sorted(sizes, reverse=True), f"not sorted by size: {sizes}"
