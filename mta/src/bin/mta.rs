@@ -424,150 +424,156 @@ enum DkimWhat {
 }
 
 fn dkim(what: DkimWhat) -> ExitCode {
-    use std::io::{Read, Write};
     match what {
-        DkimWhat::Check {
-            config: path,
-            format,
-        } => {
-            let loaded = config::load(&path);
-            if !loaded.is_valid() {
-                eprint!("{}", config::render::check_report(&loaded, Format::Text));
-                return ExitCode::from(1);
-            }
-            let cfg = loaded.config;
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("mta: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let checks = rt.block_on(async {
-                let dns: Result<mta::dns::HickoryResolver, String> = if cfg.name_servers.is_empty()
-                {
-                    mta::dns::HickoryResolver::system()
-                } else {
-                    mta::dns::HickoryResolver::with_nameservers(&cfg.name_servers)
-                };
-                dns.map(|d| async move { mta::dkim::check::check_config(&cfg, &d).await })
-            });
-            let checks = match checks {
-                Ok(f) => rt.block_on(f),
-                Err(e) => {
-                    eprintln!("mta: resolver: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&checks).unwrap_or_default()
-                );
-            } else if checks.is_empty() {
-                println!("no domain-key in {}", path.display());
-            } else {
-                print!("{}", mta::dkim::check::render(&checks));
-            }
-            let ok = checks.iter().all(|c| {
-                matches!(
-                    c.status,
-                    mta::dkim::check::KeyStatus::Match | mta::dkim::check::KeyStatus::Wildcard
-                )
-            });
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        DkimWhat::Check { config, format } => dkim_check(&config, format),
         DkimWhat::Keygen {
             domain,
             selector,
             algorithm,
             out,
-        } => {
-            let g = match mta::dkim::generate(algorithm) {
-                Ok(g) => g,
-                Err(e) => {
-                    eprintln!("mta: key generation failed: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let path = out.join(format!("{domain}.{selector}.pem"));
-            if path.exists() {
-                eprintln!("mta: {} exists; not overwriting it", path.display());
-                return ExitCode::from(2);
-            }
-            if let Err(e) =
-                std::fs::create_dir_all(&out).and_then(|_| std::fs::write(&path, &g.private_pem))
-            {
-                eprintln!("mta: cannot write {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
-            println!("; private key written to {}", path.display());
-            println!(
-                "; config: domain-key {selector}, {domain}, {}",
-                path.display()
-            );
-            println!(
-                "{}",
-                mta::dkim::keys::zone_record(&selector, &domain, &g.txt)
-            );
-            ExitCode::SUCCESS
-        }
+        } => dkim_keygen(&domain, &selector, algorithm, &out),
         DkimWhat::Sign {
             key,
             domain,
             selector,
             file,
-        } => {
-            let key = match mta::dkim::LoadedKey::load(&key) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("mta: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let mut msg = Vec::new();
-            let read = if file == "-" {
-                std::io::stdin().read_to_end(&mut msg).map(|_| ())
-            } else {
-                std::fs::read(&file).map(|m| msg = m)
-            };
-            if let Err(e) = read {
-                eprintln!("mta: cannot read {file}: {e}");
-                return ExitCode::from(2);
-            }
-            let msg = mta::dkim::to_crlf(&msg);
-            match mta::dkim::sign(
-                &msg,
-                &key,
-                &domain,
-                &selector,
-                mta::dkim::DEFAULT_HEADERS,
-                None,
-            ) {
-                Ok(h) => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out
-                        .write_all(h.as_bytes())
-                        .and_then(|_| out.write_all(&msg));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mta: {e}");
-                    ExitCode::from(1)
-                }
-            }
+        } => dkim_sign(&key, &domain, &selector, &file),
+    }
+}
+
+/// `mta dkim check`: every configured key against what DNS publishes.
+fn dkim_check(path: &std::path::Path, format: Format) -> ExitCode {
+    let loaded = config::load(path);
+    if !loaded.is_valid() {
+        eprint!("{}", config::render::check_report(&loaded, Format::Text));
+        return ExitCode::from(1);
+    }
+    let cfg = loaded.config;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let checks = rt.block_on(async {
+        let dns: Result<mta::dns::HickoryResolver, String> = if cfg.name_servers.is_empty() {
+            mta::dns::HickoryResolver::system()
+        } else {
+            mta::dns::HickoryResolver::with_nameservers(&cfg.name_servers)
+        };
+        dns.map(|d| async move { mta::dkim::check::check_config(&cfg, &d).await })
+    });
+    let checks = match checks {
+        Ok(f) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("mta: resolver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).unwrap_or_default()
+        );
+    } else if checks.is_empty() {
+        println!("no domain-key in {}", path.display());
+    } else {
+        print!("{}", mta::dkim::check::render(&checks));
+    }
+    let ok = checks.iter().all(|c| {
+        matches!(
+            c.status,
+            mta::dkim::check::KeyStatus::Match | mta::dkim::check::KeyStatus::Wildcard
+        )
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `mta dkim keygen`: a new key file (never overwriting) and its TXT record.
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: mta::dkim::KeyAlgorithm,
+    out: &std::path::Path,
+) -> ExitCode {
+    let g = match mta::dkim::generate(algorithm) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("mta: key generation failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let path = out.join(format!("{domain}.{selector}.pem"));
+    if path.exists() {
+        eprintln!("mta: {} exists; not overwriting it", path.display());
+        return ExitCode::from(2);
+    }
+    if let Err(e) = std::fs::create_dir_all(out).and_then(|_| std::fs::write(&path, &g.private_pem))
+    {
+        eprintln!("mta: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    println!("; private key written to {}", path.display());
+    println!(
+        "; config: domain-key {selector}, {domain}, {}",
+        path.display()
+    );
+    println!("{}", mta::dkim::keys::zone_record(selector, domain, &g.txt));
+    ExitCode::SUCCESS
+}
+
+/// `mta dkim sign`: the message signed as the MTA signs it.
+fn dkim_sign(key: &std::path::Path, domain: &str, selector: &str, file: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let key = match mta::dkim::LoadedKey::load(key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut msg = Vec::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_end(&mut msg).map(|_| ())
+    } else {
+        std::fs::read(file).map(|m| msg = m)
+    };
+    if let Err(e) = read {
+        eprintln!("mta: cannot read {file}: {e}");
+        return ExitCode::from(2);
+    }
+    let msg = mta::dkim::to_crlf(&msg);
+    match mta::dkim::sign(
+        &msg,
+        &key,
+        domain,
+        selector,
+        mta::dkim::DEFAULT_HEADERS,
+        None,
+    ) {
+        Ok(h) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out
+                .write_all(h.as_bytes())
+                .and_then(|_| out.write_all(&msg));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mta: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -150,6 +150,27 @@ enum State {
     Rcpt,
 }
 
+/// What a command leaves the session loop to do.
+enum Step {
+    /// Send this outcome (its delay, reply, close or drop).
+    Answer(Outcome),
+    /// Read the next command (any reply is already queued).
+    Next,
+    /// The session is over.
+    End,
+}
+
+/// One session's state beside its stream.
+struct Session<'a, H> {
+    handler: &'a mut H,
+    opts: &'a ServerOptions,
+    stats: SessionStats,
+    state: State,
+    /// EHLO (not HELO) was used: pipelining may be used if advertised.
+    extended: bool,
+    auth_failures: u32,
+}
+
 /// Runs one session to its end. Errors end the session quietly (the client went away).
 pub async fn serve<H: Handler>(
     stream: BoxStream,
@@ -157,316 +178,395 @@ pub async fn serve<H: Handler>(
     opts: &ServerOptions,
 ) -> SessionStats {
     let mut s = SmtpStream::new(stream);
-    let mut stats = SessionStats::default();
-    let greet = handler.connect();
-    if greet.drop {
+    let mut se = Session {
+        handler,
+        opts,
+        stats: SessionStats::default(),
+        state: State::Fresh,
+        extended: false,
+        auth_failures: 0,
+    };
+    if !se.greet(&mut s).await {
         let _ = s.shutdown().await;
-        return stats;
+        return se.stats;
     }
-    if !greet.delay.is_zero() {
-        tokio::time::sleep(greet.delay).await;
-    }
-    s.queue_reply(&greet.reply);
-    if s.flush().await.is_err() || greet.close {
-        let _ = s.shutdown().await;
-        return stats;
-    }
-    let mut state = State::Fresh;
-    let mut extended = false;
-    let mut auth_failures = 0u32;
     // One buffer for the session's command lines.
     let mut line = String::new();
     loop {
-        // Batch replies while the client has pipelined more commands; flush before waiting.
+        let step = match se.read_command(&mut s, &mut line).await {
+            Err(step) => step,
+            Ok(()) => {
+                let pipelined_ahead = s.has_buffered_input();
+                match parse_command(&line) {
+                    Ok(request) => {
+                        let (step, upgraded) = se.command(s, request, &line, pipelined_ahead).await;
+                        s = match upgraded {
+                            Some(stream) => stream,
+                            None => return se.stats,
+                        };
+                        step
+                    }
+                    Err(reply) => {
+                        s.queue_reply(&reply);
+                        Step::Next
+                    }
+                }
+            }
+        };
+        match step {
+            Step::Next => continue,
+            Step::End => return se.stats,
+            Step::Answer(out) => {
+                if !answer(&mut s, out).await {
+                    return se.stats;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one outcome: its delay (a tarpit; replies already due go out first), its reply, then a
+/// close or drop. False when the session is over.
+async fn answer(s: &mut SmtpStream, out: Outcome) -> bool {
+    if out.drop {
+        let _ = s.shutdown().await;
+        return false;
+    }
+    if !out.delay.is_zero() {
+        if s.flush().await.is_err() {
+            return false;
+        }
+        tokio::time::sleep(out.delay).await;
+    }
+    s.queue_reply(&out.reply);
+    if out.close {
+        let _ = s.shutdown().await;
+        return false;
+    }
+    true
+}
+
+impl<H: Handler> Session<'_, H> {
+    /// The banner (or the handler's refusal). False when the session ends here.
+    async fn greet(&mut self, s: &mut SmtpStream) -> bool {
+        let greet = self.handler.connect();
+        if greet.drop {
+            return false;
+        }
+        if !greet.delay.is_zero() {
+            tokio::time::sleep(greet.delay).await;
+        }
+        s.queue_reply(&greet.reply);
+        s.flush().await.is_ok() && !greet.close
+    }
+
+    /// Reads the next command line into `line`, flushing batched replies first unless the client
+    /// has pipelined more; `Err` with what to do when there is no command to act on.
+    async fn read_command(&mut self, s: &mut SmtpStream, line: &mut String) -> Result<(), Step> {
         if !s.has_buffered_input() && s.flush().await.is_err() {
-            return stats;
+            return Err(Step::End);
         }
         match s
-            .read_line_within_into(&mut line, MAX_LINE, opts.command_timeout)
+            .read_line_within_into(line, MAX_LINE, self.opts.command_timeout)
             .await
         {
             Err(LineError::TimedOut) => {
                 s.queue_reply(&Reply::new(
                     421,
                     "4.4.2",
-                    format!("{} Error: timeout exceeded", opts.host_name),
+                    format!("{} Error: timeout exceeded", self.opts.host_name),
                 ));
                 let _ = s.shutdown().await;
-                return stats;
+                Err(Step::End)
             }
             Err(LineError::TooLong) => {
                 s.queue_reply(&Reply::new(500, "5.5.2", "Error: line too long"));
-                continue;
+                Err(Step::Next)
             }
-            Err(_) => return stats,
-            Ok(()) => {}
+            Err(_) => Err(Step::End),
+            Ok(()) => Ok(()),
         }
-        let pipelined_ahead = s.has_buffered_input();
-        let request = match parse_command(&line) {
-            Ok(r) => r,
-            Err(reply) => {
-                s.queue_reply(&reply);
-                continue;
-            }
-        };
-        let out: Outcome = match request {
+    }
+
+    /// Acts on one command. Takes the stream and gives it back (STARTTLS replaces it); `None`
+    /// when the session is over.
+    async fn command(
+        &mut self,
+        mut s: SmtpStream,
+        request: Request<String>,
+        line: &str,
+        pipelined_ahead: bool,
+    ) -> (Step, Option<SmtpStream>) {
+        let step = match request {
             Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host } => {
                 let is_ehlo = line
                     .get(..4)
                     .is_some_and(|c| c.eq_ignore_ascii_case("EHLO"));
-                handler.reset();
-                if let Some(refusal) = handler.hello(&host) {
-                    refusal
-                } else {
-                    state = State::Greeted;
-                    extended = is_ehlo;
-                    if is_ehlo {
-                        let mut lines = vec![format!("{} Hello {host}", opts.host_name)];
-                        if opts.pipelining {
-                            lines.push("PIPELINING".into());
-                        }
-                        lines.push(match opts.max_message_size {
-                            Some(n) => format!("SIZE {n}"),
-                            None => "SIZE".into(),
-                        });
-                        lines.push("8BITMIME".into());
-                        lines.push("ENHANCEDSTATUSCODES".into());
-                        if opts.tls.is_some() && !stats.tls {
-                            lines.push("STARTTLS".into());
-                        }
-                        if opts.auth && (stats.tls || opts.auth_without_tls) {
-                            lines.push("AUTH PLAIN LOGIN".into());
-                        }
-                        lines.push("SMTPUTF8".into());
-                        Outcome::reply(Reply {
-                            code: 250,
-                            enhanced: None,
-                            lines: lines.into_iter().map(Into::into).collect(),
-                        })
-                    } else {
-                        Outcome::reply(Reply {
-                            code: 250,
-                            enhanced: None,
-                            lines: smallvec::smallvec![opts.host_name.clone().into()],
-                        })
-                    }
-                }
+                Step::Answer(self.hello(&host, is_ehlo))
             }
-            _ if pipelined_ahead && !(extended && opts.pipelining) => {
+            _ if pipelined_ahead && !(self.extended && self.opts.pipelining) => {
                 // The client sent ahead without PIPELINING: drop the rest, as Postfix does.
-                Outcome::close(Reply::new(
+                Step::Answer(Outcome::close(Reply::new(
                     554,
                     "5.5.0",
                     "Error: SMTP protocol synchronization",
-                ))
+                )))
             }
-            Request::Mail { from } => match state {
-                State::Fresh => {
-                    Outcome::reply(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"))
-                }
-                State::Mail | State::Rcpt => {
-                    Outcome::reply(Reply::new(503, "5.5.1", "Error: nested MAIL command"))
-                }
-                State::Greeted => {
-                    if let (Some(max), true) = (opts.max_message_size, from.size > 0) {
-                        if from.size as u64 > max {
-                            s.queue_reply(&Reply::new(552, "5.3.4", "Error: message file too big"));
-                            continue;
-                        }
-                    }
-                    let o = handler.mail(&from);
-                    if o.reply.is_positive() {
-                        state = State::Mail;
-                        s.expect_data_size(from.size as u64);
-                    }
-                    o
-                }
-            },
-            Request::Rcpt { to } => match state {
-                State::Mail | State::Rcpt => {
-                    let o = handler.rcpt(&to);
-                    if o.reply.is_positive() {
-                        state = State::Rcpt;
-                    }
-                    o
-                }
-                _ => Outcome::reply(Reply::new(503, "5.5.1", "Error: need MAIL command")),
-            },
-            Request::Data => match state {
-                State::Rcpt => {
-                    if let Some(refusal) = handler.data() {
-                        refusal
-                    } else {
-                        s.queue_reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
-                        if s.flush().await.is_err() {
-                            return stats;
-                        }
-                        match tokio::time::timeout(
-                            opts.data_timeout,
-                            s.read_data(opts.max_message_size),
-                        )
-                        .await
-                        {
-                            Err(_) => {
-                                Outcome::close(Reply::new(421, "4.4.2", "Error: timeout exceeded"))
-                            }
-                            Ok(Err(DataError::BareNewline)) => Outcome::close(Reply::new(
-                                521,
-                                "5.5.2",
-                                format!("{} Error: bare <LF> received", opts.host_name),
-                            )),
-                            Ok(Err(_)) => return stats,
-                            Ok(Ok(d)) if d.too_big => {
-                                handler.reset();
-                                state = State::Greeted;
-                                Outcome::reply(Reply::new(
-                                    552,
-                                    "5.3.4",
-                                    "Error: message file too big",
-                                ))
-                            }
-                            Ok(Ok(d)) if d.long_line => {
-                                handler.reset();
-                                state = State::Greeted;
-                                Outcome::reply(Reply::new(
-                                    500,
-                                    "5.5.2",
-                                    "Error: message line too long",
-                                ))
-                            }
-                            Ok(Ok(d)) => {
-                                let o = handler.message(d).await;
-                                if o.reply.is_positive() {
-                                    stats.messages += 1;
-                                }
-                                handler.reset();
-                                state = State::Greeted;
-                                o
-                            }
-                        }
-                    }
-                }
-                State::Mail => {
-                    Outcome::reply(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-                }
-                _ => Outcome::reply(Reply::new(503, "5.5.1", "Error: need RCPT command")),
-            },
+            Request::Mail { from } => self.mail(&mut s, &from),
+            Request::Rcpt { to } => Step::Answer(self.rcpt(&to)),
+            Request::Data => self.data(&mut s).await,
             Request::Rset => {
-                handler.reset();
-                if !matches!(state, State::Fresh) {
-                    state = State::Greeted;
+                self.handler.reset();
+                if !matches!(self.state, State::Fresh) {
+                    self.state = State::Greeted;
                 }
-                Outcome::ok("2.0.0", "Ok")
+                Step::Answer(Outcome::ok("2.0.0", "Ok"))
             }
-            Request::Noop { .. } => Outcome::ok("2.0.0", "Ok"),
+            Request::Noop { .. } => Step::Answer(Outcome::ok("2.0.0", "Ok")),
             Request::Quit => {
                 s.queue_reply(&Reply::new(221, "2.0.0", "Bye"));
                 let _ = s.shutdown().await;
-                return stats;
+                Step::End
             }
-            Request::Vrfy { .. } => Outcome::reply(Reply::new(
+            Request::Vrfy { .. } => Step::Answer(Outcome::reply(Reply::new(
                 252,
                 "2.0.0",
                 "Cannot VRFY user, but will accept message",
-            )),
-            Request::StartTls => match (&opts.tls, stats.tls) {
-                (Some(acceptor), false) => {
-                    s.queue_reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
-                    if s.flush().await.is_err() {
-                        return stats;
-                    }
-                    let (inner, leftover) = s.into_inner();
-                    if leftover > 0 {
-                        return stats; // plaintext injected after STARTTLS: drop the connection
-                    }
-                    match acceptor.accept(inner).await {
-                        Ok(tls) => {
-                            s = SmtpStream::new(Box::new(tls));
-                            stats.tls = true;
-                            state = State::Fresh;
-                            extended = false;
-                            handler.reset();
-                            handler.tls_started();
-                            continue;
-                        }
-                        Err(_) => return stats,
-                    }
-                }
-                (Some(_), true) => {
-                    Outcome::reply(Reply::new(503, "5.5.1", "Error: TLS already active"))
-                }
-                (None, _) => {
-                    Outcome::reply(Reply::new(502, "5.5.1", "Error: command not implemented"))
-                }
-            },
+            ))),
+            Request::StartTls => return self.starttls(s).await,
             Request::Auth {
                 mechanism,
                 initial_response,
-            } => {
-                if !opts.auth || !(stats.tls || opts.auth_without_tls) {
-                    Outcome::reply(Reply::new(
-                        503,
-                        "5.5.1",
-                        "Error: authentication not enabled",
-                    ))
-                } else if stats.authenticated {
-                    Outcome::reply(Reply::new(503, "5.5.1", "Error: already authenticated"))
-                } else {
-                    let creds =
-                        match auth_exchange(&mut s, mechanism, &initial_response, opts).await {
-                            Ok(c) => c,
-                            Err(o) => {
-                                s.queue_reply(&o.reply);
-                                if o.close {
-                                    let _ = s.shutdown().await;
-                                    return stats;
-                                }
-                                continue;
-                            }
-                        };
-                    if handler.authenticate(&creds.0, &creds.1) {
-                        stats.authenticated = true;
-                        Outcome::reply(Reply::new(235, "2.7.0", "Authentication successful"))
-                    } else {
-                        auth_failures += 1;
-                        if auth_failures >= opts.max_auth_failures {
-                            Outcome::close(Reply::new(
-                                421,
-                                "4.7.0",
-                                "Error: too many authentication failures",
-                            ))
-                        } else {
-                            // Slow down guessing: each failure waits longer.
-                            tokio::time::sleep(Duration::from_millis(
-                                250 * u64::from(auth_failures),
-                            ))
-                            .await;
-                            Outcome::reply(Reply::new(535, "5.7.8", "Error: authentication failed"))
-                        }
+            } => self.auth(&mut s, mechanism, &initial_response).await,
+            _ => Step::Answer(Outcome::reply(Reply::new(
+                502,
+                "5.5.1",
+                "Error: command not implemented",
+            ))),
+        };
+        (step, Some(s))
+    }
+
+    /// EHLO/HELO/LHLO: the handler may refuse; otherwise the greeting with our extensions.
+    fn hello(&mut self, host: &str, is_ehlo: bool) -> Outcome {
+        self.handler.reset();
+        if let Some(refusal) = self.handler.hello(host) {
+            return refusal;
+        }
+        self.state = State::Greeted;
+        self.extended = is_ehlo;
+        let opts = self.opts;
+        if !is_ehlo {
+            return Outcome::reply(Reply {
+                code: 250,
+                enhanced: None,
+                lines: smallvec::smallvec![opts.host_name.clone().into()],
+            });
+        }
+        let mut lines = vec![format!("{} Hello {host}", opts.host_name)];
+        if opts.pipelining {
+            lines.push("PIPELINING".into());
+        }
+        lines.push(match opts.max_message_size {
+            Some(n) => format!("SIZE {n}"),
+            None => "SIZE".into(),
+        });
+        lines.push("8BITMIME".into());
+        lines.push("ENHANCEDSTATUSCODES".into());
+        if opts.tls.is_some() && !self.stats.tls {
+            lines.push("STARTTLS".into());
+        }
+        if opts.auth && (self.stats.tls || opts.auth_without_tls) {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("SMTPUTF8".into());
+        Outcome::reply(Reply {
+            code: 250,
+            enhanced: None,
+            lines: lines.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// MAIL FROM, in sequence, within the size limit.
+    fn mail(&mut self, s: &mut SmtpStream, from: &MailFrom<String>) -> Step {
+        let o = match self.state {
+            State::Fresh => Outcome::reply(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first")),
+            State::Mail | State::Rcpt => {
+                Outcome::reply(Reply::new(503, "5.5.1", "Error: nested MAIL command"))
+            }
+            State::Greeted => {
+                if let (Some(max), true) = (self.opts.max_message_size, from.size > 0) {
+                    if from.size as u64 > max {
+                        s.queue_reply(&Reply::new(552, "5.3.4", "Error: message file too big"));
+                        return Step::Next;
                     }
                 }
+                let o = self.handler.mail(from);
+                if o.reply.is_positive() {
+                    self.state = State::Mail;
+                    s.expect_data_size(from.size as u64);
+                }
+                o
             }
-            _ => Outcome::reply(Reply::new(502, "5.5.1", "Error: command not implemented")),
         };
-        if out.drop {
-            let _ = s.shutdown().await;
-            return stats;
-        }
-        if !out.delay.is_zero() {
-            // Replies already due go out first; this one waits (a tarpit).
-            if s.flush().await.is_err() {
-                return stats;
+        Step::Answer(o)
+    }
+
+    /// RCPT TO, after MAIL.
+    fn rcpt(&mut self, to: &RcptTo<String>) -> Outcome {
+        match self.state {
+            State::Mail | State::Rcpt => {
+                let o = self.handler.rcpt(to);
+                if o.reply.is_positive() {
+                    self.state = State::Rcpt;
+                }
+                o
             }
-            tokio::time::sleep(out.delay).await;
-        }
-        s.queue_reply(&out.reply);
-        if out.close {
-            let _ = s.shutdown().await;
-            return stats;
+            _ => Outcome::reply(Reply::new(503, "5.5.1", "Error: need MAIL command")),
         }
     }
-}
 
+    /// DATA: the handler may refuse; otherwise 354, the message within the data timeout and size
+    /// limit, and the handler's verdict on it.
+    async fn data(&mut self, s: &mut SmtpStream) -> Step {
+        match self.state {
+            State::Rcpt => {}
+            State::Mail => {
+                return Step::Answer(Outcome::reply(Reply::new(
+                    554,
+                    "5.5.1",
+                    "Error: no valid recipients",
+                )))
+            }
+            _ => {
+                return Step::Answer(Outcome::reply(Reply::new(
+                    503,
+                    "5.5.1",
+                    "Error: need RCPT command",
+                )))
+            }
+        }
+        if let Some(refusal) = self.handler.data() {
+            return Step::Answer(refusal);
+        }
+        s.queue_reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        if s.flush().await.is_err() {
+            return Step::End;
+        }
+        let read = s.read_data(self.opts.max_message_size);
+        let o = match tokio::time::timeout(self.opts.data_timeout, read).await {
+            Err(_) => {
+                let r = Reply::new(421, "4.4.2", "Error: timeout exceeded");
+                return Step::Answer(Outcome::close(r));
+            }
+            Ok(Err(DataError::BareNewline)) => {
+                let text = format!("{} Error: bare <LF> received", self.opts.host_name);
+                return Step::Answer(Outcome::close(Reply::new(521, "5.5.2", text)));
+            }
+            Ok(Err(_)) => return Step::End,
+            Ok(Ok(d)) if d.too_big => {
+                Outcome::reply(Reply::new(552, "5.3.4", "Error: message file too big"))
+            }
+            Ok(Ok(d)) if d.long_line => {
+                Outcome::reply(Reply::new(500, "5.5.2", "Error: message line too long"))
+            }
+            Ok(Ok(d)) => {
+                let o = self.handler.message(d).await;
+                if o.reply.is_positive() {
+                    self.stats.messages += 1;
+                }
+                o
+            }
+        };
+        // A transaction read to its end (taken or not) is over.
+        self.handler.reset();
+        self.state = State::Greeted;
+        Step::Answer(o)
+    }
+
+    /// STARTTLS: the handshake over the same connection; the session starts afresh over TLS.
+    async fn starttls(&mut self, mut s: SmtpStream) -> (Step, Option<SmtpStream>) {
+        let acceptor = match (&self.opts.tls, self.stats.tls) {
+            (Some(acceptor), false) => acceptor.clone(),
+            (Some(_), true) => {
+                let r = Reply::new(503, "5.5.1", "Error: TLS already active");
+                return (Step::Answer(Outcome::reply(r)), Some(s));
+            }
+            (None, _) => {
+                let r = Reply::new(502, "5.5.1", "Error: command not implemented");
+                return (Step::Answer(Outcome::reply(r)), Some(s));
+            }
+        };
+        s.queue_reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        if s.flush().await.is_err() {
+            return (Step::End, None);
+        }
+        let (inner, leftover) = s.into_inner();
+        if leftover > 0 {
+            return (Step::End, None); // plaintext injected after STARTTLS: drop the connection
+        }
+        match acceptor.accept(inner).await {
+            Ok(tls) => {
+                self.stats.tls = true;
+                self.state = State::Fresh;
+                self.extended = false;
+                self.handler.reset();
+                self.handler.tls_started();
+                (Step::Next, Some(SmtpStream::new(Box::new(tls))))
+            }
+            Err(_) => (Step::End, None),
+        }
+    }
+
+    /// AUTH PLAIN/LOGIN, where allowed; failures wait longer each time and end the session at
+    /// `max_auth_failures`.
+    async fn auth(&mut self, s: &mut SmtpStream, mechanism: u64, initial: &str) -> Step {
+        let opts = self.opts;
+        if !opts.auth || !(self.stats.tls || opts.auth_without_tls) {
+            let r = Reply::new(503, "5.5.1", "Error: authentication not enabled");
+            return Step::Answer(Outcome::reply(r));
+        }
+        if self.stats.authenticated {
+            let r = Reply::new(503, "5.5.1", "Error: already authenticated");
+            return Step::Answer(Outcome::reply(r));
+        }
+        let (user, password) = match auth_exchange(s, mechanism, initial, opts).await {
+            Ok(c) => c,
+            Err(o) => {
+                s.queue_reply(&o.reply);
+                if o.close {
+                    let _ = s.shutdown().await;
+                    return Step::End;
+                }
+                return Step::Next;
+            }
+        };
+        if self.handler.authenticate(&user, &password) {
+            self.stats.authenticated = true;
+            return Step::Answer(Outcome::reply(Reply::new(
+                235,
+                "2.7.0",
+                "Authentication successful",
+            )));
+        }
+        self.auth_failures += 1;
+        if self.auth_failures >= opts.max_auth_failures {
+            return Step::Answer(Outcome::close(Reply::new(
+                421,
+                "4.7.0",
+                "Error: too many authentication failures",
+            )));
+        }
+        // Slow down guessing: each failure waits longer.
+        let wait = Duration::from_millis(250 * u64::from(self.auth_failures));
+        tokio::time::sleep(wait).await;
+        Step::Answer(Outcome::reply(Reply::new(
+            535,
+            "5.7.8",
+            "Error: authentication failed",
+        )))
+    }
+}
 /// Reads one line of an AUTH exchange (`*` aborts it).
 async fn auth_line(s: &mut SmtpStream, opts: &ServerOptions) -> Result<String, Outcome> {
     if s.flush().await.is_err() {
