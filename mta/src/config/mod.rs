@@ -2,6 +2,7 @@
 //! (`registry`), the typed model (`model`), merged per-queue settings (`effective`) and semantic checks
 //! (`check`). [`load`] runs them all and returns the model with every diagnostic found.
 
+mod build;
 pub mod check;
 pub mod diag;
 pub mod effective;
