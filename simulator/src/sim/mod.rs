@@ -9,11 +9,12 @@
 
 use crate::expect::{check, Observed};
 use crate::isp::server::{Backchannel, SenderSink};
-use crate::live::{LiveOptions, LivePlan};
+use crate::live::LiveOptions;
 use crate::report::Report;
 use crate::scenario::Loaded;
 use crate::traffic::BodyPool;
 
+mod drain;
 mod incidents;
 mod mta_run;
 mod progress;
@@ -31,7 +32,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Bytes of message bodies the simulated spool keeps in memory; past it, bodies go to a temporary
 /// directory until delivered (a backlog during an incident need not fit in memory).
@@ -184,25 +184,8 @@ async fn run_async(
     // Live: a derived config for the MTA process, on loopback ports of its own.
     let plan = match live {
         Some(_) => {
-            let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            let run_dir = dir.join("live");
-            let _ = std::fs::remove_dir_all(&run_dir);
-            std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-            let plan = LivePlan {
-                dir: run_dir,
-                acct: acct_path.clone(),
-                dns: SocketAddr::new(lo, crate::live::free_udp_tcp_port(lo)?),
-                smtp_port: crate::live::free_port(IpAddr::V4(crate::world::mx_ip(0, 0)))?,
-                mgmt: SocketAddr::new(lo, crate::live::free_port(lo)?),
-            };
-            let derived = crate::live::derive_config(&cfg_path, &config, &plan)?;
-            let path = plan.dir.join("mta.conf");
-            std::fs::write(&path, &derived.text).map_err(|e| format!("{}: {e}", path.display()))?;
-            config = Arc::new(
-                mta::config::load(&path)
-                    .into_result()
-                    .map_err(|e| format!("the derived live config: {e}"))?,
-            );
+            let (plan, path, derived) = drain::live_plan(&dir, &acct_path, &cfg_path, &config)?;
+            config = derived;
             Some((plan, path))
         }
         None => None,
@@ -403,46 +386,7 @@ async fn run_async(
     }
     // Let the queues drain (retries, expiry) so that every accepted message reaches its end; the
     // charts cover the scenario's duration, the verdicts the whole run.
-    let (tally, modes) = match mta {
-        Mta::InProcess {
-            records,
-            engine,
-            stop_tx,
-            sched,
-        } => {
-            let cap = clock.now_ms() + 5 * 86_400_000;
-            while engine.pending_messages() > 0 && clock.now_ms() < cap {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
-            let _ = stop_tx.send(());
-            let _ = sched.await;
-            let tally = records.finish(clock.now_ms())?;
-            (tally, engine.mode_history())
-        }
-        Mta::Process { process, mgmt } => {
-            // Real time: wait for the spool to empty, at most the scenario's length again
-            // (and at least two minutes).
-            let cap = clock.now_ms() + (l.duration.as_millis() as i64).max(120_000);
-            loop {
-                let left = tokio::task::block_in_place(|| crate::live::pending(mgmt));
-                if left == Some(0) || clock.now_ms() >= cap {
-                    if let Some(n) = left.filter(|n| *n > 0) {
-                        notes.push(format!(
-                            "{n} message(s) still queued when the live run ended"
-                        ));
-                    }
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let modes = tokio::task::block_in_place(|| crate::live::mode_history(mgmt));
-            let status = tokio::task::block_in_place(|| process.stop(Duration::from_secs(20)));
-            if !status.is_some_and(|s| s.success()) {
-                notes.push(format!("the MTA process ended with {status:?}"));
-            }
-            (crate::live::read_acct(&acct_path, l)?, modes)
-        }
-    };
+    let (tally, modes) = drain::drain(mta, clock, l, &acct_path, &mut notes).await?;
     let events: BTreeMap<String, Vec<crate::isp::Event>> = isps
         .iter()
         .map(|(n, i)| (n.clone(), i.take_events()))
