@@ -3,15 +3,17 @@
 //! `retry-recipients-after` for recipients deferred while others of the transaction were taken, and
 //! more: signing, expiry, limits, backoff, MX fallback, a body that cannot be read at DATA.
 
-use mta::acct::{Accounting, Record, RecordType};
+mod common;
+
+use mta::acct::{Record, RecordType};
 use mta::clock::Clock;
 use mta::dns::{Mx, StaticResolver};
-use mta::engine::{Engine, Parts};
+use mta::engine::Engine;
 use mta::net::{Net, SimNet};
 use mta::smtp::io::Data;
 use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
 use mta::smtp::{MailFrom, RcptTo, Reply};
-use mta::spool::{Envelope, MemorySpool, Recipient, Spool};
+use mta::spool::{Envelope, MemorySpool, Recipient};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -218,28 +220,7 @@ async fn world_spooled(
             }
         });
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
-    let engine = Engine::new(Parts {
-        config: cfg,
-        spool: Arc::new(Spool::Memory(spool)),
-        acct: Arc::new(Accounting::new(&[])),
-        net: Arc::new(net.clone()),
-        dns: Arc::new(dns.clone()),
-        clock,
-        tap: Some(tx),
-        dkim_signing: true,
-        monitor_on_tap: false,
-    });
-    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
-    let r2 = records.clone();
-    tokio::spawn(async move {
-        while let Some(r) = rx.recv().await {
-            if let Ok(mut v) = r2.lock() {
-                v.push(*r);
-            }
-        }
-    });
-    tokio::spawn(engine.clone().run(std::future::pending()));
+    let (engine, records) = common::run_engine(cfg, spool, net.clone(), dns.clone(), clock, true);
     World {
         engine,
         net,

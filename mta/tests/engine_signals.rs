@@ -3,15 +3,17 @@
 //! on; refusals at every attempt still defer the queue; an expired recipient quotes its own last
 //! reply; and the queue view says why a queue waits and until when.
 
-use mta::acct::{Accounting, Record, RecordType};
+mod common;
+
+use mta::acct::{Record, RecordType};
 use mta::clock::Clock;
 use mta::dns::{Mx, StaticResolver};
-use mta::engine::{Engine, Parts};
+use mta::engine::Engine;
 use mta::net::{Net, SimNet};
 use mta::smtp::io::Data;
 use mta::smtp::server::{serve, Handler, Outcome, ServerOptions};
 use mta::smtp::{MailFrom, RcptTo, Reply};
-use mta::spool::{Envelope, MemorySpool, Recipient, Spool};
+use mta::spool::{Envelope, MemorySpool, Recipient};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,28 +156,14 @@ async fn world(domain_star: &str, rules: Rules) -> World {
             tokio::spawn(async move { serve(c.stream, &mut h, &ServerOptions::default()).await });
         }
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Box<Record>>();
-    let engine = Engine::new(Parts {
-        config: Arc::new(cfg),
-        spool: Arc::new(Spool::Memory(MemorySpool::default())),
-        acct: Arc::new(Accounting::new(&[])),
-        net: Arc::new(net),
-        dns: Arc::new(dns),
+    let (engine, records) = common::run_engine(
+        Arc::new(cfg),
+        MemorySpool::default(),
+        net,
+        dns,
         clock,
-        tap: Some(tx),
-        dkim_signing: false,
-        monitor_on_tap: false,
-    });
-    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
-    let r2 = records.clone();
-    tokio::spawn(async move {
-        while let Some(r) = rx.recv().await {
-            if let Ok(mut v) = r2.lock() {
-                v.push(*r);
-            }
-        }
-    });
-    tokio::spawn(engine.clone().run(std::future::pending()));
+        false,
+    );
     World {
         engine,
         provider,
@@ -212,6 +200,22 @@ async fn submit(w: &World, rcpt: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `n` messages, one recipient each, `u0@provider.test` and on.
+async fn submit_many(w: &World, n: usize) {
+    for i in 0..n {
+        submit(w, &format!("u{i}@provider.test")).await;
+    }
+}
+
+/// Every connection the provider saw: (time ms, refused at the banner).
+fn connections(w: &World) -> Vec<(i64, bool)> {
+    w.provider
+        .conns
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default()
+}
+
 fn records(w: &World, ty: RecordType) -> Vec<Record> {
     let v = w.records.lock().map(|v| v.clone()).unwrap_or_default();
     v.into_iter().filter(|r| r.ty == Some(ty)).collect()
@@ -232,9 +236,7 @@ async fn a_per_connection_cap_closes_one_connection_not_the_queue() {
         ..Rules::default()
     };
     let w = world("    max-smtp-out 2\n    retry-after 10m\n", rules).await;
-    for i in 0..40 {
-        submit(&w, &format!("u{i}@provider.test")).await;
-    }
+    submit_many(&w, 40).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let delivered = records(&w, RecordType::Delivered).len();
     assert_eq!(
@@ -279,21 +281,14 @@ async fn a_refusal_beside_open_connections_lowers_the_ceiling_and_the_queue_goes
         ..Rules::default()
     };
     let w = world("    max-smtp-out 6\n    retry-after 10m\n", rules).await;
-    for i in 0..300 {
-        submit(&w, &format!("u{i}@provider.test")).await;
-    }
+    submit_many(&w, 300).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(records(&w, RecordType::Delivered).len(), 300);
     assert!(
         records(&w, RecordType::TransientQueue).is_empty(),
         "never deferred as a queue"
     );
-    let conns = w
-        .provider
-        .conns
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let conns = connections(&w);
     let refused = conns.iter().filter(|c| c.1).count();
     assert!(refused > 0, "the limit was reached: {conns:?}");
     // After a refusal the queue keeps to what it has open (a minute), then probes again.
@@ -307,16 +302,9 @@ async fn refusals_at_every_attempt_still_defer_the_queue_for_retry_after() {
         ..Rules::default()
     };
     let w = world("    max-smtp-out 1\n    retry-after 10m\n", rules).await;
-    for i in 0..3 {
-        submit(&w, &format!("u{i}@provider.test")).await;
-    }
+    submit_many(&w, 3).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let conns = w
-        .provider
-        .conns
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let conns = connections(&w);
     // Refused at 0 s, then after 5, 10 and 20 s (±50%): the fourth is past 30 s of refusals in a
     // row with nothing open, and the queue waits.
     assert_eq!(
@@ -344,7 +332,7 @@ async fn refusals_at_every_attempt_still_defer_the_queue_for_retry_after() {
         "next attempt in {next} ms"
     );
     tokio::time::sleep(Duration::from_secs(600)).await;
-    let later = w.provider.conns.lock().map(|c| c.len()).unwrap_or(0);
+    let later = connections(&w).len();
     assert!(later > 4, "tried again after retry-after");
 }
 

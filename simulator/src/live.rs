@@ -50,6 +50,23 @@ impl LiveOptions {
             exe.display()
         ))
     }
+
+    /// [`LiveOptions::find_mta`], or, when there is none (a test run of the simulator alone),
+    /// the binary built with `cargo build -p mta --bin mta` first (`$CARGO`, else `cargo`).
+    pub fn find_or_build_mta() -> Result<LiveOptions, String> {
+        if let Ok(o) = LiveOptions::find_mta() {
+            return Ok(o);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = std::process::Command::new(cargo)
+            .args(["build", "-p", "mta", "--bin", "mta"])
+            .status()
+            .map_err(|e| format!("cargo build -p mta: {e}"))?;
+        if !st.success() {
+            return Err(format!("cargo build -p mta failed: {st}"));
+        }
+        LiveOptions::find_mta()
+    }
 }
 
 /// A free TCP port on `ip` (the port is released again; loopback races are unlikely).

@@ -6,7 +6,7 @@
 
 use crate::dkim_check::DkimChecker;
 use crate::dns::{DnsServer, Zones};
-use crate::isp::server::{Backchannel, IspHandler};
+use crate::isp::server::{Backchannel, MxHost};
 use crate::isp::{Engine as Isp, EventKind};
 use crate::profile::Profile;
 use crate::world_auth::{Published, SenderOptions};
@@ -312,9 +312,15 @@ impl World {
                     preference: p.mx[i].preference,
                     addr,
                 });
-                let isp2 = isp.clone();
-                let dkim2 = dkim.clone();
-                let back2 = back.clone();
+                let mx_host = MxHost {
+                    isp: isp.clone(),
+                    dkim: dkim.clone(),
+                    clock,
+                    back: back.clone(),
+                    local: addr.ip(),
+                    host: host.clone(),
+                    bodies: None,
+                };
                 let tls = p.tls.offered.then(|| tls.clone());
                 tasks.push(tokio::spawn(async move {
                     let o = ServerOptions {
@@ -323,24 +329,7 @@ impl World {
                         ..ServerOptions::default()
                     };
                     while let Ok(c) = listener.accept().await {
-                        let mut h = IspHandler {
-                            isp: isp2.clone(),
-                            dkim: dkim2.clone(),
-                            clock,
-                            session: None,
-                            peer: c.peer.ip(),
-                            from: String::new(),
-                            rcpts: 0,
-                            accepted: Vec::new(),
-                            local: addr.ip(),
-                            host: host.clone(),
-                            back: back2.clone(),
-                            slow: std::time::Duration::ZERO,
-                            drop_at_data: false,
-                            helo: String::new(),
-                            spf_seen: None,
-                            bodies: None,
-                        };
+                        let mut h = mx_host.handler(c.peer.ip());
                         let o = o.clone();
                         tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
                     }

@@ -8,23 +8,9 @@ use simulator::scenario::Loaded;
 use simulator::sim::{run_live, RunOptions};
 use std::path::Path;
 
-/// The `mta` binary: beside this test's target directory (built by `cargo test --workspace`), else
-/// built here.
-fn mta_binary() -> LiveOptions {
-    if let Ok(o) = LiveOptions::find_mta() {
-        return o;
-    }
-    let st = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "mta", "--bin", "mta"])
-        .status()
-        .unwrap_or_else(|e| panic!("cargo build: {e}"));
-    assert!(st.success(), "cargo build -p mta failed");
-    LiveOptions::find_mta().unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[test]
 fn live_tss04_holds_with_the_mta_as_its_own_process() {
-    let live = mta_binary();
+    let live = LiveOptions::find_or_build_mta().unwrap_or_else(|e| panic!("{e}"));
     let l =
         Loaded::load(Path::new("../scenarios/live-tss04.toml")).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -8,19 +8,6 @@ use simulator::live::LiveOptions;
 use simulator::side_by_side::{run, Comparison, Options, Side};
 use std::path::Path;
 
-/// The `mta` binary beside this test's target directory, else built here.
-fn mta_binary() -> LiveOptions {
-    if let Ok(o) = LiveOptions::find_mta() {
-        return o;
-    }
-    let st = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "mta", "--bin", "mta"])
-        .status()
-        .unwrap_or_else(|e| panic!("cargo build: {e}"));
-    assert!(st.success(), "cargo build -p mta failed");
-    LiveOptions::find_mta().unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Whether Postfix can run here; with REQUIRE_ORACLES=1 it must.
 fn postfix_present() -> bool {
     match simulator::postfix::available() {
@@ -51,7 +38,9 @@ async fn we_deliver_at_least_as_much_as_postfix_in_the_same_world() {
     let opts = Options {
         root: Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
         work: dir.path().to_path_buf(),
-        mta_bin: mta_binary().mta_bin,
+        mta_bin: LiveOptions::find_or_build_mta()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .mta_bin,
         minutes: 3,
         messages: 2000,
         seed: 42,

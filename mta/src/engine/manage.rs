@@ -139,16 +139,6 @@ impl Engine {
                         let m = s.messages.get(&w.id)?;
                         w.rcpts.iter().find_map(|r| m.last_reply.get(r))
                     });
-                    let backoff_since_ms = (q.shaper.mode() == Mode::Backoff)
-                        .then(|| {
-                            q.shaper
-                                .history
-                                .iter()
-                                .rev()
-                                .find(|c| c.to == Mode::Backoff)
-                                .map(|c| c.at_ms)
-                        })
-                        .flatten();
                     QueueView {
                         name: k.to_string(),
                         domain: k.domain.clone(),
@@ -172,7 +162,7 @@ impl Engine {
                             retry_reply.map(|r| r.to_string()).as_deref(),
                         ),
                         waiting_kind: q.blocked.kind().to_string(),
-                        backoff_since_ms,
+                        backoff_since_ms: q.shaper.backoff_since().map(|c| c.at_ms),
                     }
                 })
                 .collect()

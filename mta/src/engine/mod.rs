@@ -77,11 +77,11 @@ struct QueueState {
     /// Signalled when mail is queued: wakes connections idling under `connection-idle-timeout`.
     arrivals: Arc<Notify>,
     /// Why `not_before_ms` is set.
-    not_before_why: &'static str,
+    not_before_why: waiting::NotBefore,
     /// The provider's connection-level signals: refusals in a row, reconnect delays per address.
     signals: crate::shaping::Reconnect,
-    /// The reply that put the whole queue on hold (`held_until_ms`), and when (Unix ms).
-    held_by: Option<(i64, String)>,
+    /// The reply that put the whole queue on hold (`held_until_ms`).
+    held_by: Option<String>,
     /// Why the queue sent nothing more at the scheduler's last pass.
     blocked: waiting::Blocked,
 }
@@ -96,7 +96,7 @@ impl QueueState {
             paused: false,
             opened: 0,
             arrivals: Arc::new(Notify::new()),
-            not_before_why: "",
+            not_before_why: waiting::NotBefore::RollupFull,
             signals: Default::default(),
             held_by: None,
             blocked: Default::default(),

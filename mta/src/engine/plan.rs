@@ -93,7 +93,6 @@ impl Engine {
                 };
                 upd(q.queue.next_expiry_ms());
                 upd(q.shaper.backoff_until_ms());
-                q.signals.prune(now);
                 q.blocked = Blocked::Sending;
                 if q.not_before_ms > now {
                     upd(Some(q.not_before_ms));

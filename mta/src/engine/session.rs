@@ -49,7 +49,7 @@ impl Engine {
                 if *n >= limit {
                     if let Some(q) = s.queues.get_mut(&key) {
                         q.not_before_ms = now + 1000;
-                        q.not_before_why = "MX rollup group full";
+                        q.not_before_why = super::waiting::NotBefore::RollupFull;
                     }
                     false
                 } else {
@@ -217,8 +217,7 @@ impl Engine {
             (m, None) => m,
         };
         let mut sent = 0u64;
-        // Recipients delivered over this connection, and messages it took.
-        let mut delivered = 0u64;
+        // Messages this connection took (a recipient delivered).
         let mut taken = 0u64;
         // Since when the connection has had nothing to send (`connection-idle-timeout`).
         let mut idle_since: Option<i64> = None;
@@ -286,11 +285,9 @@ impl Engine {
                 text: &conn,
                 src: dlv_ip,
                 dest,
-                delivered,
                 taken_before: taken,
             };
             let settled = self.settle(key, qs, w, &t, &on).await;
-            delivered += settled.delivered;
             taken += u64::from(settled.delivered > 0);
             if let Some(r) = settled.bounce_queue {
                 self.fail_queue(key, &r, true, dlv_ip, Some(dest)).await;
@@ -303,7 +300,7 @@ impl Engine {
                     if let Some(q) = s.queues.get_mut(key) {
                         let hold = now + q.shaper.retry_delay(1).as_millis() as i64;
                         q.queue.held_until_ms = Some(hold);
-                        q.held_by = q.last_error.clone().map(|e| (now, e));
+                        q.held_by = q.last_error.clone();
                     }
                 });
                 break;
@@ -469,7 +466,7 @@ impl Engine {
         if let (Some(c), false) = (closing, out.stop) {
             // The server closed the connection: its recipients go out again after the reconnect
             // delay, unless refusals in a row make it a verdict on the queue after all.
-            let here = on.delivered + out.delivered > 0;
+            let here = on.taken_before > 0 || out.delivered > 0;
             if at_mail && here {
                 self.closed_at_mail(key, on.taken_before);
             }
@@ -585,8 +582,6 @@ pub(super) struct Conn<'a> {
     src: Option<IpAddr>,
     /// The server's address.
     dest: SocketAddr,
-    /// Recipients delivered over it before this transaction.
-    delivered: u64,
     /// Messages it took (a recipient delivered) before this transaction: what a server's
     /// per-connection count sees.
     taken_before: u64,

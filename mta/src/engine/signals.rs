@@ -66,7 +66,7 @@ impl Engine {
                 .collect();
             if ready.is_empty() {
                 q.not_before_ms = first.unwrap_or(now + 1000);
-                q.not_before_why = "reconnect delay";
+                q.not_before_why = super::waiting::NotBefore::Reconnect;
                 return None;
             }
             Some(ready)

@@ -2,7 +2,15 @@
 //! `mta show queues`, `/queueDetail`, the dashboard and the metrics.
 
 use super::QueueState;
-use crate::queue::Mode;
+
+/// Why a queue may open no connection before `not_before_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotBefore {
+    /// The MX rollup group it shares with other queues has every connection open.
+    RollupFull,
+    /// Every address of its mail hosts waits out a reconnect delay.
+    Reconnect,
+}
 
 /// Why a queue sent nothing more at the scheduler's last pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,19 +76,19 @@ pub(super) fn reason(q: &QueueState, retry_reply: Option<&str>) -> String {
         Blocked::Sending => format!("sending over {} connection(s)", q.shaper.connections()),
         Blocked::Paused => "paused by an operator".to_string(),
         Blocked::Held(_) => match &q.held_by {
-            Some((_, reply)) => format!("queue deferred: retry after {reply}"),
+            Some(reply) => format!("queue deferred: retry after {reply}"),
             None => "queue deferred".to_string(),
         },
         Blocked::Retry(_) => match retry_reply {
             Some(r) => format!("retry after {r}"),
             None => "next recipient not yet due".to_string(),
         },
-        Blocked::NotBefore(_) => match (&q.signals.last, q.not_before_why) {
-            (Some((ip, _, reply)), "reconnect delay") => {
+        Blocked::NotBefore(_) => match (q.not_before_why, &q.signals.last) {
+            (NotBefore::Reconnect, Some((ip, reply))) => {
                 format!("reconnect delay for {ip} after {reply}")
             }
-            (_, why) if !why.is_empty() => why.to_string(),
-            _ => "not before the next connection slot".to_string(),
+            (NotBefore::Reconnect, None) => "reconnect delay".to_string(),
+            (NotBefore::RollupFull, _) => "MX rollup group full".to_string(),
         },
         Blocked::Rate(_) => "rate gate (max-msg-rate / max-connect-rate)".to_string(),
         Blocked::ConnectionLimit => {
@@ -89,20 +97,12 @@ pub(super) fn reason(q: &QueueState, retry_reply: Option<&str>) -> String {
         Blocked::SharedLimit => "vMTA or total-max-smtp-out connection limit reached".to_string(),
         Blocked::SourcesDisabled(_) => "every source IP of the vMTA is disabled".to_string(),
     };
-    if q.shaper.mode() == Mode::Backoff {
-        let since = q
-            .shaper
-            .history
-            .iter()
-            .rev()
-            .find(|c| c.to == Mode::Backoff);
-        if let Some(c) = since {
-            let at = crate::acct::record::iso_time(c.at_ms);
-            out = match &c.reply {
-                Some(reply) => format!("backoff since {at} because {reply}; {out}"),
-                None => format!("backoff since {at} ({}); {out}", c.cause),
-            };
-        }
+    if let Some(c) = q.shaper.backoff_since() {
+        let at = crate::acct::record::iso_time(c.at_ms);
+        out = match &c.reply {
+            Some(reply) => format!("backoff since {at} because {reply}; {out}"),
+            None => format!("backoff since {at} ({}); {out}", c.cause),
+        };
     }
     out
 }

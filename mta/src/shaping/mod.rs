@@ -111,6 +111,14 @@ impl Shaper {
         self.mode
     }
 
+    /// The change that put the queue in backoff, while it is in backoff.
+    pub fn backoff_since(&self) -> Option<&ModeChange> {
+        if self.mode != Mode::Backoff {
+            return None;
+        }
+        self.history.iter().rev().find(|c| c.to == Mode::Backoff)
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> u64 {
         self.connections

@@ -83,14 +83,15 @@ pub struct Reconnect {
     /// cap then holds until the time given).
     cap_seen: Option<u64>,
     cap: Option<(u64, i64)>,
-    /// The last connection-level reply: address, when (Unix ms), the reply.
-    pub last: Option<(IpAddr, i64, String)>,
+    /// The last connection-level reply and the address that gave it.
+    pub last: Option<(IpAddr, String)>,
 }
 
 impl Reconnect {
     /// A connection to `ip` ended with `reply`; `name` keys the jitter (the queue's name).
     pub fn ended(&mut self, ip: IpAddr, how: Ended, now_ms: i64, name: &str, reply: &str) -> Next {
-        self.last = Some((ip, now_ms, reply.to_string()));
+        self.prune(now_ms);
+        self.last = Some((ip, reply.to_string()));
         let at = self.at_ip.entry(ip).or_default();
         let delay = match how {
             Ended::Closed => {
@@ -165,7 +166,7 @@ impl Reconnect {
     }
 
     /// Forgets addresses whose delay is over and that have no refusals counted (keeps the map
-    /// to the addresses that matter).
+    /// to the addresses that matter; done as each connection ends).
     pub fn prune(&mut self, now_ms: i64) {
         self.at_ip
             .retain(|_, a| a.until_ms > now_ms || a.refusals > 0);

@@ -1,5 +1,6 @@
 //! Helpers shared by the tests that run `mta run` as its own process on loopback: a sink SMTP
-//! server, free ports, starting and stopping the binary, injecting mail, reading the accounting CSV.
+//! server, free ports, starting and stopping the binary, injecting mail, reading the accounting CSV;
+//! and by the tests that run the engine in process on the simulated network ([`run_engine`]).
 #![allow(dead_code)]
 
 use mta::net::{LiveNet, Net};
@@ -214,4 +215,39 @@ pub async fn send_one(at: SocketAddr, src: [u8; 4], rcpt: &str) -> (u16, String)
     c.quit().await;
     let r = t.outcome(0);
     (r.code, r.to_string())
+}
+
+/// An engine in process over the simulated network, memory spool and static DNS: scheduled until
+/// the test ends, every record it writes collected.
+pub fn run_engine(
+    config: Arc<mta::config::Config>,
+    spool: mta::spool::MemorySpool,
+    net: mta::net::SimNet,
+    dns: mta::dns::StaticResolver,
+    clock: mta::clock::Clock,
+    dkim_signing: bool,
+) -> (Arc<mta::engine::Engine>, Arc<Mutex<Vec<mta::acct::Record>>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Box<mta::acct::Record>>();
+    let engine = mta::engine::Engine::new(mta::engine::Parts {
+        config,
+        spool: Arc::new(mta::spool::Spool::Memory(spool)),
+        acct: Arc::new(mta::acct::Accounting::new(&[])),
+        net: Arc::new(net),
+        dns: Arc::new(dns),
+        clock,
+        tap: Some(tx),
+        dkim_signing,
+        monitor_on_tap: false,
+    });
+    let records: Arc<Mutex<Vec<mta::acct::Record>>> = Arc::default();
+    let r2 = records.clone();
+    tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            if let Ok(mut v) = r2.lock() {
+                v.push(*r);
+            }
+        }
+    });
+    tokio::spawn(engine.clone().run(std::future::pending()));
+    (engine, records)
 }

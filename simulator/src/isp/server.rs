@@ -144,6 +144,49 @@ pub struct IspHandler {
     pub bodies: Option<Arc<dyn BodyBuffers>>,
 }
 
+/// One MX host as its connections share it: each accepted connection gets
+/// [`MxHost::handler`].
+#[derive(Clone)]
+pub struct MxHost {
+    /// The provider's decision engine.
+    pub isp: Isp,
+    /// DKIM verification against the world's keys.
+    pub dkim: crate::dkim_check::DkimChecker,
+    /// The world's clock.
+    pub clock: Clock,
+    /// Where late DSNs and complaints go.
+    pub back: Arc<Backchannel>,
+    /// This host's address and name.
+    pub local: IpAddr,
+    pub host: String,
+    /// Where read body buffers go back to, if anywhere.
+    pub bodies: Option<Arc<dyn BodyBuffers>>,
+}
+
+impl MxHost {
+    /// The handler of one connection from `peer`.
+    pub fn handler(&self, peer: IpAddr) -> IspHandler {
+        IspHandler {
+            isp: self.isp.clone(),
+            dkim: self.dkim.clone(),
+            clock: self.clock,
+            session: None,
+            peer,
+            from: String::new(),
+            rcpts: 0,
+            accepted: Vec::new(),
+            local: self.local,
+            host: self.host.clone(),
+            back: self.back.clone(),
+            slow: Duration::ZERO,
+            drop_at_data: false,
+            helo: String::new(),
+            spf_seen: None,
+            bodies: self.bodies.clone(),
+        }
+    }
+}
+
 impl IspHandler {
     /// Decides, per accepted recipient, whether a late DSN or a complaint comes back, and
     /// schedules it on the simulated clock. `mid` is the message's Message-ID field ("" for none),

@@ -4,7 +4,7 @@
 
 use super::mx_addr;
 use crate::dkim_check::DkimChecker;
-use crate::isp::server::{Backchannel, IspHandler};
+use crate::isp::server::{Backchannel, MxHost};
 use crate::isp::Engine as Isp;
 use crate::scenario::{IncidentKind, Loaded};
 use crate::traffic::BodyPool;
@@ -104,13 +104,19 @@ pub(super) async fn start(w: World<'_>) -> Result<Started, String> {
                 .listen(SocketAddr::new(ip, smtp_port))
                 .await
                 .map_err(|e| format!("{ip}:{smtp_port}: {e}"))?;
-            let isp2 = isp.clone();
-            let dkim2 = dkim.clone();
             let host = mx.host.clone();
-            let back2 = back.clone();
             let tls = tls.clone().filter(|_| p.tls.offered);
             let outages = outages.clone();
             let pool: Arc<dyn BodyBuffers> = bodies.clone();
+            let mx_host = MxHost {
+                isp: isp.clone(),
+                dkim: dkim.clone(),
+                clock,
+                back: back.clone(),
+                local: ip,
+                host: host.clone(),
+                bodies: Some(pool),
+            };
             tokio::spawn(async move {
                 let opts = ServerOptions {
                     host_name: host.clone(),
@@ -133,24 +139,7 @@ pub(super) async fn start(w: World<'_>) -> Result<Started, String> {
                         }
                         continue;
                     }
-                    let mut h = IspHandler {
-                        isp: isp2.clone(),
-                        dkim: dkim2.clone(),
-                        clock,
-                        session: None,
-                        peer: c.peer.ip(),
-                        from: String::new(),
-                        rcpts: 0,
-                        accepted: Vec::new(),
-                        local: ip,
-                        host: host.clone(),
-                        back: back2.clone(),
-                        slow: Duration::ZERO,
-                        drop_at_data: false,
-                        helo: String::new(),
-                        spf_seen: None,
-                        bodies: Some(pool.clone()),
-                    };
+                    let mut h = mx_host.handler(c.peer.ip());
                     let o = opts.clone();
                     tokio::spawn(Box::pin(async move { serve(c.stream, &mut h, &o).await }));
                 }
